@@ -1,0 +1,212 @@
+"""The ``streamq`` command line: worker, enqueue, tail, simulate, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+from redis.exceptions import RedisError
+
+from streamq.consumer import ChatJob
+from streamq.events import Cancelled, Delta, Error, Reset, event_to_dict, is_terminal
+from streamq.exceptions import JobFailed, StreamQError
+from streamq.producer import StreamQ
+from streamq.settings import LOG_LEVELS, Settings
+
+EXIT_JOB_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    settings: Settings | None = None
+    try:
+        settings = Settings.from_env(env_file=args.env_file)
+        if args.log_level:
+            settings = settings.replace(log_level=args.log_level.upper())
+        elif args.run is run_demo:  # the demo's terminal is for the answer, not worker logs
+            settings = settings.replace(log_level="WARNING")
+        logging.basicConfig(
+            level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+        code: int = args.run(args, settings)
+        return code
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except JobFailed as exc:
+        print(f"streamq: {exc}", file=sys.stderr)
+        return EXIT_JOB_FAILED
+    except StreamQError as exc:
+        print(f"streamq: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (RedisError, OSError) as exc:
+        where = redact(settings.redis_url) if settings else "Redis"
+        print(f"streamq: error: cannot use Redis at {where}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def redact(url: str) -> str:
+    """``url`` without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="streamq",
+        description="Run LLM chat completions behind a job queue; stream tokens through Redis.",
+    )
+    parser.add_argument("--env-file", help="read settings from this .env file (default: ./.env)")
+    parser.add_argument("--log-level", choices=[lvl.lower() for lvl in LOG_LEVELS])
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    worker = commands.add_parser("worker", help="run a worker that streams queued jobs")
+    worker.add_argument("--concurrency", type=int, help="jobs at once (STREAMQ_CONCURRENCY)")
+    worker.add_argument("--burst", action="store_true", help="exit once the queue is empty")
+    worker.set_defaults(run=run_worker)
+
+    enqueue = commands.add_parser("enqueue", help="enqueue a chat job and print its id")
+    enqueue.add_argument("prompt", help="the user message")
+    enqueue.add_argument("--system", help="system prompt")
+    enqueue.add_argument("--model", help="model name (default: the worker's OPENAI_MODEL)")
+    enqueue.add_argument("--job-id", help="idempotency key; the same id never runs twice")
+    enqueue.add_argument("--follow", action="store_true", help="stream the answer to stdout")
+    enqueue.set_defaults(run=run_enqueue)
+
+    tail = commands.add_parser("tail", help="follow a job's stream")
+    tail.add_argument("job_id")
+    tail.add_argument("--from", dest="cursor", metavar="CURSOR", help="resume after this cursor")
+    tail.add_argument("--json", action="store_true", help="one JSON object per event")
+    tail.set_defaults(run=run_tail)
+
+    cancel = commands.add_parser("cancel", help="cancel a job (queued or running)")
+    cancel.add_argument("job_id")
+    cancel.set_defaults(run=run_cancel)
+
+    simulate = commands.add_parser("simulate", help="serve the OpenAI-compatible simulator")
+    simulate.add_argument("--host", default="127.0.0.1")
+    simulate.add_argument("--port", type=int, default=8000)
+    simulate.add_argument("--tokens-per-second", type=float, help="default: as fast as possible")
+    simulate.add_argument("--ttft", type=float, default=0.0, help="time to first token (s)")
+    simulate.add_argument("--seed", type=int, default=0)
+    simulate.set_defaults(run=run_simulate)
+
+    demo = commands.add_parser("demo", help="run worker, enqueue and stream in one go")
+    demo.add_argument("prompt", nargs="?", default="Write a haiku about queues.")
+    demo.set_defaults(run=run_demo)
+    return parser
+
+
+def run_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from streamq.worker import openai_client, run_supervised
+
+    if args.concurrency is not None:
+        settings = settings.replace(concurrency=args.concurrency)
+    openai_client(settings)  # fail now, not at the first job, when no key is configured
+    run_supervised(settings, burst=args.burst)
+    return 0
+
+
+def run_enqueue(args: argparse.Namespace, settings: Settings) -> int:
+    async def enqueue() -> int:
+        async with StreamQ.from_url(settings.redis_url, settings) as sq:
+            job = await sq.enqueue_chat(
+                args.prompt, system_prompt=args.system, model=args.model, job_id=args.job_id
+            )
+            if not args.follow:
+                print(job.id)
+                return 0
+            print(f"job {job.id}", file=sys.stderr)
+            return await print_text(job)
+
+    return asyncio.run(enqueue())
+
+
+def run_tail(args: argparse.Namespace, settings: Settings) -> int:
+    async def tail() -> int:
+        async with StreamQ.from_url(settings.redis_url, settings) as sq:
+            job = sq.job(args.job_id)
+            if not args.json:
+                return await print_text(job, after=args.cursor)
+            async with job.events(after=args.cursor) as events:
+                async for event in events:
+                    print(json.dumps(event_to_dict(event), ensure_ascii=False), flush=True)
+                    if isinstance(event, Error):
+                        return EXIT_JOB_FAILED
+            return 0
+
+    return asyncio.run(tail())
+
+
+def run_cancel(args: argparse.Namespace, settings: Settings) -> int:
+    async def cancel() -> int:
+        async with StreamQ.from_url(settings.redis_url, settings) as sq:
+            job = sq.job(args.job_id)
+            outcome = await job.cancel()
+            print(f"{job.id}: {outcome.replace('_', ' ')}")
+            if outcome == "cancelling":  # wait for the worker to confirm
+                async with job.events() as events:
+                    async for event in events:
+                        if is_terminal(event):
+                            print(f"{job.id}: ended {event.type}")
+            return 0
+
+    return asyncio.run(cancel())
+
+
+async def print_text(job: ChatJob, after: str | None = None) -> int:
+    """Write the job's content deltas to stdout as they arrive; notices go to stderr.
+
+    A terminal cannot take text back: when the job restarts after text was printed, a notice
+    says so and the new attempt's text follows on a fresh line.
+    """
+    printed = False
+    async with job.events(after=after) as events:
+        async for event in events:
+            if isinstance(event, Delta) and event.choice == 0:
+                sys.stdout.write(event.text)
+                sys.stdout.flush()
+                printed = True
+            elif isinstance(event, Reset) and printed:
+                print(
+                    f"\nstreamq: job {job.id} restarted (attempt {event.attempt})", file=sys.stderr
+                )
+                printed = False
+            elif isinstance(event, Error | Cancelled):
+                detail = f"[{event.code}] {event.message}" if isinstance(event, Error) else ""
+                print(f"\nstreamq: job {job.id} {event.type} {detail}".rstrip(), file=sys.stderr)
+                return EXIT_JOB_FAILED
+    sys.stdout.write("\n")
+    return 0
+
+
+def run_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    from streamq.simulator import SimulatorConfig, serve
+
+    config = SimulatorConfig(
+        tokens_per_second=args.tokens_per_second, time_to_first_token=args.ttft, seed=args.seed
+    )
+
+    def ready(url: str) -> None:
+        print(f"simulator serving {url}", file=sys.stderr, flush=True)
+
+    asyncio.run(serve(config, args.host, args.port, on_ready=ready))
+    return 0
+
+
+def run_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from streamq.demo import run_demo as demo
+
+    return demo(args.prompt, settings)

@@ -1,0 +1,58 @@
+"""Redis clients with the timeouts a long-running worker needs.
+
+Without a socket timeout a blackholed link hangs a client forever; without retries one
+dropped connection fails a command that a reconnect would have served.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from arq.connections import ArqRedis
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from streamq.queue import deserialize_job, serialize_job
+
+SOCKET_TIMEOUT = 10.0
+CONNECT_TIMEOUT = 5.0
+HEALTH_CHECK_INTERVAL = 15
+
+
+def pool_from_url(url: str, **overrides: Any) -> ConnectionPool:
+    """A connection pool for ``url`` with timeouts, keep-alive and retries on dropped links.
+
+    ``rediss://`` URLs check the server's host name; URL query parameters (``ssl_ca_certs``,
+    ``socket_timeout``, ...) override these defaults.
+    """
+    options: dict[str, Any] = {
+        "socket_timeout": SOCKET_TIMEOUT,
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "socket_keepalive": True,
+        "health_check_interval": HEALTH_CHECK_INTERVAL,
+        "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=3),
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+    }
+    if url.startswith("rediss://"):
+        options["ssl_check_hostname"] = True
+    return ConnectionPool.from_url(url, **{**options, **overrides})
+
+
+def redis_from_url(url: str, **overrides: Any) -> Redis:
+    """A client on :func:`pool_from_url` that closes its pool when closed."""
+    return Redis.from_pool(pool_from_url(url, **overrides))
+
+
+def arq_redis(url: str, queue_name: str) -> ArqRedis:
+    """arq's client (JSON jobs) on the same resilient pool."""
+    client = ArqRedis(
+        pool_or_conn=pool_from_url(url),
+        job_serializer=serialize_job,
+        job_deserializer=deserialize_job,
+        default_queue_name=queue_name,
+    )
+    client.auto_close_connection_pool = True
+    return client

@@ -1,0 +1,65 @@
+"""``streamq demo``: the whole pipeline in one process, with throwaway parts where needed.
+
+No ``OPENAI_API_KEY`` (and no ``OPENAI_BASE_URL``): the built-in simulator answers. ``REDIS_URL``
+not answering: a private ``redis-server`` runs for the demo's length. Everything the demo
+started is stopped before it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import uuid
+
+from redis.asyncio import Redis
+
+from streamq.cli import print_text
+from streamq.keys import Keys
+from streamq.local_redis import LocalRedis, redis_answers
+from streamq.producer import StreamQ
+from streamq.settings import Settings
+from streamq.simulator import SimulatorConfig, SimulatorThread
+from streamq.worker import running_worker
+
+DEMO_TOKENS_PER_SECOND = 40.0
+DEMO_REPLY_TOKENS = 60
+
+
+def run_demo(prompt: str, settings: Settings) -> int:
+    """Run worker, producer and reader together; return the exit code."""
+    with contextlib.ExitStack() as stack:
+        if not redis_answers(settings.redis_url):
+            server = stack.enter_context(LocalRedis())
+            notice(f"{settings.redis_url} is not answering: using a throwaway {server.url}")
+            settings = settings.replace(redis_url=server.url)
+        if settings.openai_api_key is None and settings.openai_base_url is None:
+            config = SimulatorConfig(
+                tokens_per_second=DEMO_TOKENS_PER_SECOND, reply_tokens=DEMO_REPLY_TOKENS
+            )
+            simulator = stack.enter_context(SimulatorThread(config))
+            notice(
+                f"no OPENAI_API_KEY: answering with the built-in simulator at {simulator.base_url}"
+            )
+            settings = settings.replace(openai_base_url=simulator.base_url)
+        # A queue of the demo's own, so only the demo's worker takes the demo's job.
+        settings = settings.replace(queue_name=f"streamq:demo:{uuid.uuid4().hex[:8]}")
+        return asyncio.run(_pipeline(prompt, settings))
+    raise AssertionError("unreachable")
+
+
+async def _pipeline(prompt: str, settings: Settings) -> int:
+    async with running_worker(settings), StreamQ.from_url(settings.redis_url, settings) as sq:
+        job = await sq.enqueue_chat(prompt)
+        notice(f"enqueued job {job.id}; streaming its answer:")
+        try:
+            return await print_text(job)
+        finally:
+            keys = Keys(settings.key_prefix)
+            async with Redis.from_url(settings.redis_url) as redis:
+                await redis.delete(keys.events(job.id), keys.request(job.id), keys.state(job.id))
+
+
+def notice(message: str) -> None:
+    """One line on stderr, apart from the answer on stdout."""
+    print(f"streamq demo: {message}", file=sys.stderr, flush=True)

@@ -1,0 +1,61 @@
+"""Every Redis key streamq writes, built in one place.
+
+All keys of one job share the hash tag ``{job_id}`` so a Redis Cluster keeps them on one slot.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from streamq.exceptions import InvalidRequest
+
+JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
+def check_job_id(job_id: object) -> str:
+    """Return ``job_id`` if it is a valid job id, else raise :class:`InvalidRequest`."""
+    if not isinstance(job_id, str) or not JOB_ID_PATTERN.match(job_id):
+        raise InvalidRequest(
+            f"invalid job id {job_id!r}: use 1-128 characters from A-Z a-z 0-9 . _ : -, "
+            "starting with a letter or digit"
+        )
+    return job_id
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key names under one prefix (``STREAMQ_KEY_PREFIX``)."""
+
+    prefix: str = "streamq"
+
+    def events(self, job_id: str) -> str:
+        """The Redis Stream of the job's events."""
+        return f"{self.prefix}:{{{job_id}}}:events"
+
+    def request(self, job_id: str) -> str:
+        """The job's validated request (JSON); its existence marks the job as enqueued."""
+        return f"{self.prefix}:{{{job_id}}}:request"
+
+    def state(self, job_id: str) -> str:
+        """A hash of the job's control state: current attempt, last seq, terminal type."""
+        return f"{self.prefix}:{{{job_id}}}:state"
+
+    def running(self) -> str:
+        """Sorted set of running attempts (``attempt:job_id``) scored by lease expiry (ms)."""
+        return f"{self.prefix}:running"
+
+    def cancel_channel(self) -> str:
+        """Pub/sub channel on which cancel requests reach the workers."""
+        return f"{self.prefix}:cancel"
+
+    def arq_job_id(self, job_id: str) -> str:
+        """The id arq knows the job by: prefixed, since arq's own keys are global."""
+        return f"{self.prefix}:{job_id}"
+
+    def job_id_from_arq(self, arq_job_id: str) -> str:
+        """The streamq job id inside an arq job id (validated: it may not come from a producer)."""
+        prefix = f"{self.prefix}:"
+        if not arq_job_id.startswith(prefix):
+            raise InvalidRequest(f"arq job {arq_job_id!r} is not under prefix {self.prefix!r}")
+        return check_job_id(arq_job_id[len(prefix) :])

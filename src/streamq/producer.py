@@ -1,0 +1,165 @@
+"""The producing side: ``StreamQ`` enqueues chat jobs and hands out :class:`ChatJob` handles."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Awaitable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, cast
+
+from arq.connections import ArqRedis
+from redis.asyncio import Redis
+
+from streamq.connections import redis_from_url
+from streamq.consumer import ChatJob
+from streamq.exceptions import ClientClosed, ConfigError
+from streamq.keys import Keys, check_job_id
+from streamq.multiplexer import Multiplexer
+from streamq.queue import JOB_FUNCTION, serialize_job, wake_channel
+from streamq.request import build_request, chat_messages
+from streamq.settings import Settings
+
+
+class StreamQ:
+    """Async client that enqueues chat jobs: ``async with StreamQ.from_env() as sq: ...``."""
+
+    def __init__(self, redis: Redis, settings: Settings | None = None) -> None:
+        """Wrap an existing client (``decode_responses`` must be off); it is not closed here."""
+        if redis.connection_pool.connection_kwargs.get("decode_responses"):
+            raise ConfigError("StreamQ needs a Redis client with decode_responses=False")
+        self.settings = settings or Settings()
+        self._redis = redis
+        self._owns_redis = False
+        self._closed = False
+        self._keys = Keys(self.settings.key_prefix)
+        self._wake_channel = wake_channel(self.settings.queue_name)
+        self._queue = ArqRedis(
+            pool_or_conn=redis.connection_pool,
+            job_serializer=serialize_job,
+            default_queue_name=self.settings.queue_name,
+        )
+
+    @classmethod
+    def from_url(cls, url: str, settings: Settings | None = None) -> StreamQ:
+        """A client with its own connection pool to the Redis at ``url``."""
+        settings = (settings or Settings()).replace(redis_url=url)
+        client = cls(redis_from_url(url), settings)
+        client._owns_redis = True
+        return client
+
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        env_file: str | os.PathLike[str] | None = None,
+    ) -> StreamQ:
+        """A client configured by :meth:`Settings.from_env`."""
+        settings = Settings.from_env(environ, env_file=env_file)
+        return cls.from_url(settings.redis_url, settings)
+
+    async def __aenter__(self) -> StreamQ:
+        self._check_open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Release the connection pool if this client created it; the client cannot be reused."""
+        if not self._closed and self._owns_redis:
+            await self._redis.aclose()
+        self._closed = True
+
+    async def enqueue_chat(
+        self,
+        user_message: str,
+        *,
+        system_prompt: str | None = None,
+        history: Sequence[Mapping[str, Any]] | None = None,
+        model: str | None = None,
+        job_id: str | None = None,
+        deadline: float | None = None,
+        idle_timeout: float | None = None,
+        **params: Any,
+    ) -> ChatJob:
+        """Enqueue one user turn, after an optional system prompt and history."""
+        messages = chat_messages(user_message, system_prompt=system_prompt, history=history)
+        return await self.enqueue(
+            messages=messages,
+            model=model,
+            job_id=job_id,
+            deadline=deadline,
+            idle_timeout=idle_timeout,
+            **params,
+        )
+
+    async def enqueue(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        model: str | None = None,
+        job_id: str | None = None,
+        deadline: float | None = None,
+        idle_timeout: float | None = None,
+        **params: Any,
+    ) -> ChatJob:
+        """Enqueue a chat completion over ``messages``; extra OpenAI parameters travel with it.
+
+        ``job_id`` is the idempotency key: enqueueing an id that exists returns the same job and
+        starts nothing. Invalid input raises :class:`~streamq.InvalidRequest` before anything
+        reaches Redis. ``model`` defaults to the worker's ``OPENAI_MODEL``; ``deadline`` (total
+        seconds, retries included) and ``idle_timeout`` (seconds without upstream data) default
+        to the worker's ``STREAMQ_JOB_TIMEOUT`` and ``STREAMQ_IDLE_TIMEOUT``.
+        """
+        self._check_open()
+        options = {"deadline": deadline, "idle_timeout": idle_timeout}
+        request = build_request(
+            messages, model, params, options, max_bytes=self.settings.max_request_bytes
+        )
+        job_id = uuid.uuid4().hex if job_id is None else check_job_id(job_id)
+        request_key = self._keys.request(job_id)
+        is_new = await self._redis.set(
+            request_key, request.to_json(), nx=True, ex=self.settings.stream_ttl
+        )
+        if is_new:
+            try:
+                await self._queue.enqueue_job(JOB_FUNCTION, _job_id=self._keys.arq_job_id(job_id))
+            except BaseException:
+                await self._redis.delete(request_key)
+                raise
+            await self._redis.publish(self._wake_channel, b"1")
+        elif not await self._has_ended(job_id):
+            # The same id again, not finished: make sure it is queued (a producer may have died
+            # between the two writes above). arq ignores an id it already holds.
+            await self._queue.enqueue_job(JOB_FUNCTION, _job_id=self._keys.arq_job_id(job_id))
+        return self.job(job_id)
+
+    async def _has_ended(self, job_id: str) -> bool:
+        ended = self._redis.hexists(self._keys.state(job_id), "terminal")
+        return bool(await cast(Awaitable[bool], ended))
+
+    def job(self, job_id: str) -> ChatJob:
+        """A handle on an existing job, e.g. one enqueued by another process."""
+        self._check_open()
+        return ChatJob(
+            self._redis,
+            self._keys,
+            check_job_id(job_id),
+            read_timeout=self.settings.read_timeout,
+            stream_ttl=self.settings.stream_ttl,
+        )
+
+    def multiplexer(self) -> Multiplexer:
+        """A reader that follows many jobs over one connection (``async with`` it)."""
+        self._check_open()
+        return Multiplexer(self._redis, self._keys, read_timeout=self.settings.read_timeout)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClientClosed("this StreamQ client was closed; create a new one")

@@ -1,0 +1,173 @@
+"""Group-commit publishing: every job in a worker process shares one pipelined writer.
+
+Entries appended while a round trip is in flight go out together in the next one, so an idle
+worker adds no latency and a busy one sends large batches. Each job's entries go through the
+fenced :data:`~streamq.scripts.APPEND` script, which also sets the stream's TTL atomically.
+A batch that fails is retried, in order and without duplicates, for ``retry_for`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections import defaultdict
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError, RedisError
+
+from streamq import scripts
+from streamq.events import Event, encode, is_terminal
+from streamq.exceptions import StreamQError
+from streamq.scripts import script_sha
+
+logger = logging.getLogger("streamq.publisher")
+
+
+class Fenced(StreamQError):
+    """Another attempt took over this job, or it already ended: this writer must stop."""
+
+
+class PublishFailed(StreamQError):
+    """Entries could not be written to Redis within the retry window."""
+
+
+class StreamWriter:
+    """Writes one attempt of one job: stamps each event with the attempt and its sequence."""
+
+    def __init__(self, publisher: Publisher, events_key: str, state_key: str, attempt: int) -> None:
+        self.publisher = publisher
+        self.events_key = events_key
+        self.state_key = state_key
+        self.attempt = attempt
+        self.seq = -1
+        self.failure: StreamQError | None = None
+        self._last_ticket = 0
+
+    async def emit(self, event: Event) -> None:
+        """Queue ``event``; raises :class:`Fenced` or :class:`PublishFailed` once writing failed."""
+        self.check()
+        self.seq += 1
+        fields = encode(event, attempt=self.attempt, seq=self.seq)
+        terminal = event.type if is_terminal(event) else ""
+        args = [str(self.seq), terminal, str(len(fields) * 2)]
+        for name, value in fields.items():
+            args += (name, value)
+        self._last_ticket = self.publisher.append(self, args)
+        if self.publisher.pending >= self.publisher.max_pending:
+            await self.sync()
+
+    async def sync(self) -> None:
+        """Wait until every event emitted so far is in Redis."""
+        await self.publisher.wait_written(self._last_ticket)
+        self.check()
+
+    def check(self) -> None:
+        """Raise the failure that stopped this writer, if any."""
+        if self.failure is not None:
+            raise self.failure
+
+
+class Publisher:
+    """Sends stream entries to Redis in pipelined batches; one per worker process."""
+
+    def __init__(
+        self, redis: Redis, *, ttl: int, retry_for: float = 30.0, max_pending: int = 10_000
+    ) -> None:
+        self.max_pending = max_pending
+        self._redis = redis
+        self._ttl = ttl
+        self._retry_for = retry_for
+        self._append_sha = script_sha(scripts.APPEND)
+        self._pending: list[tuple[StreamWriter, list[str]]] = []
+        self._appended = 0  # ticket of the last entry appended
+        self._done = 0  # every ticket up to this one is written or failed
+        self._progress = asyncio.Condition()
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def pending(self) -> int:
+        """Entries appended but not yet written."""
+        return self._appended - self._done
+
+    def start(self) -> None:
+        """Start the background flusher on the running loop."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="streamq-publisher")
+
+    async def aclose(self) -> None:
+        """Write everything appended so far, then stop."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            await asyncio.shield(self._task)
+            self._task = None
+
+    def append(self, writer: StreamWriter, args: list[str]) -> int:
+        """Queue one entry's script arguments; returns its ticket for :meth:`wait_written`."""
+        if self._task is None or self._closing:
+            raise RuntimeError("the publisher is not running")
+        self._pending.append((writer, args))
+        self._appended += 1
+        self._wakeup.set()
+        return self._appended
+
+    async def wait_written(self, ticket: int) -> None:
+        """Wait until the entry with ``ticket`` (and all before it) is written or failed."""
+        async with self._progress:
+            await self._progress.wait_for(lambda: self._done >= ticket)
+
+    async def _run(self) -> None:
+        while not (self._closing and not self._pending):
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            batch, self._pending = self._pending, []
+            if batch:
+                await self._write_with_retries(batch)
+                async with self._progress:
+                    self._done += len(batch)
+                    self._progress.notify_all()
+
+    async def _write_with_retries(self, batch: list[tuple[StreamWriter, list[str]]]) -> None:
+        by_writer: dict[StreamWriter, list[str]] = defaultdict(list)
+        for writer, args in batch:
+            if writer.failure is None:
+                by_writer[writer] += args
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + self._retry_for
+        delay, reloaded = 0.05, False
+        while by_writer:
+            try:
+                results = await self._write(by_writer)
+            except Exception as exc:  # the flusher must outlive any failure of one batch
+                if isinstance(exc, NoScriptError) and not reloaded:  # new or restarted Redis
+                    with contextlib.suppress(RedisError):
+                        await self._redis.script_load(scripts.APPEND)
+                    reloaded = True
+                    continue
+                if loop.time() + delay > give_up_at:
+                    logger.error("giving up on %d entries after %r", len(batch), exc)
+                    for writer in by_writer:
+                        writer.failure = PublishFailed(f"could not write to Redis: {exc!r}")
+                    return
+                logger.warning("publishing failed (%r); retrying in %.2fs", exc, delay)
+                await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, 2.0)
+                continue
+            for writer, result in zip(by_writer, results, strict=True):
+                if result != 1:
+                    reason = "another attempt owns the job" if result == -1 else "the job ended"
+                    writer.failure = Fenced(f"write to {writer.events_key} refused: {reason}")
+            return
+
+    async def _write(self, by_writer: dict[StreamWriter, list[str]]) -> list[Any]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for writer, args in by_writer.items():
+                keys_and_args = [writer.events_key, writer.state_key, str(writer.attempt)]
+                pipe.evalsha(self._append_sha, 2, *keys_and_args, str(self._ttl), *args)
+            results: list[Any] = await pipe.execute()
+            return results

@@ -1,0 +1,34 @@
+"""What producer and worker agree on about arq: the job function's name and JSON jobs."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from arq.connections import RedisSettings
+
+JOB_FUNCTION = "streamq_chat"
+
+
+def serialize_job(obj: dict[str, Any]) -> bytes:
+    """arq job serializer: JSON, never pickle. Anything JSON cannot hold (arq puts exceptions in
+    the results of failed jobs) is stored as its ``repr``."""
+    return json.dumps(obj, separators=(",", ":"), default=repr).encode()
+
+
+def deserialize_job(raw: bytes) -> dict[str, Any]:
+    """arq job deserializer: JSON only, so a pickle payload is rejected, not executed."""
+    body = json.loads(raw)
+    if not isinstance(body, dict):
+        raise ValueError("an arq job must be a JSON object")
+    return body
+
+
+def redis_settings(url: str) -> RedisSettings:
+    """arq's connection settings for ``url`` (redis://, rediss:// or unix://)."""
+    return RedisSettings.from_dsn(url)
+
+
+def wake_channel(queue_name: str) -> str:
+    """Pub/sub channel a producer publishes on after enqueueing, to wake idle workers."""
+    return f"{queue_name}:wake"

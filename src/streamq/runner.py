@@ -1,0 +1,215 @@
+"""One job on one worker: claim an attempt, stream it, retry what can be retried, end it.
+
+Each attempt is claimed in Redis (which fences out any earlier one), opens with ``start``
+(after a ``reset`` from the second on), and is bounded by the job's total deadline and an
+idle timeout. A retryable failure is tried again after a backoff, as a new attempt, while
+attempts and time remain; otherwise the stream ends with ``error``. A cancel request stops
+the upstream stream and ends the job with ``cancelled``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+
+from openai import AsyncOpenAI
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from streamq import scripts
+from streamq.events import Cancelled, Delta, Done, Error, Event, Reset, Start
+from streamq.exceptions import InvalidRequest
+from streamq.fleet import Fleet, Run
+from streamq.keys import Keys
+from streamq.publisher import Fenced, Publisher, PublishFailed, StreamWriter
+from streamq.request import ChatRequest
+from streamq.retry import RetryPolicy
+from streamq.settings import Settings
+from streamq.upstream import error_event, stream_chat
+
+logger = logging.getLogger("streamq.worker")
+
+
+@dataclass
+class Outcome:
+    """How an attempt ended: ``event`` is terminal unless the attempt will be retried."""
+
+    event: Event | None  # Done (already written), Error or Cancelled (to write), None: done
+    cause: BaseException | None = None
+
+
+class JobRunner:
+    """Runs jobs for one worker process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        redis: Redis,
+        client: AsyncOpenAI,
+        publisher: Publisher,
+        fleet: Fleet,
+        name: str,
+    ) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.client = client
+        self.publisher = publisher
+        self.fleet = fleet
+        self.name = name
+        self.keys = Keys(settings.key_prefix)
+        self.policy = RetryPolicy(
+            settings.max_attempts, settings.retry_delay, settings.max_retry_delay
+        )
+        self._claim = redis.register_script(scripts.CLAIM)
+
+    async def run(self, job_id: str) -> str:
+        """Run the job until it ends or another worker owns it; returns the outcome's name."""
+        previous: Run | None = None
+        while True:
+            claimed = await self._claim(
+                keys=[self.keys.state(job_id), self.keys.running(), self.keys.request(job_id)],
+                args=[self.settings.stream_ttl, int(self.settings.lease * 1000), job_id],
+            )
+            attempt, cancel, elapsed_ms = int(claimed[0]), claimed[1], int(claimed[2])
+            raw_request = claimed[3] if len(claimed) > 3 else None
+            if not attempt:
+                if previous is not None:
+                    await self.fleet.release(previous)
+                return "already_ended"
+            run = Run(job_id, attempt)
+            self.fleet.track(run)
+            if previous is not None:  # only now: until the new claim, the old lease holds the job
+                await self.fleet.release(previous)
+            try:
+                if cancel:
+                    run.cancel("cancel requested")
+                writer = StreamWriter(
+                    self.publisher, self.keys.events(job_id), self.keys.state(job_id), attempt
+                )
+                outcome = await self._attempt(run, writer, raw_request, elapsed_ms / 1000)
+                delay = self._retry_delay(run, outcome, elapsed_ms / 1000)
+                if delay is None:
+                    if outcome.event is not None and not isinstance(outcome.event, Done):
+                        await writer.emit(outcome.event)
+                    await writer.sync()
+                    await self._keep_request(job_id)
+                    await self.fleet.release(run)
+                    return _name(outcome)
+                await writer.sync()
+                logger.info("job %s attempt %d: retrying in %.2fs", job_id, attempt, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(run.cancelled.wait(), delay)
+                previous = run
+            except BaseException:
+                await self.fleet.release(run)
+                raise
+
+    async def _keep_request(self, job_id: str) -> None:
+        """Keep the request as long as the stream (it already has the TTL set at enqueue, so a
+        Redis hiccup here costs nothing but a shorter idempotency window)."""
+        try:
+            await self.redis.expire(self.keys.request(job_id), self.settings.stream_ttl)
+        except RedisError as exc:
+            logger.warning("job %s: could not extend its request's TTL: %r", job_id, exc)
+
+    def _retry_delay(self, run: Run, outcome: Outcome, elapsed: float) -> float | None:
+        error = outcome.event
+        if not isinstance(error, Error) or not error.retryable or run.cancel_reason:
+            return None
+        if run.attempt >= self.policy.max_attempts:
+            return None
+        delay = self.policy.delay(run.attempt, outcome.cause)
+        if elapsed + delay >= self.settings.job_timeout:
+            return None
+        return delay
+
+    async def _attempt(
+        self, run: Run, writer: StreamWriter, raw_request: bytes | None, elapsed: float
+    ) -> Outcome:
+        if run.attempt > 1:
+            await writer.emit(Reset(reason="the job was started again"))
+        request, problem = self._parse_request(raw_request)
+        model = (request.model if request else None) or self.settings.openai_model
+        await writer.emit(
+            Start(job_id=run.job_id, model=model, worker=self.name, started_at=time.time())
+        )
+        if run.cancel_reason:
+            return Outcome(Cancelled(reason=run.cancel_reason, deltas=0))
+        if run.attempt > self.settings.max_attempts:
+            message = f"started {run.attempt - 1} times without finishing (STREAMQ_MAX_ATTEMPTS)"
+            return Outcome(Error(code="attempts_exhausted", message=message))
+        if request is None:
+            return Outcome(problem)
+        deadline = (request.options.get("deadline") or self.settings.job_timeout) - elapsed
+        if deadline <= 0:
+            return Outcome(_timeout_error(f"the job's deadline passed ({deadline:+.1f}s)", False))
+        idle = request.options.get("idle_timeout") or self.settings.idle_timeout
+        run.task = asyncio.create_task(self._stream(run, writer, request, model, deadline, idle))
+        if run.cancel_reason:  # requested while the task was being created
+            run.task.cancel()
+        try:
+            outcome: Outcome = await run.task
+            return outcome
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # the worker itself is stopping: arq hands the job to another worker
+            return Outcome(Cancelled(reason=run.cancel_reason or "cancelled", deltas=run.deltas))
+
+    async def _stream(
+        self,
+        run: Run,
+        writer: StreamWriter,
+        request: ChatRequest,
+        model: str,
+        deadline: float,
+        idle: float,
+    ) -> Outcome:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(deadline) as total, asyncio.timeout(idle) as quiet:
+                fast = self.settings.chunk_parser == "fast"
+                async for event in stream_chat(self.client, request, model, fast=fast):
+                    quiet.reschedule(loop.time() + idle)
+                    await writer.emit(event)
+                    if isinstance(event, Delta):
+                        run.deltas += 1
+                    elif isinstance(event, Done):
+                        return Outcome(event)
+        except TimeoutError as exc:
+            if total.expired():
+                return Outcome(
+                    _timeout_error(f"the job ran over its {deadline:g}s deadline", False)
+                )
+            return Outcome(_timeout_error(f"no data from the upstream for {idle:g}s", True), exc)
+        except (Fenced, PublishFailed):
+            raise
+        except Exception as exc:
+            error = error_event(exc, secret=self.settings.openai_api_key)
+            if error.code == "internal":
+                logger.exception("job %s failed with an unexpected error", run.job_id)
+            return Outcome(error, exc)
+        raise AssertionError("unreachable: stream_chat ends with Done or raises")
+
+    def _parse_request(self, raw: bytes | None) -> tuple[ChatRequest | None, Error | None]:
+        if not raw:
+            message = "the job's request expired or was deleted"
+            return None, Error(code="request_missing", message=message)
+        try:
+            return ChatRequest.from_json(raw, max_bytes=self.settings.max_request_bytes), None
+        except InvalidRequest as exc:
+            return None, Error(code="invalid_request", message=str(exc))
+
+
+def _timeout_error(message: str, retryable: bool) -> Error:
+    return Error(code="timeout", message=message, retryable=retryable)
+
+
+def _name(outcome: Outcome) -> str:
+    event = outcome.event
+    if isinstance(event, Error):
+        return event.code
+    return event.type if event is not None else "done"

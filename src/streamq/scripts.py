@@ -1,0 +1,109 @@
+"""Lua scripts that make a job's stream safe against zombies and retries.
+
+The job's state hash holds ``attempt`` (the attempt allowed to write), ``seq`` (the last entry
+it wrote) and ``terminal`` (the type of the terminal entry, once written). Every write goes
+through :data:`APPEND`, so a worker that lost its job cannot interleave with the new attempt,
+a retried batch never duplicates an entry, and nothing follows the terminal entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+# KEYS: state, running, request. ARGV: ttl, lease (ms), job id.
+# -> {attempt, cancel flag, ms since the first attempt started, the request (or false)};
+# attempt 0 when the job had ended.
+CLAIM = """
+local terminal = redis.call('HGET', KEYS[1], 'terminal')
+if terminal then return {0, terminal, 0} end
+local time = redis.call('TIME')
+local now = time[1] * 1000 + math.floor(time[2] / 1000)
+redis.call('HSETNX', KEYS[1], 'started_ms', now)
+local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
+redis.call('HSET', KEYS[1], 'seq', -1)
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), attempt .. ':' .. ARGV[3])
+local started = tonumber(redis.call('HGET', KEYS[1], 'started_ms'))
+local cancel = redis.call('HGET', KEYS[1], 'cancel') or ''
+return {attempt, cancel, now - started, redis.call('GET', KEYS[3])}
+"""
+
+# KEYS: running. ARGV: lease (ms), members... Extends the lease of this worker's attempts.
+HEARTBEAT = """
+local time = redis.call('TIME')
+local expiry = time[1] * 1000 + math.floor(time[2] / 1000) + tonumber(ARGV[1])
+for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'XX', expiry, ARGV[i]) end
+return expiry
+"""
+
+# KEYS: running, state, arq in-progress key. ARGV: member (attempt:job id), attempt.
+# -> 1 when the attempt's lease had run out and the job was freed for another worker.
+REAP = """
+local time = redis.call('TIME')
+local now = time[1] * 1000 + math.floor(time[2] / 1000)
+local expiry = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not expiry or tonumber(expiry) > now then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+local current = tonumber(redis.call('HGET', KEYS[2], 'attempt') or '0')
+if current ~= tonumber(ARGV[2]) or redis.call('HEXISTS', KEYS[2], 'terminal') == 1 then
+  return 0
+end
+redis.call('DEL', KEYS[3])
+return 1
+"""
+
+# KEYS: state, events. ARGV: ttl, cancel channel, job id, the fields of a `cancelled` entry.
+# -> 'already_<terminal type>' if the job had ended; 'cancelled' when it had not started (the
+# entry is written here); 'cancelling' when a worker runs it (it is told on the channel).
+CANCEL = """
+local terminal = redis.call('HGET', KEYS[1], 'terminal')
+if terminal then return 'already_' .. terminal end
+redis.call('HSET', KEYS[1], 'cancel', 1)
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+if tonumber(redis.call('HGET', KEYS[1], 'attempt') or '0') == 0 then
+  redis.call('XADD', KEYS[2], '*', unpack(ARGV, 4))
+  redis.call('HSET', KEYS[1], 'terminal', 'cancelled')
+  redis.call('EXPIRE', KEYS[2], ARGV[1])
+  return 'cancelled'
+end
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 'cancelling'
+"""
+
+# KEYS: events, state. ARGV: attempt, ttl, then per entry: seq, terminal type or '', field
+# count, fields... -> 1 written, -1 fenced (another attempt owns the job), -2 the job ended
+# (before this call, or by an entry of it: the entries after the terminal one are dropped).
+APPEND = """
+local state = KEYS[2]
+local current = redis.call('HMGET', state, 'attempt', 'seq', 'terminal')
+if tonumber(current[1] or '0') ~= tonumber(ARGV[1]) then return -1 end
+if current[3] then return -2 end
+local first = tonumber(current[2] or '-1')
+local last, ended, i = first, false, 3
+while i <= #ARGV and not ended do
+  local seq, terminal, n = tonumber(ARGV[i]), ARGV[i + 1], tonumber(ARGV[i + 2])
+  if seq > last then
+    redis.call('XADD', KEYS[1], '*', unpack(ARGV, i + 3, i + 2 + n))
+    last = seq
+    if terminal ~= '' then
+      redis.call('HSET', state, 'terminal', terminal)
+      ended = true
+    end
+  end
+  i = i + 3 + n
+end
+if last ~= first then redis.call('HSET', state, 'seq', last) end
+-- The TTL is set with an attempt's first entries, its terminal one and every 64th: a stream
+-- always ends with one, even one that expired mid-run and was recreated by XADD.
+if first < 0 or ended or math.floor(last / 64) ~= math.floor(first / 64) then
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+  redis.call('EXPIRE', state, ARGV[2])
+end
+if ended and i <= #ARGV then return -2 end
+return 1
+"""
+
+
+def script_sha(script: str) -> str:
+    """The SHA1 that EVALSHA knows ``script`` by."""
+    return hashlib.sha1(script.encode()).hexdigest()

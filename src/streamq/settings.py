@@ -1,0 +1,171 @@
+"""Settings: a frozen dataclass read on purpose from the environment and an optional ``.env``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+from dotenv import dotenv_values
+
+from streamq.exceptions import ConfigError
+
+T = TypeVar("T")
+
+DEFAULT_MODEL = "gpt-4o-mini"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+PARSERS = ("fast", "sdk")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything streamq reads from the environment; build it with :meth:`from_env`."""
+
+    redis_url: str = "redis://localhost:6379/0"
+    openai_api_key: str | None = field(default=None, repr=False)
+    openai_base_url: str | None = None
+    openai_model: str = DEFAULT_MODEL
+    queue_name: str = "streamq:queue"
+    key_prefix: str = "streamq"
+    concurrency: int = 100
+    stream_ttl: int = 86_400
+    job_timeout: float = 600.0
+    read_timeout: float = 300.0
+    idle_timeout: float = 60.0
+    drain_timeout: int = 30
+    max_attempts: int = 3
+    lease: float = 10.0
+    retry_delay: float = 0.5
+    max_retry_delay: float = 30.0
+    poll_interval: float = 0.5
+    max_request_bytes: int = 1_000_000
+    log_level: str = "INFO"
+    chunk_parser: str = "fast"
+
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        env_file: str | os.PathLike[str] | None = None,
+    ) -> Settings:
+        """Read settings from ``environ`` (default: ``os.environ`` over ``./.env``).
+
+        An explicit ``env_file`` must exist. Variables already in the environment win over the
+        file, as with ``python-dotenv``'s ``load_dotenv``. A bad value raises :class:`ConfigError`
+        naming the variable and what it accepts.
+        """
+        env = _merged_environment(environ, env_file)
+        read = _Reader(env)
+        prefix = read.key_prefix("STREAMQ_KEY_PREFIX", cls.key_prefix)
+        return cls(
+            redis_url=read.redis_url("REDIS_URL", cls.redis_url),
+            openai_api_key=env.get("OPENAI_API_KEY") or None,
+            openai_base_url=read.http_url("OPENAI_BASE_URL"),
+            openai_model=read.text("OPENAI_MODEL", cls.openai_model),
+            queue_name=read.text("STREAMQ_QUEUE", f"{prefix}:queue"),
+            key_prefix=prefix,
+            concurrency=read.number("STREAMQ_CONCURRENCY", cls.concurrency, int),
+            stream_ttl=read.number("STREAMQ_STREAM_TTL", cls.stream_ttl, int),
+            job_timeout=read.number("STREAMQ_JOB_TIMEOUT", cls.job_timeout, float),
+            read_timeout=read.number("STREAMQ_READ_TIMEOUT", cls.read_timeout, float),
+            idle_timeout=read.number("STREAMQ_IDLE_TIMEOUT", cls.idle_timeout, float),
+            drain_timeout=read.number("STREAMQ_DRAIN_TIMEOUT", cls.drain_timeout, int),
+            max_attempts=read.number("STREAMQ_MAX_ATTEMPTS", cls.max_attempts, int),
+            lease=read.number("STREAMQ_LEASE", cls.lease, float),
+            retry_delay=read.number("STREAMQ_RETRY_DELAY", cls.retry_delay, float),
+            max_retry_delay=read.number("STREAMQ_MAX_RETRY_DELAY", cls.max_retry_delay, float),
+            poll_interval=read.number("STREAMQ_POLL_INTERVAL", cls.poll_interval, float),
+            max_request_bytes=read.number("STREAMQ_MAX_REQUEST_BYTES", cls.max_request_bytes, int),
+            log_level=read.choice("STREAMQ_LOG_LEVEL", cls.log_level, LOG_LEVELS),
+            chunk_parser=read.choice("STREAMQ_CHUNK_PARSER", cls.chunk_parser, PARSERS),
+        )
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (validated like the originals)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(changes)
+        return Settings(**values)
+
+    def __post_init__(self) -> None:
+        for name in (
+            "concurrency",
+            "stream_ttl",
+            "max_request_bytes",
+            "drain_timeout",
+            "max_attempts",
+        ):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        floats = ("job_timeout", "read_timeout", "poll_interval", "idle_timeout", "lease")
+        for name in (*floats, "retry_delay", "max_retry_delay"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be a positive number, got {getattr(self, name)!r}")
+
+
+def _merged_environment(
+    environ: Mapping[str, str] | None, env_file: str | os.PathLike[str] | None
+) -> dict[str, str]:
+    if env_file is not None and not Path(env_file).is_file():
+        raise ConfigError(f"--env-file {os.fspath(env_file)!r} does not exist")
+    path = Path(env_file) if env_file is not None else Path(".env")
+    from_file = {k: v for k, v in dotenv_values(path).items() if v is not None}
+    return {**from_file, **(os.environ if environ is None else environ)}
+
+
+class _Reader:
+    """Parses one variable at a time; every failure names the variable and the accepted values."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def _raw(self, name: str) -> str | None:
+        value = self.env.get(name, "").strip()
+        return value or None
+
+    def text(self, name: str, default: str) -> str:
+        return self._raw(name) or default
+
+    def number(self, name: str, default: T, kind: Callable[[str], T]) -> T:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        what = "a positive integer" if kind is int else "a positive number (seconds)"
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise ConfigError(f"{name}={raw!r} is not valid: expected {what}") from None
+        if not value > 0:  # type: ignore[operator]
+            raise ConfigError(f"{name}={raw!r} is not valid: expected {what}")
+        return value
+
+    def choice(self, name: str, default: str, accepted: tuple[str, ...]) -> str:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        match = {choice.lower(): choice for choice in accepted}.get(raw.lower())
+        if match is None:
+            raise ConfigError(f"{name}={raw!r} is not valid: expected one of {', '.join(accepted)}")
+        return match
+
+    def redis_url(self, name: str, default: str) -> str:
+        raw = self._raw(name) or default
+        if not raw.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(
+                f"{name}={raw!r} is not valid: expected a redis://, rediss:// or unix:// URL"
+            )
+        return raw
+
+    def http_url(self, name: str) -> str | None:
+        raw = self._raw(name)
+        if raw is not None and not raw.startswith(("http://", "https://")):
+            raise ConfigError(f"{name}={raw!r} is not valid: expected an http:// or https:// URL")
+        return raw
+
+    def key_prefix(self, name: str, default: str) -> str:
+        raw = self._raw(name) or default
+        if any(c in raw for c in "{} \t\n"):
+            raise ConfigError(f"{name}={raw!r} is not valid: no braces or whitespace allowed")
+        return raw

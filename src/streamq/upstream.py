@@ -1,0 +1,272 @@
+"""The OpenAI side of a job: one streaming request turned into streamq events.
+
+Servers differ: a role-only first chunk, a usage chunk with no choices, usage on the last choice
+chunk, a missing ``[DONE]``, tool-call fragments split anywhere. Nothing here assumes more than
+the Chat Completions chunk schema.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx2
+import openai
+import pydantic
+from openai import AsyncOpenAI, AsyncStream
+from openai.types.chat import ChatCompletionChunk
+
+from streamq.events import Delta, Done, Error, Event, Reasoning, Refusal, ToolCallDelta
+from streamq.request import ChatRequest
+from streamq.sse import SSEParser
+
+
+class IncompleteStream(Exception):
+    """The upstream stream ended before any choice reported a finish reason."""
+
+
+class UpstreamProtocolError(Exception):
+    """The upstream sent something that is not a chat completion chunk."""
+
+
+@dataclass
+class _Progress:
+    finish_reasons: dict[int, str | None] = field(default_factory=dict)
+    usage: dict[str, Any] | None = None
+    model: str | None = None
+    # Per choice: tool-call ids seen, and the index of the call fragments continue.
+    call_ids: dict[int, dict[str, int]] = field(default_factory=dict)
+    last_call: dict[int, int] = field(default_factory=dict)
+
+    def call_index(self, choice: int, index: object, call_id: str | None) -> int:
+        """The call a fragment belongs to, for servers that omit ``index`` (a new id opens one)."""
+        ids = self.call_ids.setdefault(choice, {})
+        if not isinstance(index, int):
+            if call_id is not None and call_id not in ids:
+                index = max([*ids.values(), self.last_call.get(choice, -1)]) + 1
+            else:
+                index = ids.get(call_id or "", self.last_call.get(choice, 0))
+        if call_id is not None:
+            ids.setdefault(call_id, index)
+        self.last_call[choice] = index
+        return index
+
+
+async def stream_chat(
+    client: AsyncOpenAI, request: ChatRequest, model: str, *, fast: bool = True
+) -> AsyncIterator[Event]:
+    """Yield the events of one completion, ending with :class:`Done`.
+
+    The SDK makes the request either way (auth, base URL, headers, errors before the body).
+    ``fast`` reads the body with streamq's own SSE parser instead of building a pydantic
+    model per chunk; both give the same events. Raises the SDK's errors, or
+    :class:`IncompleteStream` for a stream that ended early.
+    """
+    arguments: dict[str, Any] = {
+        "model": model,
+        "messages": request.messages,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        **request.params,
+    }
+    translator = _Translator(model)
+    chunks = _fast_chunks(client, arguments) if fast else _sdk_chunks(client, arguments)
+    async for chunk in chunks:
+        for event in translator.feed(chunk):
+            yield event
+    yield translator.finish()
+
+
+async def _sdk_chunks(client: AsyncOpenAI, arguments: dict[str, Any]) -> AsyncIterator[Any]:
+    stream: AsyncStream[ChatCompletionChunk] = await client.chat.completions.create(**arguments)
+    async with stream:
+        async for chunk in stream:
+            yield chunk.model_dump(warnings=False)
+
+
+async def _fast_chunks(client: AsyncOpenAI, arguments: dict[str, Any]) -> AsyncIterator[Any]:
+    create = client.chat.completions.with_streaming_response.create
+    async with create(**arguments) as response:
+        http = response.http_response
+        parser = SSEParser()
+        try:
+            async for data in http.aiter_bytes():
+                for chunk in _decode_events(parser.feed(data), http):
+                    if chunk is None:
+                        return
+                    yield chunk
+            for chunk in _decode_events(parser.close(), http):
+                if chunk is None:
+                    return
+                yield chunk
+        except httpx2.TimeoutException as exc:  # the same errors the SDK's own stream raises
+            raise openai.APITimeoutError(request=http.request) from exc
+        except httpx2.TransportError as exc:
+            raise openai.APIConnectionError(request=http.request) from exc
+
+
+def _decode_events(events: list[tuple[bytes, bytes]], http: httpx2.Response) -> list[Any]:
+    """Each event's JSON, or ``None`` for ``[DONE]``; an error event raises like the SDK."""
+    decoded: list[Any] = []
+    for _, data in events:
+        if data.startswith(b"[DONE]"):
+            decoded.append(None)
+            break
+        chunk = json.loads(data)
+        if isinstance(chunk, dict) and chunk.get("error"):
+            error = chunk["error"]
+            message = error.get("message") if isinstance(error, dict) else None
+            raise openai.APIError(
+                message=message
+                if isinstance(message, str) and message
+                else "An error occurred during streaming",
+                request=http.request,
+                body=error,
+            )
+        decoded.append(chunk)
+    return decoded
+
+
+class _Translator:
+    """Turns chunk dicts into events; tracks finish reasons, usage and tool-call indexes."""
+
+    def __init__(self, model: str) -> None:
+        self.progress = _Progress()
+        self.requested_model = model
+
+    def feed(self, chunk: Any) -> list[Event]:
+        if not isinstance(chunk, dict):
+            raise UpstreamProtocolError(f"a chunk is not a JSON object: {type(chunk).__name__}")
+        progress = self.progress
+        progress.model = chunk.get("model") or progress.model
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            progress.usage = _without_none(usage)
+        events: list[Event] = []
+        for choice in chunk.get("choices") or ():
+            if not isinstance(choice, dict):
+                continue
+            index = choice.get("index")
+            index = index if isinstance(index, int) else 0
+            delta = choice.get("delta")
+            if isinstance(delta, dict):
+                events += _choice_events(delta, index, progress)
+            if choice.get("finish_reason"):
+                progress.finish_reasons[index] = str(choice["finish_reason"])
+        return events
+
+    def finish(self) -> Done:
+        progress = self.progress
+        if not progress.finish_reasons:
+            raise IncompleteStream("the upstream stream ended without a finish reason")
+        reasons = [progress.finish_reasons.get(i) for i in range(max(progress.finish_reasons) + 1)]
+        return Done(
+            finish_reason=reasons[0],
+            finish_reasons=reasons,
+            usage=progress.usage,
+            model=progress.model or self.requested_model,
+        )
+
+
+def _without_none(value: dict[str, Any]) -> dict[str, Any]:
+    return {
+        key: _without_none(item) if isinstance(item, dict) else item
+        for key, item in value.items()
+        if item is not None
+    }
+
+
+def _choice_events(delta: dict[str, Any], index: int, progress: _Progress) -> list[Event]:
+    events: list[Event] = []
+    reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+    if isinstance(reasoning, str) and reasoning:
+        events.append(Reasoning(text=reasoning, choice=index))
+    content = delta.get("content")
+    if isinstance(content, str) and content:
+        events.append(Delta(text=content, choice=index))
+    refusal = delta.get("refusal")
+    if isinstance(refusal, str) and refusal:
+        events.append(Refusal(text=refusal, choice=index))
+    for call in delta.get("tool_calls") or ():
+        if not isinstance(call, dict):
+            continue
+        raw_function = call.get("function")
+        function: dict[str, Any] = raw_function if isinstance(raw_function, dict) else {}
+        call_id = call.get("id") or None
+        arguments = function.get("arguments") or ""
+        if not isinstance(arguments, str):  # some servers send the arguments as an object
+            arguments = json.dumps(arguments)
+        events.append(
+            ToolCallDelta(
+                index=progress.call_index(index, call.get("index"), call_id),
+                id=str(call_id) if call_id is not None else None,
+                name=str(function["name"]) if function.get("name") else None,
+                arguments=arguments,
+                choice=index,
+            )
+        )
+    return events
+
+
+def error_event(exc: BaseException, *, secret: str | None = None) -> Error:
+    """The ``error`` event describing why a job failed with ``exc``.
+
+    ``secret`` (the API key) is masked out: some servers quote the key they refused.
+    """
+    code, retryable = _classify(exc)
+    message = str(exc) or type(exc).__name__
+    if code == "upstream_protocol":  # the same words whichever parser noticed
+        message = f"the upstream sent a malformed stream ({type(exc).__name__})"
+    if isinstance(exc, openai.APIStatusError):
+        message = f"upstream answered HTTP {exc.status_code}: {_upstream_message(exc)}"
+    if secret:
+        message = message.replace(secret, "***")
+    return Error(code=code, message=message[:2000], retryable=retryable)
+
+
+def _classify(exc: BaseException) -> tuple[str, bool]:
+    match exc:
+        case openai.RateLimitError():
+            return "upstream_rate_limited", True
+        case openai.AuthenticationError():
+            return "upstream_unauthorized", False
+        case openai.PermissionDeniedError():
+            return "upstream_forbidden", False
+        case openai.NotFoundError():
+            return "upstream_not_found", False
+        case openai.BadRequestError() | openai.UnprocessableEntityError():
+            return "upstream_bad_request", False
+        case openai.APIStatusError() if exc.status_code >= 500:
+            return "upstream_server_error", True
+        case openai.APIStatusError():
+            return "upstream_error", exc.status_code in (408, 409)
+        case openai.APITimeoutError():
+            return "upstream_timeout", True
+        case openai.APIConnectionError():
+            return "upstream_connection", True
+        case openai.APIError():
+            return "upstream_error", True
+        case IncompleteStream():
+            return "upstream_incomplete", True
+        case (
+            UnicodeDecodeError()
+            | json.JSONDecodeError()
+            | pydantic.ValidationError()
+            | UpstreamProtocolError()
+        ):
+            return "upstream_protocol", True
+        case TimeoutError():
+            return "timeout", True
+        case _:
+            return "internal", False
+
+
+def _upstream_message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
+            return str(inner["message"])
+    return exc.message
