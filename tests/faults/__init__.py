@@ -1,0 +1,1 @@
+"""Fault injection with real processes on loopback: Redis, a TCP fault proxy, worker processes."""

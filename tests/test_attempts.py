@@ -1,0 +1,237 @@
+"""Attempts: fenced writes, restarts that readers never glue together, and resumption."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from streamq import (
+    Delta,
+    Done,
+    JobFailed,
+    JobRestarted,
+    Reset,
+    Settings,
+    Start,
+    StreamQ,
+    scripts,
+)
+from streamq.keys import Keys
+from streamq.publisher import Fenced, Publisher, StreamWriter
+from streamq.request import chat_messages
+from streamq.simulator import simulated_text
+from streamq.worker import running_worker
+from tests.processes import worker_processes
+
+
+@pytest.fixture
+async def publisher(redis: Redis, settings: Settings) -> AsyncIterator[Publisher]:
+    """A running publisher on the test's Redis."""
+    publisher = Publisher(redis, ttl=60)
+    publisher.start()
+    yield publisher
+    await publisher.aclose()
+
+
+async def open_writer(publisher: Publisher, redis: Redis, keys: Keys, job_id: str) -> StreamWriter:
+    attempt = await claim(redis, keys, job_id)
+    return StreamWriter(publisher, keys.events(job_id), keys.state(job_id), attempt)
+
+
+async def claim(redis: Redis, keys: Keys, job_id: str) -> int:
+    state, running = keys.state(job_id), keys.running()
+    request = keys.request(job_id)
+    claimed = await redis.eval(scripts.CLAIM, 3, state, running, request, "60", "10000", job_id)  # type: ignore[misc]
+    attempt = claimed[0]
+    return int(attempt)
+
+
+async def test_a_zombie_attempt_cannot_write(
+    redis: Redis, settings: Settings, publisher: Publisher
+) -> None:
+    """Once attempt 2 claims the job, attempt 1's writes are refused and it learns it."""
+    keys = Keys(settings.key_prefix)
+    first = StreamWriter(
+        publisher, keys.events("z"), keys.state("z"), await claim(redis, keys, "z")
+    )
+    await first.emit(Delta(text="one"))
+    await first.sync()
+    second = StreamWriter(
+        publisher, keys.events("z"), keys.state("z"), await claim(redis, keys, "z")
+    )
+    await second.emit(Reset())
+    await first.emit(Delta(text="zombie"))
+    with pytest.raises(Fenced):
+        await first.sync()
+    await second.emit(Delta(text="two"))
+    await second.sync()
+    texts = [fields[b"data"] for _, fields in await redis.xrange(keys.events("z"))]
+    assert texts == [b"one", b'{"reason":""}', b"two"]
+
+
+async def test_a_retried_batch_writes_each_entry_once(redis: Redis, settings: Settings) -> None:
+    """Sending the same entries twice (a retry after a lost reply) adds nothing the second time."""
+    keys = Keys(settings.key_prefix)
+    attempt = await claim(redis, keys, "r")
+    entry = ["0", "", "4", "type", "delta", "data", "x"]
+    args = [keys.events("r"), keys.state("r"), str(attempt), "60", *entry]
+    assert await redis.eval(scripts.APPEND, 2, *args) == 1  # type: ignore[misc]
+    assert await redis.eval(scripts.APPEND, 2, *args) == 1  # type: ignore[misc]
+    assert await redis.xlen(keys.events("r")) == 1
+
+
+async def test_nothing_follows_the_terminal_event(
+    redis: Redis, settings: Settings, publisher: Publisher
+) -> None:
+    """After done, further writes are refused: a stream has exactly one terminal event."""
+    keys = Keys(settings.key_prefix)
+    writer = StreamWriter(
+        publisher, keys.events("t"), keys.state("t"), await claim(redis, keys, "t")
+    )
+    await writer.emit(Done(finish_reason="stop"))
+    await writer.emit(Delta(text="late"))
+    with pytest.raises(Fenced):
+        await writer.sync()
+    assert await redis.xlen(keys.events("t")) == 1
+    assert await claim(redis, keys, "t") == 0  # an ended job is never started again
+
+
+async def test_sync_and_close_wait_for_every_entry_and_keep_the_ttl(
+    redis: Redis, settings: Settings
+) -> None:
+    """sync() returns only when all entries are in Redis; closing drains the rest."""
+    keys = Keys(settings.key_prefix)
+    publisher = Publisher(redis, ttl=60)
+    publisher.start()
+    writer = StreamWriter(
+        publisher, keys.events("s"), keys.state("s"), await claim(redis, keys, "s")
+    )
+    for i in range(3000):
+        await writer.emit(Delta(text=str(i)))
+    await writer.sync()
+    assert await redis.xlen(keys.events("s")) == 3000
+    for i in range(3000):
+        await writer.emit(Delta(text=str(i)))
+    await publisher.aclose()
+    assert await redis.xlen(keys.events("s")) == 6000
+    assert 0 < await redis.ttl(keys.events("s")) <= 60
+
+
+async def test_a_stopped_worker_hands_the_job_back_and_readers_see_a_reset(
+    sq: StreamQ, settings: Settings
+) -> None:
+    """SIGTERM past the drain time: another worker reruns the job; text never joins attempts."""
+    slow = {"simulator": {"tokens_per_second": 20, "reply_tokens": 40}}
+    expected = simulated_text(chat_messages("hand me back"), length=40)
+    with contextlib.ExitStack() as workers:
+        [first] = workers.enter_context(
+            worker_processes(settings, 1, env={"STREAMQ_DRAIN_TIMEOUT": "1"})
+        )
+        job = await sq.enqueue_chat("hand me back", extra_body=slow)
+        seen: list[str] = []
+
+        async def read_until_restart() -> None:
+            async for chunk in job:
+                seen.append(chunk)
+                if len(seen) == 3:
+                    first.send_signal(signal.SIGTERM)
+                    workers.enter_context(worker_processes(settings, 1))
+
+        with pytest.raises(JobRestarted) as restarted:
+            await read_until_restart()
+        assert expected.startswith("".join(seen))
+        again = [chunk async for chunk in job.text(after=restarted.value.cursor)]
+        assert "".join(again) == expected
+    result = await job.result()
+    assert result.text == expected
+    assert result.attempt == 2
+    kinds = [type(e) for e in [e async for e in job.events()] if isinstance(e, Reset | Start)]
+    assert kinds == [Start, Reset, Start]
+
+
+async def test_resuming_from_the_terminal_cursor_returns_at_once(sq: StreamQ) -> None:
+    """A reader that saved the cursor of the last event is done at once, not after a timeout."""
+    async with running_worker(sq.settings):
+        job = await sq.enqueue_chat("finish")
+        done = [e async for e in job.events()][-1]
+    assert isinstance(done, Done)
+    assert [e async for e in job.events(after=done.cursor, timeout=30)] == []
+
+
+async def test_read_timeout_counts_only_waiting_not_the_readers_own_work(sq: StreamQ) -> None:
+    """A slow consumer of a steady stream never hits a read timeout shorter than its work."""
+    steady = {"simulator": {"tokens_per_second": 40, "reply_tokens": 12}}
+    async with running_worker(sq.settings):
+        job = await sq.enqueue_chat("steady", extra_body=steady)
+        async for _ in job.events(timeout=0.25):
+            await asyncio.sleep(0.1)
+
+
+async def test_the_same_job_id_under_two_prefixes_runs_twice(
+    settings: Settings, redis: Redis
+) -> None:
+    """Two apps sharing one Redis may use the same job id: arq's ids are namespaced."""
+    other = settings.replace(
+        key_prefix=settings.key_prefix + "-b", queue_name=settings.key_prefix + "-b:queue"
+    )
+    async with (
+        StreamQ(redis, settings) as a,
+        StreamQ(redis, other) as b,
+        running_worker(settings),
+        running_worker(other),
+    ):
+        first = await a.enqueue_chat("one", job_id="shared-id")
+        second = await b.enqueue_chat("two", job_id="shared-id")
+        assert (await first.result()).text == simulated_text(chat_messages("one"))
+        assert (await second.result()).text == simulated_text(chat_messages("two"))
+
+
+async def test_the_attempt_budget_ends_the_job_with_an_error(
+    sq: StreamQ, redis: Redis, settings: Settings
+) -> None:
+    """A job started more often than STREAMQ_MAX_ATTEMPTS ends with `attempts_exhausted`."""
+    keys = Keys(settings.key_prefix)
+    await redis.hset(keys.state("tired"), "attempt", "3")  # type: ignore[misc]
+    async with running_worker(settings.replace(max_attempts=3)):
+        job = await sq.enqueue_chat("again", job_id="tired")
+        with pytest.raises(JobFailed) as failed:
+            await job.result()
+    assert failed.value.error.code == "attempts_exhausted"
+    assert failed.value.error.attempt == 4
+
+
+async def test_a_killed_workers_job_restarts_within_the_lease(
+    sq: StreamQ, settings: Settings
+) -> None:
+    """SIGKILL the worker mid-stream: within about one lease another worker starts it over."""
+    slow = {"simulator": {"tokens_per_second": 20, "reply_tokens": 40}}
+    expected = simulated_text(chat_messages("survive"), length=40)
+    with worker_processes(settings, 2, env={"STREAMQ_LEASE": "2"}) as processes:
+        job = await sq.enqueue_chat("survive", extra_body=slow)
+        start = None
+        async for event in job.events():
+            if isinstance(event, Start):
+                start = event
+            if isinstance(event, Delta):
+                break
+        assert start is not None
+        [victim] = [p for p in processes if start.worker.endswith(f":{p.pid}")]
+        victim.send_signal(signal.SIGKILL)
+        killed_at = asyncio.get_running_loop().time()
+        status = await job.status()
+        assert status.state == "running"
+        async for event in job.events(after=start.cursor, timeout=30):
+            if isinstance(event, Reset):
+                recovered_in = asyncio.get_running_loop().time() - killed_at
+                break
+        result = await job.result(timeout=30)
+    print(f"recovered {recovered_in:.2f}s after SIGKILL (lease 2s)")
+    assert recovered_in < 15
+    assert result.text == expected
+    assert result.attempt == 2
+    assert (await job.status()).state == "done"

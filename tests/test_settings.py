@@ -1,0 +1,99 @@
+"""Settings are read on purpose, validated, and never leak the API key."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from streamq import ConfigError, Settings
+
+
+def test_defaults_without_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With nothing set, every setting has its documented default."""
+    monkeypatch.chdir(tmp_path)
+    settings = Settings.from_env({})
+    assert settings == Settings()
+    assert settings.concurrency == 100
+    assert settings.stream_ttl == 86_400
+
+
+def test_environment_values_are_parsed() -> None:
+    """Every variable maps onto its field, typed."""
+    settings = Settings.from_env(
+        {
+            "REDIS_URL": "rediss://user:pw@redis.internal:6380/2",
+            "OPENAI_API_KEY": "sk-abc",
+            "OPENAI_BASE_URL": "http://localhost:8000/v1",
+            "OPENAI_MODEL": "llama3",
+            "STREAMQ_QUEUE": "q",
+            "STREAMQ_KEY_PREFIX": "app",
+            "STREAMQ_CONCURRENCY": "250",
+            "STREAMQ_STREAM_TTL": "60",
+            "STREAMQ_JOB_TIMEOUT": "12.5",
+            "STREAMQ_READ_TIMEOUT": "3",
+            "STREAMQ_POLL_INTERVAL": "0.2",
+            "STREAMQ_MAX_REQUEST_BYTES": "2048",
+            "STREAMQ_LOG_LEVEL": "debug",
+        }
+    )
+    assert settings.redis_url == "rediss://user:pw@redis.internal:6380/2"
+    assert settings.openai_model == "llama3"
+    assert settings.concurrency == 250
+    assert settings.job_timeout == 12.5
+    assert settings.log_level == "DEBUG"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "accepted"),
+    [
+        ("STREAMQ_CONCURRENCY", "many", "positive integer"),
+        ("STREAMQ_CONCURRENCY", "0", "positive integer"),
+        ("STREAMQ_STREAM_TTL", "-5", "positive integer"),
+        ("STREAMQ_JOB_TIMEOUT", "soon", "positive number"),
+        ("STREAMQ_LOG_LEVEL", "loud", "DEBUG, INFO, WARNING, ERROR"),
+        ("REDIS_URL", "localhost:6379", "redis://"),
+        ("OPENAI_BASE_URL", "localhost:8000", "http://"),
+        ("STREAMQ_KEY_PREFIX", "a{b}", "no braces"),
+    ],
+)
+def test_bad_values_name_the_variable_and_accepted_values(
+    name: str, value: str, accepted: str
+) -> None:
+    """A bad value fails with a message naming the variable and what it accepts."""
+    with pytest.raises(ConfigError, match=name) as error:
+        Settings.from_env({name: value})
+    assert accepted in str(error.value)
+
+
+def test_env_file_is_read_and_environment_wins(tmp_path: Path) -> None:
+    """Values come from the .env file unless the environment sets them."""
+    env_file = tmp_path / "custom.env"
+    env_file.write_text("OPENAI_MODEL=from-file\nSTREAMQ_CONCURRENCY=7\n")
+    settings = Settings.from_env({"OPENAI_MODEL": "from-env"}, env_file=env_file)
+    assert settings.openai_model == "from-env"
+    assert settings.concurrency == 7
+
+
+def test_missing_env_file_is_an_error(tmp_path: Path) -> None:
+    """An explicit --env-file that does not exist is a clear error."""
+    with pytest.raises(ConfigError, match="does not exist"):
+        Settings.from_env({}, env_file=tmp_path / "nope.env")
+
+
+def test_api_key_is_not_in_repr() -> None:
+    """The API key never shows up when settings are printed or logged."""
+    settings = Settings.from_env({"OPENAI_API_KEY": "sk-secret-value"})
+    assert "sk-secret-value" not in repr(settings)
+
+
+def test_env_example_documents_every_variable() -> None:
+    """.env.example lists every variable Settings reads."""
+    example = (Path(__file__).parent.parent / ".env.example").read_text()
+    source = (Path(__file__).parent.parent / "src/streamq/settings.py").read_text()
+
+    names = set(re.findall(r'"((?:OPENAI|REDIS|STREAMQ)_[A-Z_]+)"', source))
+    assert names
+    for name in names:
+        assert f"\n{name}=" in example, name

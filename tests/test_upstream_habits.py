@@ -1,0 +1,163 @@
+"""Chunk shapes from other OpenAI-compatible servers, replayed over real HTTP to the real SDK."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from openai import AsyncOpenAI
+
+from streamq import Delta, Done, Event, ToolCallDelta
+from streamq.consumer import _ResultBuilder
+from streamq.request import ChatRequest
+from streamq.upstream import IncompleteStream, stream_chat
+
+
+def chunk(choices: list[dict[str, Any]] | None, **extra: Any) -> dict[str, Any]:
+    body = {"id": "x", "object": "chat.completion.chunk", "created": 1, "model": "other"}
+    return {**body, "choices": choices, **extra}
+
+
+@pytest.fixture(params=["fast", "sdk"])
+async def replay(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[Callable[[list[dict[str, Any]], bool], Any]]:
+    """A server that answers any request with the given chunks as SSE, then closes.
+
+    Each test runs with both chunk parsers.
+    """
+    fast = request.param == "fast"
+    served: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":")[1]) for line in head.lower().split(b"\r\n")
+            if line.startswith(b"content-length")
+        )  # fmt: skip
+        await reader.readexactly(length)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n")
+        writer.write(b"connection: close\r\n\r\n" + served[0])
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+
+    async def run(chunks: list[dict[str, Any]], done: bool = True) -> list[Event]:
+        served[:] = [b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks)]
+        if done:
+            served[0] += b"data: [DONE]\n\n"
+        client = AsyncOpenAI(api_key="k", base_url=f"http://127.0.0.1:{port}/v1", max_retries=0)
+        async with client:
+            chat = ChatRequest([{"role": "user", "content": "hi"}])
+            return [event async for event in stream_chat(client, chat, "m", fast=fast)]
+
+    yield run
+    server.close()
+    await server.wait_closed()
+
+
+def assemble(events: list[Event]) -> Any:
+    builder = _ResultBuilder()
+    for event in events[:-1]:
+        builder.add(event)
+    done = events[-1]
+    assert isinstance(done, Done)
+    return builder.finish("job", done)
+
+
+async def test_tool_calls_without_index(replay: Any) -> None:
+    """Fragments with no `index`: a new id opens the next call, no id continues the last."""
+    events = await replay(
+        [
+            chunk([{"delta": {"tool_calls": [{"id": "a", "function": {"name": "f"}}]}}]),
+            chunk([{"delta": {"tool_calls": [{"function": {"arguments": '{"x":'}}]}}]),
+            chunk([{"delta": {"tool_calls": [{"function": {"arguments": "1}"}}]}}]),
+            chunk([{"delta": {"tool_calls": [{"id": "b", "function": {"name": "g"}}]}}]),
+            chunk([{"delta": {"tool_calls": [{"function": {"arguments": "{}"}}]}}]),
+            chunk([{"delta": {}, "finish_reason": "tool_calls"}]),
+        ]
+    )
+    result = assemble(events)
+    assert [(c.index, c.id, c.name, c.arguments) for c in result.tool_calls] == [
+        (0, "a", "f", '{"x":1}'),
+        (1, "b", "g", "{}"),
+    ]
+
+
+async def test_arguments_sent_as_an_object_become_json(replay: Any) -> None:
+    """A server that sends arguments as a JSON object still yields JSON text."""
+    call = {"index": 0, "id": "a", "function": {"name": "f", "arguments": {"a": 1}}}
+    events = await replay(
+        [
+            chunk([{"index": 0, "delta": {"tool_calls": [call]}}]),
+            chunk([{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]),
+        ]
+    )
+    assert json.loads(assemble(events).tool_calls[0].arguments) == {"a": 1}
+
+
+async def test_tool_call_indexes_starting_at_one(replay: Any) -> None:
+    """Indexes that do not start at 0 give no phantom empty call."""
+    call = {"index": 1, "id": "c1", "function": {"name": "f", "arguments": "{}"}}
+    events = await replay(
+        [
+            chunk([{"index": 0, "delta": {"tool_calls": [call]}}]),
+            chunk([{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]),
+        ]
+    )
+    assert [(c.id, c.name) for c in assemble(events).tool_calls] == [("c1", "f")]
+
+
+async def test_choice_without_index_and_usage_on_a_choice_chunk(replay: Any) -> None:
+    """No choice index means choice 0; usage may ride on the finish chunk; no role chunk."""
+    usage = {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
+    events = await replay(
+        [
+            chunk([{"delta": {"content": "Hel"}}]),
+            chunk([{"delta": {"content": "lo"}, "finish_reason": None}]),
+            chunk([{"delta": {}, "finish_reason": "stop"}], usage=usage),
+        ],
+        done=False,
+    )
+    assert "".join(e.text for e in events if isinstance(e, Delta)) == "Hello"
+    assert events[-1] == Done(
+        finish_reason="stop", finish_reasons=["stop"], usage=usage, model="other"
+    )
+
+
+async def test_null_choices_and_missing_delta_are_skipped(replay: Any) -> None:
+    """`choices: null` and a choice with no delta are tolerated."""
+    events = await replay(
+        [
+            chunk(None),
+            chunk([{"index": 0}]),
+            chunk([{"index": 0, "delta": {"content": "ok"}, "finish_reason": "stop"}]),
+        ]
+    )
+    assert [type(e) for e in events] == [Delta, Done]
+
+
+async def test_stream_that_ends_without_a_finish_reason_is_incomplete(replay: Any) -> None:
+    """A stream that just stops, with no finish reason, is an error, not a short answer."""
+    with pytest.raises(IncompleteStream):
+        await replay([chunk([{"index": 0, "delta": {"content": "par"}}])], done=False)
+
+
+async def test_tool_call_delta_fields(replay: Any) -> None:
+    """The id and name arrive on the first fragment only."""
+    call = {"index": 0, "id": "a", "type": "function", "function": {"name": "f", "arguments": ""}}
+    more = {"index": 0, "function": {"arguments": "{}"}}
+    events = await replay(
+        [
+            chunk([{"index": 0, "delta": {"tool_calls": [call]}}]),
+            chunk([{"index": 0, "delta": {"tool_calls": [more]}}]),
+            chunk([{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]),
+        ]
+    )
+    fragments = [e for e in events if isinstance(e, ToolCallDelta)]
+    assert [(f.id, f.name, f.arguments) for f in fragments] == [("a", "f", ""), (None, None, "{}")]

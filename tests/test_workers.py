@@ -1,0 +1,43 @@
+"""Real worker processes: many jobs spread over several workers, and arq's own CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+
+from streamq import Settings, Start, StreamQ
+from streamq.request import chat_messages
+from streamq.simulator import simulated_text
+from tests.processes import worker_processes
+
+JOBS = 200
+
+
+async def test_jobs_spread_over_two_worker_processes(sq: StreamQ, settings: Settings) -> None:
+    """200 jobs through 2 worker subprocesses all end `done` with the exact text."""
+    # Ten jobs at a time per worker, each ~0.1 s: both workers get a share even if one starts late.
+    paced = {"simulator": {"tokens_per_second": 200}}
+    with worker_processes(settings, 2, env={"STREAMQ_CONCURRENCY": "10"}):
+        jobs = [await sq.enqueue_chat(f"question {i}", extra_body=paced) for i in range(JOBS)]
+        results = await asyncio.gather(*(job.result(timeout=120) for job in jobs))
+    for i, result in enumerate(results):
+        assert result.text == simulated_text(chat_messages(f"question {i}"))
+        assert result.finish_reason == "stop"
+    workers = set()
+    for job in jobs:
+        async for event in job.events():
+            if isinstance(event, Start):
+                workers.add(event.worker)
+    assert len(workers) == 2
+
+
+async def test_arq_cli_runs_the_worker_settings(sq: StreamQ, settings: Settings) -> None:
+    """`arq streamq.worker.WorkerSettings` serves jobs like `streamq worker` does."""
+    arq = shutil.which("arq", path=sys.prefix + "/bin")
+    assert arq is not None
+    with worker_processes(settings, 1, command=(arq, "streamq.worker.WorkerSettings")):
+        job = await sq.enqueue_chat("via arq")
+        result = await job.result(timeout=30)
+    assert result.text == simulated_text(chat_messages("via arq"))
+
