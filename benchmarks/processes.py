@@ -1,0 +1,228 @@
+"""Starting and stopping the benchmark's processes: Redis, the simulator, workers and agents.
+
+Every process started is registered with :class:`Processes` and stopped by its ``aclose()``,
+which the orchestrator reaches on success, on error and on Ctrl-C alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+
+from benchmarks.common import NAIVE_WORKER_NAME, Endpoints
+from streamq.local_redis import LocalRedis, free_port
+from streamq.queue import wake_channel
+
+ROOT = Path(__file__).resolve().parent.parent
+STOP_TIMEOUT = 10.0
+# Runs the real command (same pid, via exec) after asking Linux to SIGTERM it should the
+# benchmark die without cleaning up (PR_SET_PDEATHSIG); a no-op elsewhere.
+DIE_WITH_PARENT = (
+    "import ctypes, os, sys\n"
+    "if sys.platform == 'linux': ctypes.CDLL(None).prctl(1, 15)\n"
+    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
+)
+
+
+def python_command(*args: str) -> list[str]:
+    """``python ARGS``, stopped by the kernel if the benchmark process dies."""
+    return [sys.executable, "-c", DIE_WITH_PARENT, *args]
+
+
+class StartFailed(RuntimeError):
+    """A benchmark process did not come up."""
+
+
+def child_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Our environment without any streamq/OpenAI/Redis settings, plus ``extra``."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OPENAI_", "STREAMQ_", "REDIS_URL"))
+    }
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env.update(extra or {})
+    return env
+
+
+async def wait_until(
+    check: Callable[[], Awaitable[bool]], what: str, process: subprocess.Popen[bytes] | None
+) -> None:
+    """Poll ``check`` until it is true; fail after 30 s or when ``process`` exits."""
+    deadline = time.monotonic() + 30
+    while not await check():
+        if process is not None and process.poll() is not None:
+            raise StartFailed(f"{what} exited with code {process.returncode}")
+        if time.monotonic() > deadline:
+            raise StartFailed(f"{what} did not become ready within 30 s")
+        await asyncio.sleep(0.05)
+
+
+class Agent:
+    """A client process (``benchmarks.agent``) answering one JSON line per request."""
+
+    def __init__(self, role: str, process: asyncio.subprocess.Process, log: Path) -> None:
+        self.role = role
+        self.process = process
+        self.log = log
+        self.pid = process.pid
+
+    @classmethod
+    async def start(cls, role: str, endpoints: Endpoints, log_dir: Path) -> Agent:
+        log = log_dir / f"{role}.log"
+        with log.open("wb") as output:
+            process = await asyncio.create_subprocess_exec(
+                *python_command("-m", "benchmarks.agent", role, endpoints.to_json()),
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=output,
+                cwd=log_dir, env=child_environment(), limit=2**26,
+            )  # fmt: skip
+        agent = cls(role, process, log)
+        await agent._receive(60.0)
+        return agent
+
+    async def call(self, op: str, *, reply_within: float = 180.0, **args: Any) -> dict[str, Any]:
+        """Send one request and return its answer; raise if the agent failed or died."""
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps({"op": op, **args}).encode() + b"\n")
+        await self.process.stdin.drain()
+        return await self._receive(reply_within)
+
+    async def _receive(self, timeout: float) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        line = await asyncio.wait_for(self.process.stdout.readline(), timeout)
+        if not line:
+            tail = self.log.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"agent {self.role} died; its log ends with:\n{tail}")
+        reply: dict[str, Any] = json.loads(line)
+        if not reply.get("ok"):
+            raise RuntimeError(f"agent {self.role} failed: {reply.get('error')}")
+        return reply
+
+    async def stop(self) -> None:
+        if self.process.returncode is None and self.process.stdin is not None:
+            self.process.stdin.close()  # the agent exits when its stdin closes
+        try:
+            await asyncio.wait_for(self.process.wait(), 5.0)
+        except TimeoutError:
+            self.process.kill()
+            await self.process.wait()
+
+
+class Processes:
+    """Owns every process the benchmark starts; ``aclose()`` stops them all."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.redis_server: LocalRedis | None = None
+        self.popens: dict[str, subprocess.Popen[bytes]] = {}
+        self.agents: dict[str, Agent] = {}
+
+    def spawn(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        with (self.log_dir / f"{name}.log").open("wb") as output:
+            process = subprocess.Popen(
+                python_command(*args), stdout=output, stderr=subprocess.STDOUT,
+                cwd=self.log_dir, env=env,
+            )  # fmt: skip
+        self.popens[name] = process
+        return process
+
+    def start_redis(self) -> LocalRedis:
+        self.redis_server = LocalRedis().start()
+        return self.redis_server
+
+    async def start_simulator(self) -> str:
+        """``python -m streamq simulate`` in its own process; returns its base URL."""
+        port = free_port()
+        process = self.spawn(
+            "simulator", ["-m", "streamq", "simulate", "--port", str(port)], child_environment()
+        )
+
+        async def listening() -> bool:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                return True
+            return False
+
+        await wait_until(listening, "the simulator", process)
+        return f"http://127.0.0.1:{port}/v1"
+
+    async def start_streamq_worker(
+        self, endpoints: Endpoints, redis: Redis, concurrency: int
+    ) -> subprocess.Popen[bytes]:
+        """One real ``python -m streamq worker``, default settings but for concurrency."""
+        env = child_environment(
+            {
+                "REDIS_URL": endpoints.redis_url,
+                "OPENAI_BASE_URL": endpoints.base_url,
+                "OPENAI_API_KEY": "unused",
+                "STREAMQ_KEY_PREFIX": endpoints.key_prefix,
+                "STREAMQ_QUEUE": endpoints.queue_name,
+                "STREAMQ_CONCURRENCY": str(concurrency),
+            }
+        )
+        process = self.spawn("streamq-worker", ["-m", "streamq", "worker"], env)
+        channel = wake_channel(endpoints.queue_name)
+
+        async def subscribed() -> bool:
+            counts = await redis.pubsub_numsub(channel)
+            return bool(counts and int(counts[0][1]) > 0)
+
+        await wait_until(subscribed, "the streamq worker", process)
+        return process
+
+    async def start_naive_worker(
+        self, endpoints: Endpoints, redis: Redis
+    ) -> subprocess.Popen[bytes]:
+        process = self.spawn(
+            "naive-worker", ["-m", "benchmarks.naive_worker", endpoints.to_json()],
+            child_environment(),
+        )  # fmt: skip
+
+        async def blocked() -> bool:
+            clients = await redis.client_list()
+            return any(c["name"] == NAIVE_WORKER_NAME and c["cmd"] == "blpop" for c in clients)
+
+        await wait_until(blocked, "the naive worker", process)
+        return process
+
+    async def start_agent(self, role: str, endpoints: Endpoints) -> Agent:
+        agent = await Agent.start(role, endpoints, self.log_dir)
+        self.agents[role] = agent
+        return agent
+
+    def log_tails(self, lines: int = 15) -> str:
+        """The end of every process's log, for an error report."""
+        parts = []
+        for path in sorted(self.log_dir.glob("*.log")):
+            tail = path.read_text(errors="replace").splitlines()[-lines:]
+            if tail:
+                parts.append(f"==> {path.name} <==\n" + "\n".join(tail))
+        return "\n".join(parts)
+
+    async def aclose(self) -> None:
+        """Stop agents, then workers and the simulator (SIGTERM, then SIGKILL), then Redis."""
+        await asyncio.gather(*(agent.stop() for agent in self.agents.values()))
+        await asyncio.gather(*(asyncio.to_thread(_stop, p) for p in self.popens.values()))
+        if self.redis_server is not None:
+            self.redis_server.stop()
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
