@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
 import sys
 
 from streamq import Settings, Start, StreamQ
 from streamq.request import chat_messages
 from streamq.simulator import simulated_text
+from streamq.worker import create_worker
 from tests.processes import worker_processes
 
 JOBS = 200
@@ -41,3 +43,12 @@ async def test_arq_cli_runs_the_worker_settings(sq: StreamQ, settings: Settings)
         result = await job.result(timeout=30)
     assert result.text == simulated_text(chat_messages("via arq"))
 
+
+async def test_a_stop_ends_the_poll_loop_even_if_its_cancel_is_lost(settings: Settings) -> None:
+    """A signal stops the worker even when redis-py swallows arq's cancel of the poll loop."""
+    worker = create_worker(settings, handle_signals=False)
+    main = asyncio.create_task(worker.main())  # no main_task: arq's cancel goes nowhere
+    await asyncio.sleep(0.2)
+    worker.handle_sig(signal.SIGTERM)
+    await asyncio.wait_for(main, timeout=5)
+    await worker.close()

@@ -64,6 +64,14 @@ class StreamQWorker(Worker):
         super().__init__(*args, **kwargs)
         self.wake = asyncio.Event()
         self.ctx["wake"] = self.wake.set
+        self.stopping = False
+        self.on_stop = self._stop
+
+    def _stop(self, _signum: signal.Signals) -> None:
+        # arq stops the loop by cancelling it, but redis-py can swallow a cancel that lands in
+        # the middle of a command (redis-py #2028): the loop would poll on and the process hang.
+        self.stopping = True
+        self.wake.set()
 
     async def main(self) -> None:
         # arq's main() with the poll's sleep replaced by a wait that a wake-up ends early, and
@@ -75,7 +83,7 @@ class StreamQWorker(Worker):
         if self.on_startup:
             await self.on_startup(self.ctx)
         backoff = POLL_RETRY_DELAY
-        while True:
+        while not self.stopping:
             self.wake.clear()
             try:
                 await self._poll_iteration()
