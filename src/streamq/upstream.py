@@ -91,10 +91,15 @@ async def _fast_chunks(client: AsyncOpenAI, arguments: dict[str, Any]) -> AsyncI
     async with create(**arguments) as response:
         http = response.http_response
         parser = SSEParser()
+        body = http.aiter_bytes()
         try:
-            async for data in http.aiter_bytes():
+            async for data in body:
                 for chunk in _decode_events(parser.feed(data), http):
                     if chunk is None:
+                        # Read to the end, as the SDK does: a response closed with unread
+                        # bytes takes its connection along, and the next job must connect anew.
+                        async for _ in body:
+                            pass
                         return
                     yield chunk
             for chunk in _decode_events(parser.close(), http):
