@@ -79,9 +79,10 @@ async def test_a_retried_batch_writes_each_entry_once(redis: Redis, settings: Se
     keys = Keys(settings.key_prefix)
     attempt = await claim(redis, keys, "r")
     entry = ["0", "", "4", "type", "delta", "data", "x"]
-    args = [keys.events("r"), keys.state("r"), str(attempt), "60", *entry]
-    assert await redis.eval(scripts.APPEND, 2, *args) == 1  # type: ignore[misc]
-    assert await redis.eval(scripts.APPEND, 2, *args) == 1  # type: ignore[misc]
+    scratch = keys.events("r") + ":compacting"
+    args = [keys.events("r"), keys.state("r"), scratch, str(attempt), "60", *entry]
+    assert await redis.eval(scripts.APPEND, 3, *args) == 1  # type: ignore[misc]
+    assert await redis.eval(scripts.APPEND, 3, *args) == 1  # type: ignore[misc]
     assert await redis.xlen(keys.events("r")) == 1
 
 

@@ -27,7 +27,7 @@ from streamq import (
 )
 from streamq.keys import Keys
 from streamq.request import chat_messages
-from streamq.simulator import simulated_text, simulated_tokens
+from streamq.simulator import SimulatorThread, simulated_text, simulated_tokens
 from streamq.worker import running_worker
 from tests.processes import dump_keys
 
@@ -338,6 +338,30 @@ async def test_streams_expire(sq: StreamQ, redis: Redis, settings: Settings) -> 
     for key in (keys.events(job.id), keys.request(job.id)):
         ttl = await redis.ttl(key)
         assert 0 < ttl <= settings.stream_ttl
+
+
+async def test_sequential_jobs_reuse_the_upstream_connection(
+    sq: StreamQ, simulator: SimulatorThread
+) -> None:
+    """A finished stream hands its HTTP connection back, so the next job does not connect anew."""
+    await (await sq.enqueue_chat("warm up")).result()
+    connections = simulator.stats.connections
+    for i in range(5):
+        await (await sq.enqueue_chat(f"again {i}")).result()
+    assert simulator.stats.connections == connections
+
+
+async def test_a_finished_stream_gives_back_its_preallocated_space(
+    sq: StreamQ, redis: Redis, settings: Settings
+) -> None:
+    """Redis preallocates 4 KB for a stream's newest node; a finished stream gives it back."""
+    job = await sq.enqueue_chat("compact", extra_body={"simulator": {"reply_tokens": 20}})
+    await job.result()
+    events_key = Keys(settings.key_prefix).events(job.id)
+    assert await redis.xlen(events_key) == 22  # start, 20 deltas, done
+    assert await redis.memory_usage(events_key, samples=0) < 2048
+    assert 0 < await redis.ttl(events_key) <= settings.stream_ttl
+    assert await redis.keys(f"{events_key}*") == [events_key.encode()]
 
 
 async def test_early_break_and_cancel_release_the_connection(

@@ -9,8 +9,12 @@ from types import TracebackType
 from typing import Any, cast
 
 from arq.connections import ArqRedis
+from arq.constants import expires_extra_ms, job_key_prefix, result_key_prefix
+from arq.jobs import serialize_job as arq_job_bytes
+from arq.utils import timestamp_ms
 from redis.asyncio import Redis
 
+from streamq import scripts
 from streamq.connections import redis_from_url
 from streamq.consumer import ChatJob
 from streamq.exceptions import ClientClosed, ConfigError
@@ -39,6 +43,7 @@ class StreamQ:
             job_serializer=serialize_job,
             default_queue_name=self.settings.queue_name,
         )
+        self._enqueue = redis.register_script(scripts.ENQUEUE)
 
     @classmethod
     def from_url(cls, url: str, settings: Settings | None = None) -> StreamQ:
@@ -123,22 +128,29 @@ class StreamQ:
             messages, model, params, options, max_bytes=self.settings.max_request_bytes
         )
         job_id = uuid.uuid4().hex if job_id is None else check_job_id(job_id)
-        request_key = self._keys.request(job_id)
-        is_new = await self._redis.set(
-            request_key, request.to_json(), nx=True, ex=self.settings.stream_ttl
-        )
-        if is_new:
-            try:
-                await self._queue.enqueue_job(JOB_FUNCTION, _job_id=self._keys.arq_job_id(job_id))
-            except BaseException:
-                await self._redis.delete(request_key)
-                raise
-            await self._redis.publish(self._wake_channel, b"1")
-        elif not await self._has_ended(job_id):
-            # The same id again, not finished: make sure it is queued (a producer may have died
-            # between the two writes above). arq ignores an id it already holds.
+        is_new = await self._enqueue_new(job_id, request.to_json())
+        if not is_new and not await self._has_ended(job_id):
+            # The same id again, not finished: make sure arq still holds it (a job whose run was
+            # fenced off can leave arq's queue). arq ignores an id it already holds.
             await self._queue.enqueue_job(JOB_FUNCTION, _job_id=self._keys.arq_job_id(job_id))
         return self.job(job_id)
+
+    async def _enqueue_new(self, job_id: str, request: str) -> bool:
+        """Store the request and queue the job as arq would, in one round trip; False if the id
+        exists already."""
+        arq_id = self._keys.arq_job_id(job_id)
+        now = timestamp_ms()
+        arq_job = arq_job_bytes(JOB_FUNCTION, (), {}, None, now, serializer=serialize_job)
+        keys = [
+            self._keys.request(job_id),
+            job_key_prefix + arq_id,
+            result_key_prefix + arq_id,
+            self.settings.queue_name,
+        ]
+        args: list[str | bytes | int] = [request, self.settings.stream_ttl, arq_id, arq_job]
+        args += [expires_extra_ms, now, self._wake_channel]
+        is_new = await self._enqueue(keys, args)
+        return bool(is_new)
 
     async def _has_ended(self, job_id: str) -> bool:
         ended = self._redis.hexists(self._keys.state(job_id), "terminal")

@@ -167,7 +167,7 @@ class Publisher:
     async def _write(self, by_writer: dict[StreamWriter, list[str]]) -> list[Any]:
         async with self._redis.pipeline(transaction=False) as pipe:
             for writer, args in by_writer.items():
-                keys_and_args = [writer.events_key, writer.state_key, str(writer.attempt)]
-                pipe.evalsha(self._append_sha, 2, *keys_and_args, str(self._ttl), *args)
+                keys = (writer.events_key, writer.state_key, writer.events_key + ":compacting")
+                pipe.evalsha(self._append_sha, 3, *keys, str(writer.attempt), str(self._ttl), *args)
             results: list[Any] = await pipe.execute()
             return results

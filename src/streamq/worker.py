@@ -21,8 +21,10 @@ from arq.constants import in_progress_key_prefix
 from arq.utils import timestamp_ms
 from arq.worker import Retry, Worker, func
 from openai import AsyncOpenAI
-from redis.exceptions import RedisError, ResponseError, WatchError
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
 
+from streamq import scripts
 from streamq.connections import arq_redis
 from streamq.exceptions import ConfigError, InvalidRequest
 from streamq.fleet import Fleet
@@ -66,6 +68,7 @@ class StreamQWorker(Worker):
         self.ctx["wake"] = self.wake.set
         self.stopping = False
         self.on_stop = self._stop
+        self._start_script: AsyncScript | None = None  # arq may connect only in main()
 
     def _stop(self, _signum: signal.Signals) -> None:
         # arq stops the loop by cancelling it, but redis-py can swallow a cancel that lands in
@@ -129,19 +132,14 @@ class StreamQWorker(Worker):
             # Our own earlier run of it was reaped (its lease ran out while Redis was away) but is
             # still going: arq cannot track two runs of one id, and that run may well finish it.
             return False
-        in_progress_key = in_progress_key_prefix + job_id
-        async with self.pool.pipeline(transaction=True) as pipe:
-            await pipe.watch(in_progress_key)
-            ongoing = await pipe.exists(in_progress_key)
-            score = await pipe.zscore(self.queue_name, job_id)
-            if ongoing or not score or score > timestamp_ms():
-                return False  # started elsewhere, finished, or deferred
-            pipe.multi()  # type: ignore[no-untyped-call]
-            pipe.psetex(in_progress_key, int(self.in_progress_timeout_s * 1000), b"1")
-            try:
-                await pipe.execute()
-            except (ResponseError, WatchError):
-                return False  # another worker started it meanwhile
+        in_progress_ms = int(self.in_progress_timeout_s * 1000)
+        keys = [in_progress_key_prefix + job_id, self.queue_name]
+        if self._start_script is None:
+            self._start_script = self.pool.register_script(scripts.START)
+        args: list[str | int] = [job_id, timestamp_ms(), in_progress_ms]
+        score = await self._start_script(keys, args, client=self.pool)
+        if score is None:
+            return False  # started elsewhere, finished, or deferred
         task = self.loop.create_task(self.run_job(job_id, int(score)))
         task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
         self.tasks[job_id] = task
