@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx2
+import openai
 import pytest
 from openai import AsyncOpenAI
 
@@ -60,3 +62,11 @@ async def test_both_parsers_give_the_same_events(simulator: SimulatorThread, sce
     sdk = await run(simulator.base_url, params, fast=False)
     assert fast == sdk
     assert fast  # every scenario yields something: events or an error
+
+
+def test_error_messages_mask_the_api_key_but_not_a_placeholder() -> None:
+    """A key quoted by the server is masked; a one-letter placeholder key garbles nothing."""
+    request = httpx2.Request("POST", "http://upstream.test/v1/chat/completions")
+    refused = openai.APIConnectionError(message="key sk-live-123456: max_tokens", request=request)
+    assert "sk-live" not in error_event(refused, secret="sk-live-123456").message
+    assert "max_tokens" in error_event(refused, secret="x").message

@@ -215,10 +215,15 @@ def _choice_events(delta: dict[str, Any], index: int, progress: _Progress) -> li
     return events
 
 
+MIN_SECRET_LENGTH = 8
+
+
 def error_event(exc: BaseException, *, secret: str | None = None) -> Error:
     """The ``error`` event describing why a job failed with ``exc``.
 
-    ``secret`` (the API key) is masked out: some servers quote the key they refused.
+    ``secret`` (the API key) is masked out: some servers quote the key they refused. A
+    placeholder shorter than :data:`MIN_SECRET_LENGTH` (``x`` for a local server) is not: it
+    would mask pieces of ordinary words.
     """
     code, retryable = _classify(exc)
     message = str(exc) or type(exc).__name__
@@ -226,7 +231,7 @@ def error_event(exc: BaseException, *, secret: str | None = None) -> Error:
         message = f"the upstream sent a malformed stream ({type(exc).__name__})"
     if isinstance(exc, openai.APIStatusError):
         message = f"upstream answered HTTP {exc.status_code}: {_upstream_message(exc)}"
-    if secret:
+    if secret and len(secret) >= MIN_SECRET_LENGTH:
         message = message.replace(secret, "***")
     return Error(code=code, message=message[:2000], retryable=retryable)
 
