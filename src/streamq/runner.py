@@ -15,11 +15,11 @@ import logging
 import time
 from dataclasses import dataclass
 
-from openai import AsyncOpenAI
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from streamq import scripts
+from streamq.clients import ClientPool
 from streamq.events import Cancelled, Delta, Done, Error, Event, Reset, Start
 from streamq.exceptions import InvalidRequest
 from streamq.fleet import Fleet, Run
@@ -29,6 +29,8 @@ from streamq.request import ChatRequest
 from streamq.retry import RetryPolicy
 from streamq.settings import Settings
 from streamq.upstream import error_event, stream_chat
+
+IDLE_SLACK = 1.0  # seconds
 
 logger = logging.getLogger("streamq.worker")
 
@@ -48,14 +50,14 @@ class JobRunner:
         self,
         settings: Settings,
         redis: Redis,
-        client: AsyncOpenAI,
+        clients: ClientPool,
         publisher: Publisher,
         fleet: Fleet,
         name: str,
     ) -> None:
         self.settings = settings
         self.redis = redis
-        self.client = client
+        self.clients = clients
         self.publisher = publisher
         self.fleet = fleet
         self.name = name
@@ -170,15 +172,21 @@ class JobRunner:
     ) -> Outcome:
         loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(deadline) as total, asyncio.timeout(idle) as quiet:
-                fast = self.settings.chunk_parser == "fast"
-                async for event in stream_chat(self.client, request, model, fast=fast):
-                    quiet.reschedule(loop.time() + idle)
-                    await writer.emit(event)
-                    if isinstance(event, Delta):
-                        run.deltas += 1
-                    elif isinstance(event, Done):
-                        return Outcome(event)
+            fast = self.settings.chunk_parser == "fast"
+            # The idle timer fires `idle` to `idle + slack` after the last data: rescheduling a
+            # timer on every delta costs more than the rest of the delta's bookkeeping.
+            slack = min(idle / 10, IDLE_SLACK)
+            with self.clients.lease() as client:
+                async with asyncio.timeout(deadline) as total, asyncio.timeout(idle) as quiet:
+                    async for event in stream_chat(client, request, model, fast=fast):
+                        now = loop.time()
+                        if (quiet.when() or now) < now + idle:
+                            quiet.reschedule(now + idle + slack)
+                        await writer.emit(event)
+                        if isinstance(event, Delta):
+                            run.deltas += 1
+                        elif isinstance(event, Done):
+                            return Outcome(event)
         except TimeoutError as exc:
             if total.expired():
                 return Outcome(

@@ -8,23 +8,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import httpx2
 from arq.connections import ArqRedis, log_redis_info
 from arq.constants import in_progress_key_prefix
 from arq.utils import timestamp_ms
 from arq.worker import Retry, Worker, func
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from streamq import scripts
+from streamq.clients import ClientPool
 from streamq.connections import arq_redis
 from streamq.exceptions import ConfigError, InvalidRequest
 from streamq.fleet import Fleet
@@ -157,11 +161,11 @@ class WorkerRuntime:
         self,
         settings: Settings,
         redis: ArqRedis,
-        client: AsyncOpenAI,
+        clients: ClientPool,
         on_wake: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
-        self.client = client
+        self.clients = clients
         self.keys = Keys(settings.key_prefix)
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.publisher = Publisher(redis, ttl=settings.stream_ttl)
@@ -174,7 +178,7 @@ class WorkerRuntime:
             wake_channel=wake_channel(settings.queue_name),
             on_wake=on_wake,
         )
-        self.runner = JobRunner(settings, redis, client, self.publisher, self.fleet, self.name)
+        self.runner = JobRunner(settings, redis, clients, self.publisher, self.fleet, self.name)
 
     def start(self) -> None:
         """Start the background tasks."""
@@ -182,10 +186,10 @@ class WorkerRuntime:
         self.fleet.start()
 
     async def aclose(self) -> None:
-        """Stop the background tasks (writing what is pending) and close the OpenAI client."""
+        """Stop the background tasks (writing what is pending) and close the OpenAI clients."""
         await self.fleet.aclose()
         await self.publisher.aclose()
-        await self.client.close()
+        await self.clients.aclose()
 
     async def run_job(self, arq_job_id: str) -> dict[str, Any]:
         """Run the job arq handed us, unless its id is not one of ours."""
@@ -214,8 +218,12 @@ async def streamq_chat(ctx: dict[str, Any]) -> dict[str, Any]:
     return await runtime.run_job(str(ctx["job_id"]))
 
 
-def openai_client(settings: Settings) -> AsyncOpenAI:
-    """The worker's OpenAI client; a missing key is an error unless a base URL is set."""
+def openai_client(settings: Settings, *, ssl_context: ssl.SSLContext | None = None) -> AsyncOpenAI:
+    """The worker's OpenAI client; a missing key is an error unless a base URL is set.
+
+    Clients given one ``ssl_context`` share it (each would otherwise load the CA bundle:
+    ~0.8 MB apiece).
+    """
     if settings.openai_api_key is None and settings.openai_base_url is None:
         raise ConfigError(
             "OPENAI_API_KEY is not set: set it, or set OPENAI_BASE_URL to a server that needs none"
@@ -225,6 +233,7 @@ def openai_client(settings: Settings) -> AsyncOpenAI:
         api_key=settings.openai_api_key or NO_KEY_NEEDED,
         base_url=settings.openai_base_url,
         max_retries=0,
+        http_client=None if ssl_context is None else DefaultAsyncHttpxClient(verify=ssl_context),
     )
 
 
@@ -232,7 +241,10 @@ def worker_settings(settings: Settings) -> type:
     """An arq ``WorkerSettings`` class for ``settings``."""
 
     async def on_startup(ctx: dict[str, Any]) -> None:
-        runtime = WorkerRuntime(settings, ctx["redis"], openai_client(settings), ctx.get("wake"))
+        shared = httpx2.create_ssl_context()
+        clients = ClientPool(functools.partial(openai_client, settings, ssl_context=shared))
+        clients.warm()  # a missing key fails here, not at the first job
+        runtime = WorkerRuntime(settings, ctx["redis"], clients, ctx.get("wake"))
         runtime.start()
         ctx["streamq"] = runtime
         logger.info("streamq worker %s serving queue %r", runtime.name, settings.queue_name)

@@ -12,10 +12,12 @@ process because a hung loop cannot be cleaned up: it exits with ``os._exit`` and
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import random
 import sys
 
+from streamq.clients import ClientPool
 from streamq.connections import arq_redis
 from streamq.keys import Keys
 from streamq.settings import Settings
@@ -42,7 +44,8 @@ async def probe(url: str, prefix: str, trials: int) -> tuple[int, int]:
     ran = hung = 0
     while ran < trials and not hung:
         ran += 1
-        runtime = WorkerRuntime(settings, redis, openai_client(settings))
+        clients = ClientPool(functools.partial(openai_client, settings))
+        runtime = WorkerRuntime(settings, redis, clients)
         runtime.start()
         await asyncio.sleep(random.uniform(0.002, 0.02))
         stopping = asyncio.ensure_future(runtime.aclose())
