@@ -236,3 +236,25 @@ async def test_a_killed_workers_job_restarts_within_the_lease(
     assert result.text == expected
     assert result.attempt == 2
     assert (await job.status()).state == "done"
+
+
+async def test_a_lost_attempt_whose_job_arq_dropped_is_queued_again(
+    sq: StreamQ, redis: Redis, settings: Settings
+) -> None:
+    """The reaper re-queues a job arq no longer holds, so its lost attempt is not the end of it.
+
+    How it happens: a worker cut off from Redis for longer than a lease loses its job to
+    another worker; when its fenced run ends, arq deletes the job. If the new holder then dies
+    too, only the reaper can bring the job back.
+    """
+    keys = Keys(settings.key_prefix)
+    job = await sq.enqueue_chat("dropped by arq")  # no worker yet: the job waits in the queue
+    arq_id = keys.arq_job_id(job.id)
+    attempt = await claim(redis, keys, job.id)  # a worker claimed it ...
+    await redis.delete(f"arq:job:{arq_id}")  # ... arq dropped it (a fenced run ended) ...
+    await redis.zrem(settings.queue_name, arq_id)
+    await redis.zadd(keys.running(), {f"{attempt}:{job.id}": 0})  # ... and its holder died
+    async with running_worker(settings.replace(lease=0.3)):
+        result = await job.result(timeout=10)
+    assert result.text == simulated_text(chat_messages("dropped by arq"))
+    assert result.attempt == attempt + 1

@@ -15,16 +15,18 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from arq.constants import in_progress_key_prefix
+from arq.constants import expires_extra_ms, in_progress_key_prefix, job_key_prefix
 from redis.asyncio import Redis
 
 from streamq import scripts
 from streamq._tasks import cancel_and_wait
 from streamq.keys import Keys
+from streamq.queue import arq_job
 
 logger = logging.getLogger("streamq.fleet")
 
@@ -67,7 +69,7 @@ class Fleet:
         *,
         lease: float,
         arq_id: Callable[[str], str],
-        queue_name: str | None = None,
+        queue_name: str,
         wake_channel: str | None = None,
         on_wake: Callable[[], None] | None = None,
     ) -> None:
@@ -132,8 +134,7 @@ class Fleet:
 
     async def _reap_lost(self) -> None:
         await self._reap_expired()
-        if self._queue_name is not None:
-            await self._reap_stranded(self._queue_name)
+        await self._reap_stranded(self._queue_name)
 
     async def _reap_stranded(self, queue_name: str) -> None:
         """Free jobs arq marked in progress whose worker died before it claimed them.
@@ -180,12 +181,23 @@ class Fleet:
         for raw in expired:
             member = raw.decode() if isinstance(raw, bytes) else str(raw)
             attempt, _, job_id = member.partition(":")
+            arq_id = self._arq_id(job_id)
             keys = [
                 self._keys.running(),
                 self._keys.state(job_id),
-                in_progress_key_prefix + self._arq_id(job_id),
+                in_progress_key_prefix + arq_id,
+                job_key_prefix + arq_id,
+                self._queue_name,
             ]
-            if await self._reap(keys=keys, args=[member, attempt]):
+            now = int(time.time() * 1000)
+            args: list[str | bytes | int] = [
+                member,
+                attempt,
+                arq_id,
+                arq_job(now),
+                expires_extra_ms,
+            ]
+            if await self._reap(keys=keys, args=args):
                 logger.warning(
                     "job %s attempt %s lost its worker; freed for a retry", job_id, attempt
                 )

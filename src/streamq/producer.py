@@ -10,7 +10,6 @@ from typing import Any, cast
 
 from arq.connections import ArqRedis
 from arq.constants import expires_extra_ms, job_key_prefix, result_key_prefix
-from arq.jobs import serialize_job as arq_job_bytes
 from arq.utils import timestamp_ms
 from redis.asyncio import Redis
 
@@ -20,7 +19,7 @@ from streamq.consumer import ChatJob
 from streamq.exceptions import ClientClosed, ConfigError
 from streamq.keys import Keys, check_job_id
 from streamq.multiplexer import Multiplexer
-from streamq.queue import JOB_FUNCTION, serialize_job, wake_channel
+from streamq.queue import JOB_FUNCTION, arq_job, serialize_job, wake_channel
 from streamq.request import build_request, chat_messages
 from streamq.settings import Settings
 
@@ -140,14 +139,13 @@ class StreamQ:
         exists already."""
         arq_id = self._keys.arq_job_id(job_id)
         now = timestamp_ms()
-        arq_job = arq_job_bytes(JOB_FUNCTION, (), {}, None, now, serializer=serialize_job)
         keys = [
             self._keys.request(job_id),
             job_key_prefix + arq_id,
             result_key_prefix + arq_id,
             self.settings.queue_name,
         ]
-        args: list[str | bytes | int] = [request, self.settings.stream_ttl, arq_id, arq_job]
+        args: list[str | bytes | int] = [request, self.settings.stream_ttl, arq_id, arq_job(now)]
         args += [expires_extra_ms, now, self._wake_channel]
         is_new = await self._enqueue(keys, args)
         return bool(is_new)

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from arq.connections import RedisSettings
+from arq.jobs import serialize_job as arq_serialize_job
 
 JOB_FUNCTION = "streamq_chat"
 
@@ -22,6 +23,11 @@ def deserialize_job(raw: bytes) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ValueError("an arq job must be a JSON object")
     return body
+
+
+def arq_job(enqueue_time_ms: int) -> bytes:
+    """The value arq keeps under ``arq:job:<id>`` for a streamq job enqueued at that time."""
+    return arq_serialize_job(JOB_FUNCTION, (), {}, None, enqueue_time_ms, serializer=serialize_job)
 
 
 def redis_settings(url: str) -> RedisSettings:

@@ -60,8 +60,10 @@ for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'XX', expiry, ARGV[i]) end
 return expiry
 """
 
-# KEYS: running, state, arq in-progress key. ARGV: member (attempt:job id), attempt.
-# -> 1 when the attempt's lease had run out and the job was freed for another worker.
+# KEYS: running, state, arq in-progress key, arq job, queue. ARGV: member (attempt:job id),
+# attempt, arq job id, arq job, arq expiry (ms). -> 1 when the attempt's lease had run out and
+# the job was freed for another worker: queued again, and its arq job restored if arq had
+# dropped it (it does when a fenced run of the job ends).
 REAP = """
 local time = redis.call('TIME')
 local now = time[1] * 1000 + math.floor(time[2] / 1000)
@@ -73,6 +75,8 @@ if current ~= tonumber(ARGV[2]) or redis.call('HEXISTS', KEYS[2], 'terminal') ==
   return 0
 end
 redis.call('DEL', KEYS[3])
+if redis.call('EXISTS', KEYS[4]) == 0 then redis.call('PSETEX', KEYS[4], ARGV[5], ARGV[4]) end
+redis.call('ZADD', KEYS[5], 'NX', now, ARGV[3])
 return 1
 """
 
