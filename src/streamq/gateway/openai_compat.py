@@ -4,7 +4,8 @@ Any OpenAI client pointed at the gateway gets queued generation: ``stream=true``
 ``chat.completion.chunk`` frames as the job's events arrive, ending with ``data: [DONE]``;
 ``stream=false`` waits for the job and returns a ``chat.completion``. The job id is in the
 ``X-Streamq-Job-Id`` header: a client that lost the answer follows ``/v1/jobs/{id}/events`` or
-posts again with the same ``Idempotency-Key`` to read the same job from its start.
+posts again with the same ``Idempotency-Key`` to read the same job from its start. Fields that
+OpenAI does not define travel to the upstream in the job's ``extra_body``.
 """
 
 from __future__ import annotations
@@ -32,10 +33,12 @@ from streamq.events import (
     ToolCallDelta,
 )
 from streamq.exceptions import JobCancelled, JobFailed, JobNotFound, ReadTimeout
+from streamq.gateway.chat_body import OPTION_NAMES
 from streamq.gateway.errors import ApiError, error_body, read_json_object
 from streamq.gateway.jobs import enqueue
 from streamq.gateway.sse import HEADERS, KEEPALIVE, paced
 from streamq.gateway.state import Gateway
+from streamq.request import PARAMS, RESERVED
 
 JOB_ID_HEADER = "X-Streamq-Job-Id"
 # HTTP status of a non-streamed completion whose job failed, by the `error` event's code.
@@ -56,6 +59,7 @@ def routes(gateway: Gateway) -> list[Route]:
         gateway.tenant(request)
         body = await read_json_object(request, gateway.settings.max_request_bytes)
         stream, include_usage = _stream_flags(body)
+        _move_provider_fields(body)
         job = await enqueue(gateway, request, body)
         headers = {JOB_ID_HEADER: job.id}
         if stream:
@@ -89,6 +93,16 @@ def _stream_flags(body: dict[str, Any]) -> tuple[bool, bool]:
     if not isinstance(include_usage, bool):
         raise ApiError(400, "invalid_request", "stream_options.include_usage must be a boolean")
     return stream, include_usage
+
+
+def _move_provider_fields(body: dict[str, Any]) -> None:
+    # The SDK's extra_body puts provider fields (top_k, a vLLM option...) at the top level;
+    # they travel in the job's extra_body, so the worker's SDK sends them upstream the same way.
+    known = PARAMS | RESERVED | set(OPTION_NAMES) | {"job_id"}
+    extra = {name: body.pop(name) for name in list(body) if name not in known}
+    nested = body.get("extra_body")
+    if extra and (nested is None or isinstance(nested, dict)):  # else build_request says why
+        body["extra_body"] = {**extra, **(nested or {})}
 
 
 def completion(result: ChatResult) -> dict[str, Any]:
