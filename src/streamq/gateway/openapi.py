@@ -225,7 +225,7 @@ def openapi_schema() -> dict[str, Any]:
                 "responses": {
                     "200": {
                         "description": EVENTS_DESCRIPTION,
-                        "content": {SSE: {"schema": {"type": "string"}}},
+                        "content": {SSE: {"schema": {"type": "object"}}},
                     },
                     "204": {"description": "the job ended at or before the cursor"},
                     "400": _error("invalid cursor"),
@@ -251,7 +251,8 @@ def openapi_schema() -> dict[str, Any]:
                         "X-Streamq-Job-Id",
                         "content": {
                             JSON: {"schema": COMPLETION},
-                            SSE: {"schema": {"type": "string"}},
+                            # SSE data: chat.completion.chunk objects or an error, then [DONE].
+                            SSE: {"schema": {}},
                         },
                     },
                     **BODY_ERRORS,
