@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+from typing import NoReturn
 
 from starlette.requests import Request
 
@@ -36,10 +37,9 @@ class Authenticator:
                 found = tenant
         if found is None:
             self._refuse(request, "an unknown bearer token")
-        assert found is not None
         return found
 
-    def _refuse(self, request: Request, what: str) -> None:
+    def _refuse(self, request: Request, what: str) -> NoReturn:
         client = request.client.host if request.client else "?"
         logger.info("401 for %s %s from %s: %s", request.method, request.url.path, client, what)
         raise ApiError(

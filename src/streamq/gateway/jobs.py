@@ -71,7 +71,7 @@ class JobEndpoints:
         job = await self._job(request)
         status = await job.status()
         body: dict[str, Any] = {"id": job.id, **dataclasses.asdict(status)}
-        if status.state != "queued" and status.state != "running":
+        if status.state not in ("queued", "running"):
             try:
                 body["result"] = result_dict(await job.result())
             except JobFailed as exc:
