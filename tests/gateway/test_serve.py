@@ -68,7 +68,8 @@ async def test_serve_without_tokens_refuses_to_run_open(settings: Settings) -> N
     """No STREAMQ_GATEWAY_TOKENS and no --open: exit 2 explaining both ways out."""
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "streamq", "serve", "--port", str(free_port()),
-        env=settings_environment(settings), cwd=tempfile.gettempdir(), stderr=asyncio.subprocess.PIPE,
+        env=settings_environment(settings), cwd=tempfile.gettempdir(),
+        stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     _, err = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode == 2
