@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements-dev.lock pyproject.toml | cksum | cut -d' ' -f1)
 PROMPT ?= Write a haiku about queues.
 
-.PHONY: install demo test faults compat bench lint format mypy lock clean
+.PHONY: install demo demo-web test faults compat bench lint format mypy lock clean
 
 install: $(STAMP)
 
@@ -18,6 +18,11 @@ $(STAMP): requirements-dev.lock pyproject.toml
 
 demo: install
 	$(BIN)/streamq demo "$(PROMPT)"
+
+# The HTTP gateway and its chat page on http://127.0.0.1:8080/, with a worker, the simulator
+# (no OPENAI_API_KEY) and a throwaway Redis (none answering at REDIS_URL).
+demo-web: install
+	$(BIN)/streamq serve --demo
 
 test: install
 	$(BIN)/pytest
@@ -49,7 +54,7 @@ mypy: install
 
 # Regenerate the lockfiles after changing dependencies in pyproject.toml (needs uv).
 lock:
-	uv pip compile pyproject.toml --python-version 3.11 --generate-hashes --no-header -q -o requirements.lock
+	uv pip compile pyproject.toml --python-version 3.11 --extra gateway --generate-hashes --no-header -q -o requirements.lock
 	uv pip compile pyproject.toml --python-version 3.11 --extra dev --generate-hashes --no-header -q -o requirements-dev.lock
 
 clean:

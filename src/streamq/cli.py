@@ -1,4 +1,4 @@
-"""The ``streamq`` command line: worker, enqueue, tail, simulate, demo."""
+"""The ``streamq`` command line: worker, enqueue, tail, cancel, simulate, serve, demo."""
 
 from __future__ import annotations
 
@@ -103,6 +103,22 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--seed", type=int, default=0)
     simulate.set_defaults(run=run_simulate)
 
+    serve = commands.add_parser("serve", help="serve the HTTP gateway and its chat page")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument(
+        "--open",
+        action="store_true",
+        help="without STREAMQ_GATEWAY_TOKENS, serve without authentication",
+    )
+    serve.add_argument(
+        "--demo",
+        action="store_true",
+        help="also run a worker, and Redis and the simulator where none is configured (implies"
+        " --open)",
+    )
+    serve.set_defaults(run=run_serve)
+
     demo = commands.add_parser("demo", help="run worker, enqueue and stream in one go")
     demo.add_argument("prompt", nargs="?", default="Write a haiku about queues.")
     demo.set_defaults(run=run_demo)
@@ -203,6 +219,27 @@ def run_simulate(args: argparse.Namespace, settings: Settings) -> int:
         print(f"simulator serving {url}", file=sys.stderr, flush=True)
 
     asyncio.run(serve(config, args.host, args.port, on_ready=ready))
+    return 0
+
+
+def run_serve(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        from streamq.gateway import GatewayConfig
+        from streamq.gateway.server import serve
+    except ImportError as exc:
+        print(
+            f"streamq: error: `streamq serve` needs the gateway extra ({exc.name} is missing): "
+            "pip install 'streamq[gateway]'",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    config = GatewayConfig.from_env(env_file=args.env_file, allow_anonymous=args.open or args.demo)
+
+    def ready(url: str) -> None:
+        auth = "no authentication" if config.open else f"{len(config.tokens)} token(s)"
+        print(f"streamq gateway serving {url} ({auth})", file=sys.stderr, flush=True)
+
+    serve(settings, config, args.host, args.port, demo=args.demo, on_ready=ready)
     return 0
 
 

@@ -41,6 +41,10 @@ class Keys:
         """A hash of the job's control state: current attempt, last seq, terminal type."""
         return f"{self.prefix}:{{{job_id}}}:state"
 
+    def owner(self, job_id: str) -> str:
+        """The tenant that created the job through the HTTP gateway (``streamq.gateway``)."""
+        return f"{self.prefix}:{{{job_id}}}:owner"
+
     def running(self) -> str:
         """Sorted set of running attempts (``attempt:job_id``) scored by lease expiry (ms)."""
         return f"{self.prefix}:running"

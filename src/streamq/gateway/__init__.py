@@ -1,0 +1,16 @@
+"""The HTTP gateway: enqueue chat jobs and follow them over resumable Server-Sent Events.
+
+``create_app(settings, config)`` returns a Starlette app (needs ``streamq[gateway]``); serve it
+with ``streamq serve`` or uvicorn, or mount it in your own Starlette or FastAPI app.
+``docs/gateway.md`` describes the endpoints.
+
+Modules: ``app`` (wiring), ``jobs`` (``/v1/jobs``), ``openai_compat`` (``/v1/chat/completions``),
+``sse`` (event frames, keep-alives, resume), ``auth`` (tokens to tenants), ``tenancy`` (job
+ownership, idempotency keys), ``chat_body``, ``errors``, ``openapi``, ``config``, ``state``,
+``server`` (``streamq serve``) and ``static/`` (the chat page).
+"""
+
+from streamq.gateway.app import create_app
+from streamq.gateway.config import GatewayConfig
+
+__all__ = ["GatewayConfig", "create_app"]

@@ -1,0 +1,128 @@
+"""Every error the gateway answers, as JSON in OpenAI's error shape, and reading JSON bodies.
+
+``{"error": {"message": ..., "type": ..., "code": ..., "param": null}}`` on every endpoint, so
+the ``openai`` SDK raises its usual exceptions and other clients parse one shape.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from redis.exceptions import RedisError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from streamq.exceptions import InvalidRequest, JobNotFound
+
+logger = logging.getLogger("streamq.gateway")
+
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+class ApiError(Exception):
+    """An error answer: HTTP ``status``, a machine ``code`` and a message saying what to do."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+def error_body(status: int, code: str, message: str) -> dict[str, Any]:
+    """The JSON body of an error."""
+    kind = ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    return {"error": {"message": message, "type": kind, "code": code, "param": None}}
+
+
+def error_response(error: ApiError) -> JSONResponse:
+    """``error`` as a response."""
+    body = error_body(error.status, error.code, error.message)
+    return JSONResponse(body, status_code=error.status, headers=error.headers)
+
+
+async def handle_api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc)
+
+
+async def handle_invalid_request(request: Request, exc: Exception) -> Response:
+    return error_response(ApiError(400, "invalid_request", str(exc)))
+
+
+async def handle_not_found(request: Request, exc: Exception) -> Response:
+    job_id = exc.job_id if isinstance(exc, JobNotFound) else "?"
+    return error_response(ApiError(404, "job_not_found", f"no job with id {job_id!r}"))
+
+
+async def handle_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    message = {404: f"no such endpoint: {request.url.path}"}.get(exc.status_code, exc.detail)
+    return error_response(ApiError(exc.status_code, code, message, exc.headers))
+
+
+async def handle_redis_error(request: Request, exc: Exception) -> Response:
+    logger.warning("Redis error while serving %s %s: %r", request.method, request.url.path, exc)
+    return error_response(ApiError(503, "redis_unavailable", "Redis is unavailable; retry later"))
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    logger.error("error serving %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(ApiError(500, "internal", "internal error; the gateway logged it"))
+
+
+EXCEPTION_HANDLERS = {
+    ApiError: handle_api_error,
+    InvalidRequest: handle_invalid_request,
+    JobNotFound: handle_not_found,
+    HTTPException: handle_http_exception,
+    RedisError: handle_redis_error,
+    Exception: handle_unexpected,
+}
+
+
+async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
+    """The request body as a JSON object, read at most ``max_bytes`` far."""
+    content_type = request.headers.get("content-type", "application/json")
+    media_type = content_type.split(";")[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+    too_large = ApiError(
+        413, "request_too_large", f"the body is over {max_bytes} bytes (STREAMQ_MAX_REQUEST_BYTES)"
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise too_large
+    try:
+        value = json.loads(body)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ApiError(400, "invalid_json", f"the body is not valid UTF-8 JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ApiError(400, "invalid_json", "the body must be a JSON object")
+    return value

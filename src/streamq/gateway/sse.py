@@ -1,0 +1,109 @@
+"""Server-Sent Events: a job's events as SSE frames, with keep-alives and a bounded length.
+
+One frame per stream entry: ``id:`` its cursor, ``event:`` its type, ``data:`` the JSON of
+:func:`streamq.events.event_to_dict`. Two frames come from the gateway itself and carry no id
+(so ``Last-Event-ID`` stays on the last entry): ``expired`` (the stream is gone) and
+``timeout`` (nothing for ``STREAMQ_READ_TIMEOUT``; reconnect to keep waiting).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any, TypeVar
+
+from redis.asyncio import Redis
+
+from streamq.consumer import EventStream, check_cursor
+from streamq.events import TERMINAL_TYPES, Event, as_text, entry_order, event_to_dict
+from streamq.exceptions import InvalidCursor, JobNotFound, ReadTimeout
+
+T = TypeVar("T")
+
+RETRY_MS = 1000  # how long a browser's EventSource waits before it reconnects
+HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+KEEPALIVE = b": keep-alive\n\n"
+
+
+def frame(event: str, data: Any, event_id: str | None = None) -> bytes:
+    """One SSE frame; ``data`` as one line of JSON."""
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    body = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return f"{head}event: {event}\ndata: {body}\n\n".encode()
+
+
+def event_frame(event: Event) -> bytes:
+    """The frame of one stream entry."""
+    body = event_to_dict(event)
+    return frame(body["type"], body, event.cursor)
+
+
+async def resume_point(redis: Redis, key: str, cursor: str | None) -> tuple[str, bool]:
+    """The validated cursor and whether the job already ended at or before it.
+
+    A cursor the stream cannot have produced (after its newest entry, or any cursor before the
+    stream exists) raises :class:`InvalidCursor`, instead of a read that would wait forever.
+    """
+    after = check_cursor(cursor)
+    if after == "0-0":
+        return after, False
+    newest = await redis.xrevrange(key, count=1)
+    if not newest:
+        raise InvalidCursor(f"cursor {after} is not from this job's stream (it has no entries)")
+    entry_id, fields = newest[0]
+    if entry_order(after) > entry_order(as_text(entry_id)):
+        raise InvalidCursor(f"cursor {after} is after the newest entry of this job's stream")
+    ended = as_text(fields.get(b"type", b"")) in TERMINAL_TYPES
+    return after, ended and entry_order(after) == entry_order(as_text(entry_id))
+
+
+async def paced(
+    source: AsyncIterator[T], keepalive: float, max_seconds: float | None
+) -> AsyncIterator[T | None]:
+    """``source``'s items, ``None`` after every ``keepalive`` seconds without one; stops after
+    ``max_seconds`` (when set) even if ``source`` has more."""
+    deadline = None if max_seconds is None else time.monotonic() + max_seconds
+    pending: asyncio.Future[T] | None = None
+    try:
+        while True:
+            wait = keepalive
+            if deadline is not None:
+                wait = min(wait, deadline - time.monotonic())
+                if wait <= 0:
+                    return
+            if pending is None:
+                pending = asyncio.ensure_future(anext(source))
+            done, _ = await asyncio.wait({pending}, timeout=wait)
+            if not done:
+                if deadline is None or time.monotonic() < deadline:
+                    yield None
+                continue
+            item, pending = pending, None
+            try:
+                yield item.result()
+            except StopAsyncIteration:
+                return
+    finally:
+        if pending is not None:
+            pending.cancel()
+            with contextlib.suppress(BaseException):
+                await pending
+
+
+async def event_stream_body(
+    events: EventStream, keepalive: float, max_seconds: float | None
+) -> AsyncIterator[bytes]:
+    """The body of ``GET /v1/jobs/{id}/events``."""
+    yield f"retry: {RETRY_MS}\n\n".encode()
+    try:
+        async for event in paced(aiter(events), keepalive, max_seconds):
+            yield KEEPALIVE if event is None else event_frame(event)
+    except JobNotFound:
+        yield frame("expired", {"message": "the job's stream is gone: expired, or Redis lost it"})
+    except ReadTimeout as exc:
+        yield frame("timeout", {"message": f"{exc}; reconnect with Last-Event-ID to keep waiting"})
+    finally:
+        await events.aclose()

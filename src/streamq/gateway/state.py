@@ -1,0 +1,70 @@
+"""What every endpoint shares: settings, the Redis client, the producer, auth and tenancy."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from redis.asyncio import Redis
+from starlette.requests import Request
+
+from streamq.connections import redis_from_url
+from streamq.gateway.auth import Authenticator
+from streamq.gateway.config import GatewayConfig
+from streamq.gateway.tenancy import TenantJobs
+from streamq.keys import Keys
+from streamq.producer import StreamQ
+from streamq.settings import Settings
+
+
+class Gateway:
+    """The gateway's shared state. Its Redis client opens on first use (so an app mounted
+    inside another, whose lifespan never reaches it, works too) and closes with the lifespan."""
+
+    def __init__(
+        self, settings: Settings, config: GatewayConfig, redis: Redis | None = None
+    ) -> None:
+        self.settings = settings
+        self.config = config
+        self.keys = Keys(settings.key_prefix)
+        self.auth = Authenticator(config)
+        self._redis = redis
+        self._owns_redis = redis is None
+        self._tenants: TenantJobs | None = None
+        self._lock = asyncio.Lock()
+
+    async def tenants(self) -> TenantJobs:
+        """Enqueueing and lookup for tenants, on a connected client."""
+        if self._tenants is None:
+            async with self._lock:
+                if self._tenants is None:
+                    redis = self._redis or redis_from_url(self.settings.redis_url)
+                    self._redis = redis
+                    self._tenants = TenantJobs(redis, StreamQ(redis, self.settings), self.settings)
+        return self._tenants
+
+    async def redis(self) -> Redis:
+        """The gateway's Redis client."""
+        await self.tenants()
+        assert self._redis is not None
+        return self._redis
+
+    def tenant(self, request: Request) -> str:
+        """The caller's tenant (401 without a valid token)."""
+        return self.auth.tenant(request)
+
+    async def aclose(self) -> None:
+        """Close the Redis client if the gateway opened it."""
+        if self._owns_redis and self._redis is not None:
+            await self._redis.aclose()
+            self._redis, self._tenants = None, None
+
+    @asynccontextmanager
+    async def lifespan(self, app: Any) -> AsyncIterator[None]:
+        """Starlette lifespan: release the connection pool at shutdown."""
+        try:
+            yield
+        finally:
+            await self.aclose()

@@ -1,0 +1,88 @@
+"""Which tenant owns which job: job ids are not capabilities.
+
+The gateway records the creating tenant in ``PREFIX:{JOB_ID}:owner`` (the job's hash tag) before
+it enqueues, and answers 404 to every other tenant. Idempotency keys are scoped the same way:
+the job id is a hash of tenant and key, so two tenants' keys never meet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+
+from streamq.consumer import ChatJob
+from streamq.exceptions import JobNotFound
+from streamq.gateway.errors import ApiError
+from streamq.keys import JOB_ID_PATTERN, Keys
+from streamq.producer import StreamQ
+from streamq.settings import Settings
+
+MAX_IDEMPOTENCY_KEY = 255
+
+
+class TenantJobs:
+    """Enqueue for a tenant, and find a tenant's own jobs."""
+
+    def __init__(self, redis: Redis, sq: StreamQ, settings: Settings) -> None:
+        self._redis = redis
+        self._sq = sq
+        self._keys = Keys(settings.key_prefix)
+        # A job's keys expire STREAM_TTL after its last write, which comes at most JOB_TIMEOUT
+        # after it starts; the owner key outlives them (a job queued for longer than its
+        # timeout turns 404 for its tenant a little before Redis drops its stream).
+        self._owner_ttl = settings.stream_ttl + int(settings.job_timeout)
+
+    async def enqueue(
+        self,
+        tenant: str,
+        idempotency_key: str | None,
+        messages: Sequence[Mapping[str, Any]],
+        model: str | None,
+        options: Mapping[str, Any],
+        params: Mapping[str, Any],
+    ) -> tuple[ChatJob, bool]:
+        """Enqueue (or, for a repeated idempotency key, find) a job; ``True`` if it is new."""
+        job_id = job_id_for(tenant, idempotency_key)
+        owner_key = self._keys.owner(job_id)
+        created = await self._redis.set(owner_key, tenant, nx=True, ex=self._owner_ttl)
+        if not created and await self.owner(job_id) != tenant:
+            raise ApiError(409, "job_id_conflict", "this job id is taken; use another key")
+        try:
+            job = await self._sq.enqueue(messages, model=model, job_id=job_id, **options, **params)
+        except BaseException:
+            if created:
+                await self._redis.delete(owner_key)
+            raise
+        return job, bool(created)
+
+    async def job(self, tenant: str, job_id: str) -> ChatJob:
+        """The tenant's job ``job_id``; :class:`JobNotFound` if it is not theirs or not there."""
+        if not JOB_ID_PATTERN.match(job_id) or await self.owner(job_id) != tenant:
+            raise JobNotFound(job_id)
+        job = self._sq.job(job_id)
+        if not await job.exists():
+            raise JobNotFound(job_id)
+        return job
+
+    async def owner(self, job_id: str) -> str | None:
+        """The tenant that created ``job_id`` through the gateway, if any."""
+        owner = await self._redis.get(self._keys.owner(job_id))
+        return None if owner is None else owner.decode()
+
+
+def job_id_for(tenant: str, idempotency_key: str | None) -> str:
+    """A fresh random id, or the id that ``idempotency_key`` always maps to for ``tenant``."""
+    if idempotency_key is None:
+        return uuid.uuid4().hex
+    if not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY or not idempotency_key.isprintable():
+        raise ApiError(
+            400,
+            "invalid_idempotency_key",
+            f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} printable characters",
+        )
+    digest = hashlib.sha256(f"{tenant}\0{idempotency_key}".encode()).hexdigest()
+    return f"idem-{digest[:40]}"

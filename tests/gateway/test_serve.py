@@ -1,0 +1,77 @@
+"""`streamq serve` as a real process: the demo on a fresh machine, and a clear error without
+the gateway extra."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import tempfile
+
+import httpx2
+
+from streamq import Settings
+from streamq.local_redis import free_port
+from tests.gateway.harness import frames, text_of
+from tests.processes import settings_environment
+
+
+async def test_serve_demo_works_with_nothing_configured() -> None:
+    """`streamq serve --demo` with no Redis and no upstream: its page and API answer."""
+    port = free_port()
+    dead_redis = f"redis://127.0.0.1:{free_port()}/0"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "STREAMQ_"))}
+    env["REDIS_URL"] = dead_redis
+    with tempfile.TemporaryDirectory() as cwd:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "streamq", "serve", "--demo", "--port", str(port),
+            env=env, cwd=cwd, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert process.stderr is not None
+        try:
+            lines: list[str] = []
+            while not any("gateway serving" in line for line in lines):
+                line = await asyncio.wait_for(process.stderr.readline(), 30)
+                assert line, f"serve exited early: {lines}"
+                lines.append(line.decode())
+            assert any("throwaway" in line for line in lines)
+            assert any("simulator" in line for line in lines)
+            async with httpx2.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                assert "streamq" in (await client.get("/")).text
+                body = {"messages": [{"role": "user", "content": "hello"}]}
+                job = (await client.post("/v1/jobs", json=body)).json()
+                async with client.stream("GET", job["events_url"]) as response:
+                    events = [f async for f in frames(response) if f.data]
+            assert events[-1].event == "done"
+            assert text_of(events)
+        finally:
+            process.send_signal(signal.SIGINT)
+            code = await asyncio.wait_for(process.wait(), 30)
+    assert code in (0, 130)
+
+
+async def test_serve_without_the_gateway_extra_says_how_to_get_it(settings: Settings) -> None:
+    """Without starlette installed, `streamq serve` exits 2 naming the extra to install."""
+    code = "import sys; sys.modules['starlette'] = None; from streamq.cli import main; "
+    code += "sys.exit(main(['serve']))"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, env=settings_environment(settings),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 2
+    assert "pip install 'streamq[gateway]'" in err.decode()
+
+
+async def test_serve_without_tokens_refuses_to_run_open(settings: Settings) -> None:
+    """No STREAMQ_GATEWAY_TOKENS and no --open: exit 2 explaining both ways out."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "streamq", "serve", "--port", str(free_port()),
+        env=settings_environment(settings), cwd=tempfile.gettempdir(),
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 2
+    assert "STREAMQ_GATEWAY_TOKENS" in err.decode()
+    assert "--open" in err.decode()

@@ -1,0 +1,129 @@
+"""Event streams that resume exactly, stay alive while idle, and always end."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import httpx2
+import pytest
+from redis.asyncio import Redis
+
+from streamq import Settings
+from streamq.gateway import GatewayConfig, create_app
+from streamq.keys import Keys
+from streamq.request import chat_messages
+from streamq.simulator import simulated_text
+from tests.gateway.harness import TOKEN_A, TOKENS, Frame, GatewayThread, frames, read_events
+from tests.gateway.harness import text_of as joined
+
+MESSAGES = chat_messages("Resume me")
+SLOW = {"extra_body": {"simulator": {"tokens_per_second": 60}}}
+AUTH = {"Authorization": f"Bearer {TOKEN_A}"}
+
+
+async def enqueue(client: httpx2.AsyncClient, **body: object) -> str:
+    response = await client.post("/v1/jobs", json={"messages": MESSAGES, **body})
+    assert response.status_code == 202, response.text
+    job_id: str = response.json()["id"]
+    return job_id
+
+
+@pytest.mark.usefixtures("worker")
+async def test_drop_mid_stream_then_resume_with_last_event_id(client: httpx2.AsyncClient) -> None:
+    """Half the events, a dropped connection, a reconnect with Last-Event-ID: the joined text
+    is the job's text exactly, no entry twice."""
+    job_id = await enqueue(client, **SLOW)
+    url = f"/v1/jobs/{job_id}/events"
+    first: list[Frame] = []
+    async with client.stream("GET", url) as response:
+        async for frame in frames(response):
+            if frame.data:
+                first.append(frame)
+            if len(first) == 12:
+                break  # leaves the block: the connection is closed mid-stream
+    assert first[-1].event == "delta"
+    rest = await read_events(client, url, headers={"Last-Event-ID": str(first[-1].id)})
+    assert rest[-1].event == "done"
+    ids = [e.id for e in first + rest]
+    assert len(ids) == len(set(ids))
+    assert joined(first) + joined(rest) == simulated_text(MESSAGES)
+
+
+async def test_idle_stream_sends_keep_alives_and_ends_on_cancel(
+    client: httpx2.AsyncClient,
+) -> None:
+    """A queued job's stream carries keep-alive comments, then ends with its terminal event."""
+    job_id = await enqueue(client)
+    seen: list[Frame] = []
+    async with client.stream("GET", f"/v1/jobs/{job_id}/events") as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["cache-control"] == "no-cache"
+        async for frame in frames(response):
+            seen.append(frame)
+            if len(seen) == 3:
+                await client.delete(f"/v1/jobs/{job_id}")
+    assert [f.comments for f in seen[:3]] == [["keep-alive"]] * 3
+    assert seen[-1].event == "cancelled"
+
+
+@pytest.fixture
+def short_read_settings(settings: Settings) -> Settings:
+    return settings.replace(read_timeout=0.5)
+
+
+async def test_a_silent_job_ends_the_stream_with_a_timeout_event(
+    short_read_settings: Settings,
+) -> None:
+    """Nothing for STREAMQ_READ_TIMEOUT: a `timeout` event (no id) ends the response."""
+    config = GatewayConfig(tokens=TOKENS, keepalive=10)
+    with GatewayThread(create_app(short_read_settings, config)) as server:
+        async with httpx2.AsyncClient(base_url=server.url, headers=AUTH) as client:
+            job_id = await enqueue(client)
+            events = await asyncio.wait_for(
+                read_events(client, f"/v1/jobs/{job_id}/events"), timeout=10
+            )
+    assert [(e.event, e.id) for e in events] == [("timeout", None)]
+
+
+async def test_a_stream_that_disappears_ends_with_an_expired_event(
+    settings: Settings, redis: Redis
+) -> None:
+    """The job's keys vanish while a client waits: an `expired` event, never a hang."""
+    # A short socket timeout makes the reader re-check the job's existence often.
+    quick = settings.replace(redis_url=f"{settings.redis_url}?socket_timeout=0.5")
+    config = GatewayConfig(tokens=TOKENS, keepalive=10)
+    with GatewayThread(create_app(quick, config)) as server:
+        async with httpx2.AsyncClient(base_url=server.url, headers=AUTH, timeout=10) as client:
+            job_id = await enqueue(client)
+            async with client.stream("GET", f"/v1/jobs/{job_id}/events") as response:
+                await redis.delete(Keys(settings.key_prefix).request(job_id))
+                events = [f async for f in frames(response) if f.data]
+            assert [e.event for e in events] == ["expired"]
+            assert (await client.get(f"/v1/jobs/{job_id}/events")).status_code == 404
+
+
+@pytest.fixture
+def short_streams(settings: Settings) -> Iterator[GatewayThread]:
+    config = GatewayConfig(tokens=TOKENS, keepalive=0.1, max_stream_seconds=0.3)
+    with GatewayThread(create_app(settings, config)) as server:
+        yield server
+
+
+@pytest.mark.usefixtures("worker")
+async def test_streams_cut_by_max_stream_seconds_resume_exactly(
+    short_streams: GatewayThread,
+) -> None:
+    """With STREAMQ_GATEWAY_MAX_STREAM_SECONDS each response ends early; a client that keeps
+    resuming from its last id gets every entry once."""
+    async with httpx2.AsyncClient(base_url=short_streams.url, headers=AUTH) as client:
+        job_id = await enqueue(client, extra_body={"simulator": {"tokens_per_second": 30}})
+        events: list[Frame] = []
+        connections = 0
+        while not events or events[-1].event != "done":
+            headers = {"Last-Event-ID": str(events[-1].id)} if events else {}
+            events += await read_events(client, f"/v1/jobs/{job_id}/events", headers=headers)
+            connections += 1
+    assert connections >= 3
+    assert joined(events) == simulated_text(MESSAGES)
+    assert len({e.id for e in events}) == len(events)
