@@ -17,7 +17,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from arq.constants import expires_extra_ms, in_progress_key_prefix, job_key_prefix
@@ -26,6 +26,7 @@ from redis.asyncio import Redis
 from streamq import scripts
 from streamq._tasks import cancel_and_wait
 from streamq.keys import Keys
+from streamq.presence import WorkerPresence, announce, server_time_ms, withdraw
 from streamq.queue import arq_job
 
 logger = logging.getLogger("streamq.fleet")
@@ -42,6 +43,9 @@ class Run:
     attempt: int
     cancel_reason: str | None = None
     deltas: int = 0
+    model: str | None = None
+    started: float = field(default_factory=time.monotonic)
+    first_delta: float | None = None  # time.monotonic() of the first content delta
     task: asyncio.Task[Any] | None = None
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -72,8 +76,10 @@ class Fleet:
         queue_name: str,
         wake_channel: str | None = None,
         on_wake: Callable[[], None] | None = None,
+        presence: WorkerPresence | None = None,
     ) -> None:
         self.runs: dict[str, Run] = {}
+        self._presence = presence
         self._queue_name = queue_name
         self._suspects: dict[str, float] = {}  # job id -> when first seen stranded
         self._wake_channel = wake_channel.encode() if wake_channel else None
@@ -95,9 +101,12 @@ class Fleet:
         self._tasks.append(asyncio.create_task(self._listen(), name="streamq-cancel-listener"))
 
     async def aclose(self) -> None:
-        """Stop the background tasks."""
+        """Stop the background tasks and withdraw this worker's presence."""
         await cancel_and_wait(self._tasks)
         self._tasks.clear()
+        if self._presence is not None:
+            with contextlib.suppress(Exception):
+                await withdraw(self._redis, self._keys, self._presence.id)
 
     def track(self, run: Run) -> None:
         """Register a claimed attempt (its lease was taken by the claim itself)."""
@@ -112,13 +121,16 @@ class Fleet:
 
     async def _every(self, step: Callable[[], Awaitable[None]]) -> None:
         while True:
-            await asyncio.sleep(self._interval * random.uniform(0.8, 1.0))
             try:
                 await step()
             except Exception as exc:  # Redis trouble: try again next round
                 logger.warning("%s failed: %r", step.__name__, exc)
+            await asyncio.sleep(self._interval * random.uniform(0.8, 1.0))
 
     async def _beat(self) -> None:
+        if self._presence is not None:
+            now = replace(self._presence, in_flight=len(self.runs))
+            await announce(self._redis, self._keys, now, ttl_ms=self._lease_ms)
         runs = list(self.runs.values())
         if not runs:
             return
@@ -212,8 +224,7 @@ class Fleet:
             run.cancel("cancel requested")
 
     async def _server_ms(self) -> int:
-        seconds, microseconds = await self._redis.time()
-        return int(seconds) * 1000 + int(microseconds) // 1000
+        return await server_time_ms(self._redis)
 
     async def _listen(self) -> None:
         channels = [self._keys.cancel_channel().encode()]

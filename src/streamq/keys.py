@@ -49,6 +49,18 @@ class Keys:
         """Sorted set of running attempts (``attempt:job_id``) scored by lease expiry (ms)."""
         return f"{self.prefix}:running"
 
+    def workers(self) -> str:
+        """Sorted set of worker ids, scored by when their presence key expires (ms)."""
+        return f"{self.prefix}:workers"
+
+    def worker(self, worker_id: str) -> str:
+        """A worker process's presence (JSON), kept alive by its heartbeat."""
+        return f"{self.prefix}:worker:{worker_id}"
+
+    def counters(self, minute: int) -> str:
+        """A hash of the fleet's job and delta counts for one minute (Unix time // 60)."""
+        return f"{self.prefix}:counters:{minute}"
+
     def cancel_channel(self) -> str:
         """Pub/sub channel on which cancel requests reach the workers."""
         return f"{self.prefix}:cancel"

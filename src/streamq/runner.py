@@ -14,12 +14,14 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from streamq import scripts
 from streamq.clients import ClientPool
+from streamq.counters import count_job_end
 from streamq.events import Cancelled, Delta, Done, Error, Event, Reset, Start
 from streamq.exceptions import InvalidRequest
 from streamq.fleet import Fleet, Run
@@ -83,6 +85,12 @@ class JobRunner:
                 return "already_ended"
             run = Run(job_id, attempt)
             self.fleet.track(run)
+            logger.info(
+                "job %s attempt %d started",
+                job_id,
+                attempt,
+                extra={"job_id": job_id, "attempt": attempt, "transition": "started"},
+            )
             if previous is not None:  # only now: until the new claim, the old lease holds the job
                 await self.fleet.release(previous)
             try:
@@ -99,15 +107,33 @@ class JobRunner:
                     await writer.sync()
                     await self._keep_request(job_id)
                     await self.fleet.release(run)
+                    await self._ended(run, outcome)
                     return _name(outcome)
                 await writer.sync()
-                logger.info("job %s attempt %d: retrying in %.2fs", job_id, attempt, delay)
+                logger.info(
+                    "job %s attempt %d: retrying in %.2fs",
+                    job_id,
+                    attempt,
+                    delay,
+                    extra=_transition(run, "retrying", outcome, retry_in=round(delay, 3)),
+                )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(run.cancelled.wait(), delay)
                 previous = run
             except BaseException:
                 await self.fleet.release(run)
                 raise
+
+    async def _ended(self, run: Run, outcome: Outcome) -> None:
+        """Log the job's end (no prompt or completion text) and count it for `streamq stats`."""
+        name = _name(outcome)
+        extra = _transition(run, "ended", outcome)
+        logger.info("job %s ended %s in %.2fs", run.job_id, name, extra["duration_s"], extra=extra)
+        code = outcome.event.code if isinstance(outcome.event, Error) else None
+        try:
+            await count_job_end(self.redis, self.keys, "error" if code else name, run.deltas, code)
+        except RedisError as exc:
+            logger.warning("job %s: could not count its end: %r", run.job_id, exc)
 
     async def _keep_request(self, job_id: str) -> None:
         """Keep the request as long as the stream (it already has the TTL set at enqueue, so a
@@ -135,6 +161,7 @@ class JobRunner:
             await writer.emit(Reset(reason="the job was started again"))
         request, problem = self._parse_request(raw_request)
         model = (request.model if request else None) or self.settings.openai_model
+        run.model = model
         await writer.emit(
             Start(job_id=run.job_id, model=model, worker=self.name, started_at=time.time())
         )
@@ -185,6 +212,8 @@ class JobRunner:
                         await writer.emit(event)
                         if isinstance(event, Delta):
                             run.deltas += 1
+                            if run.first_delta is None:
+                                run.first_delta = time.monotonic()
                         elif isinstance(event, Done):
                             return Outcome(event)
         except TimeoutError as exc:
@@ -210,6 +239,28 @@ class JobRunner:
             return ChatRequest.from_json(raw, max_bytes=self.settings.max_request_bytes), None
         except InvalidRequest as exc:
             return None, Error(code="invalid_request", message=str(exc))
+
+
+def _transition(run: Run, transition: str, outcome: Outcome, **more: Any) -> dict[str, Any]:
+    """The structured fields of a job's log line (``--log-format json`` prints them)."""
+    event = outcome.event
+    fields: dict[str, Any] = {
+        "job_id": run.job_id,
+        "attempt": run.attempt,
+        "transition": transition,
+        "outcome": _name(outcome),
+        "model": run.model,
+        "duration_s": round(time.monotonic() - run.started, 3),
+        "ttft_s": None if run.first_delta is None else round(run.first_delta - run.started, 3),
+        "deltas": run.deltas,
+        **more,
+    }
+    if isinstance(event, Done):
+        fields["finish_reason"] = event.finish_reason
+        fields["usage"] = event.usage
+    elif isinstance(event, Error):
+        fields["error_code"] = event.code
+    return fields
 
 
 def _timeout_error(message: str, retryable: bool) -> Error:

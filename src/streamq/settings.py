@@ -16,6 +16,7 @@ T = TypeVar("T")
 
 DEFAULT_MODEL = "gpt-4o-mini"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")
 PARSERS = ("fast", "sdk")
 
 
@@ -42,6 +43,7 @@ class Settings:
     poll_interval: float = 0.5
     max_request_bytes: int = 1_000_000
     log_level: str = "INFO"
+    log_format: str = "text"
     chunk_parser: str = "fast"
 
     @classmethod
@@ -80,6 +82,7 @@ class Settings:
             poll_interval=read.number("STREAMQ_POLL_INTERVAL", cls.poll_interval, float),
             max_request_bytes=read.number("STREAMQ_MAX_REQUEST_BYTES", cls.max_request_bytes, int),
             log_level=read.choice("STREAMQ_LOG_LEVEL", cls.log_level, LOG_LEVELS),
+            log_format=read.choice("STREAMQ_LOG_FORMAT", cls.log_format, LOG_FORMATS),
             chunk_parser=read.choice("STREAMQ_CHUNK_PARSER", cls.chunk_parser, PARSERS),
         )
 

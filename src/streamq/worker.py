@@ -27,12 +27,13 @@ from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
-from streamq import scripts
+from streamq import __version__, scripts
 from streamq.clients import ClientPool
 from streamq.connections import arq_redis
 from streamq.exceptions import ConfigError, InvalidRequest
 from streamq.fleet import Fleet
 from streamq.keys import Keys
+from streamq.presence import WorkerPresence
 from streamq.publisher import Fenced, Publisher, PublishFailed
 from streamq.queue import (
     JOB_FUNCTION,
@@ -177,6 +178,16 @@ class WorkerRuntime:
             queue_name=settings.queue_name,
             wake_channel=wake_channel(settings.queue_name),
             on_wake=on_wake,
+            presence=WorkerPresence(
+                id=self.name,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                version=__version__,
+                queue=settings.queue_name,
+                concurrency=settings.concurrency,
+                in_flight=0,
+                started_at=time.time(),
+            ),
         )
         self.runner = JobRunner(settings, redis, clients, self.publisher, self.fleet, self.name)
 
@@ -198,7 +209,6 @@ class WorkerRuntime:
         except InvalidRequest as exc:
             logger.error("rejected arq job: %s", exc)
             return {"outcome": "rejected"}
-        started = time.monotonic()
         try:
             outcome = await self.runner.run(job_id)
         except Fenced as exc:
@@ -207,8 +217,6 @@ class WorkerRuntime:
         except PublishFailed as exc:
             logger.error("job %s could not publish: %s", job_id, exc)
             raise Retry(defer=PUBLISH_RETRY_DELAY) from exc
-        elapsed = time.monotonic() - started
-        logger.info("job %s ended %s in %.2fs", job_id, outcome, elapsed)
         return {"outcome": outcome}
 
 
