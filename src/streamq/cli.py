@@ -5,18 +5,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import sys
 from collections.abc import Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from redis.exceptions import RedisError
 
+from streamq import ops
+from streamq.connections import redis_from_url
 from streamq.consumer import ChatJob
 from streamq.events import Cancelled, Delta, Error, Reset, event_to_dict, is_terminal
 from streamq.exceptions import JobFailed, StreamQError
+from streamq.keys import check_job_id
+from streamq.logs import configure_logging
 from streamq.producer import StreamQ
-from streamq.settings import LOG_LEVELS, Settings
+from streamq.settings import LOG_FORMATS, LOG_LEVELS, Settings
 
 EXIT_JOB_FAILED = 1
 EXIT_USAGE = 2
@@ -34,9 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = settings.replace(log_level=args.log_level.upper())
         elif args.run is run_demo:  # the demo's terminal is for the answer, not worker logs
             settings = settings.replace(log_level="WARNING")
-        logging.basicConfig(
-            level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+        if args.log_format:
+            settings = settings.replace(log_format=args.log_format)
+        configure_logging(settings.log_level, settings.log_format)
         code: int = args.run(args, settings)
         return code
     except KeyboardInterrupt:
@@ -70,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--env-file", help="read settings from this .env file (default: ./.env)")
     parser.add_argument("--log-level", choices=[lvl.lower() for lvl in LOG_LEVELS])
+    parser.add_argument("--log-format", choices=LOG_FORMATS, help="json: one object per line")
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
     worker = commands.add_parser("worker", help="run a worker that streams queued jobs")
@@ -118,6 +122,27 @@ def build_parser() -> argparse.ArgumentParser:
         " --open)",
     )
     serve.set_defaults(run=run_serve)
+
+    stats = commands.add_parser("stats", help="queue depth, workers, throughput, failures")
+    stats.add_argument("--json", action="store_true", help="one JSON object")
+    stats.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS")
+    stats.add_argument("--window", type=int, default=5, metavar="MINUTES", help="default: 5")
+    stats.set_defaults(run=run_stats)
+
+    inspect = commands.add_parser("inspect", help="a job's state, attempts, timings and usage")
+    inspect.add_argument("job_id")
+    inspect.add_argument("--json", action="store_true", help="one JSON object")
+    inspect.set_defaults(run=run_inspect)
+
+    health = commands.add_parser("health", help="exit 0 when healthy (for container probes)")
+    health.add_argument("--worker", action="store_true", help="also need a live worker here")
+    health.add_argument("--json", action="store_true", help="one JSON object")
+    health.set_defaults(run=run_health)
+
+    purge = commands.add_parser("purge", help="remove stale leases and orphaned keys")
+    purge.add_argument("--dry-run", action="store_true", help="count, change nothing")
+    purge.add_argument("--json", action="store_true", help="one JSON object")
+    purge.set_defaults(run=run_purge)
 
     demo = commands.add_parser("demo", help="run worker, enqueue and stream in one go")
     demo.add_argument("prompt", nargs="?", default="Write a haiku about queues.")
@@ -241,6 +266,67 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     serve(settings, config, args.host, args.port, demo=args.demo, on_ready=ready)
     return 0
+
+
+def run_stats(args: argparse.Namespace, settings: Settings) -> int:
+    async def stats() -> int:
+        async with redis_from_url(settings.redis_url) as redis:
+            while True:
+                snapshot = await ops.fleet_stats(redis, settings, minutes=args.window)
+                if args.json:
+                    print(ops.as_json(snapshot.to_dict()), flush=True)
+                else:
+                    print(ops.stats_text(snapshot), flush=True)
+                if not args.watch:
+                    return 0
+                await asyncio.sleep(args.watch)
+                if not args.json:
+                    print()
+
+    return asyncio.run(stats())
+
+
+def run_inspect(args: argparse.Namespace, settings: Settings) -> int:
+    async def inspect() -> int:
+        async with redis_from_url(settings.redis_url) as redis:
+            record = await ops.inspect_job(redis, settings, check_job_id(args.job_id))
+        data = record.to_dict()
+        if args.json:
+            print(ops.as_json(data))
+        else:
+            for name, value in data.items():
+                print(f"{name:<20} {value if value is not None else '-'}")
+        return 0
+
+    return asyncio.run(inspect())
+
+
+def run_health(args: argparse.Namespace, settings: Settings) -> int:
+    async def health() -> list[str]:
+        async with redis_from_url(settings.redis_url) as redis:
+            return await ops.health_problems(redis, settings, worker=args.worker)
+
+    problems = asyncio.run(health())
+    if args.json:
+        print(ops.as_json({"healthy": not problems, "problems": problems}))
+    else:
+        print("\n".join(problems) or "healthy")
+    return EXIT_JOB_FAILED if problems else 0
+
+
+def run_purge(args: argparse.Namespace, settings: Settings) -> int:
+    async def purge() -> int:
+        async with redis_from_url(settings.redis_url) as redis:
+            report = await ops.purge(redis, settings, dry_run=args.dry_run)
+        data = report.to_dict()
+        if args.json:
+            print(ops.as_json({"dry_run": args.dry_run, **data}))
+        else:
+            verb = "would remove" if args.dry_run else "removed"
+            print(f"{verb}: " + ", ".join(f"{n.replace('_', ' ')} {v}" for n, v in data.items()))
+        return 0
+
+    return asyncio.run(purge())
 
 
 def run_demo(args: argparse.Namespace, settings: Settings) -> int:

@@ -1,0 +1,178 @@
+"""Operator commands against a real fleet: stats, inspect, health, purge, JSON logs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+
+from streamq import Delta, JobFailed, Settings, StreamQ
+from streamq.keys import Keys
+from streamq.request import chat_messages
+from streamq.simulator import simulated_text
+from streamq.worker import running_worker
+from tests.processes import run_cli, worker_processes
+
+FAIL = {"simulator": {"fault": "http_400"}}
+
+
+async def cli_json(settings: Settings, *args: str) -> tuple[int, Any]:
+    code, out, err = await run_cli(settings, *args, "--json")
+    assert out, err
+    return code, json.loads(out)
+
+
+async def wait_for_workers(settings: Settings, count: int, timeout: float = 20) -> list[Any]:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        _, stats = await cli_json(settings, "stats")
+        if len(stats["workers"]) == count:
+            return list(stats["workers"])
+        assert asyncio.get_running_loop().time() < deadline, stats
+        await asyncio.sleep(0.2)
+
+
+async def test_stats_shows_workers_and_a_dead_one_disappears(
+    sq: StreamQ, settings: Settings
+) -> None:
+    """Each worker process is listed with its pid; a SIGKILLed one is gone within its lease."""
+    with worker_processes(settings, 2, env={"STREAMQ_LEASE": "1"}) as processes:
+        workers = await wait_for_workers(settings, 2)
+        assert {w["pid"] for w in workers} == {p.pid for p in processes}
+        assert all(w["in_flight"] == 0 and w["version"] for w in workers)
+        processes[0].send_signal(signal.SIGKILL)
+        [survivor] = await wait_for_workers(settings, 1, timeout=5)
+        assert survivor["pid"] == processes[1].pid
+
+
+async def test_stats_counts_outcomes_failures_and_throughput(
+    sq: StreamQ, settings: Settings
+) -> None:
+    """After 3 good jobs and 1 failing one: outcomes, failure codes, deltas/s, empty queue."""
+    async with running_worker(settings):
+        jobs = [await sq.enqueue_chat(f"count {i}") for i in range(3)]
+        for job in jobs:
+            await job.result()
+        failing = await sq.enqueue_chat("count the failure", extra_body=FAIL)
+        with contextlib.suppress(JobFailed):
+            await failing.result()
+        code, stats = await cli_json(settings, "stats")
+    assert code == 0
+    assert stats["jobs"] == {"done": 3, "error": 1}
+    assert stats["failures"] == {"upstream_bad_request": 1}
+    assert stats["deltas_per_second"] > 0
+    assert stats["queued"] == 0
+    assert stats["oldest_queued_age_s"] is None
+
+
+async def test_stats_sees_the_oldest_queued_job(sq: StreamQ, settings: Settings) -> None:
+    """With no worker, enqueued jobs are counted as queued, with the oldest one's age."""
+    for i in range(3):
+        await sq.enqueue_chat(f"waiting {i}")
+    await asyncio.sleep(0.3)
+    _, stats = await cli_json(settings, "stats")
+    assert stats["queued"] == 3
+    assert stats["running"] == 0
+    assert stats["oldest_queued_age_s"] >= 0.3
+    code, out, _ = await run_cli(settings, "stats")
+    assert code == 0
+    assert "3 queued" in out
+
+
+async def test_inspect_gives_state_timings_usage_and_last_cursor(
+    sq: StreamQ, settings: Settings
+) -> None:
+    """inspect tells a finished job's model, worker, deltas, usage and where its stream ends."""
+    async with running_worker(settings):
+        job = await sq.enqueue_chat("inspect me")
+        result = await job.result()
+    events = [event async for event in job.events()]
+    code, record = await cli_json(settings, "inspect", job.id)
+    assert code == 0
+    assert record["state"] == "done"
+    assert record["attempt"] == 1
+    assert record["model"] == settings.openai_model
+    assert record["deltas"] == sum(isinstance(e, Delta) for e in events)
+    assert record["usage"] == result.usage
+    assert record["finish_reason"] == "stop"
+    assert record["last_cursor"] == events[-1].cursor
+    assert record["entries"] == len(events)
+    assert 0 < record["ttl_s"] <= settings.stream_ttl
+    assert "inspect me" not in json.dumps(record)
+    code, _, err = await run_cli(settings, "inspect", "no-such-job")
+    assert code == 2
+    assert "no job with id 'no-such-job'" in err
+
+
+async def test_health_is_redis_for_readiness_and_a_local_worker_for_liveness(
+    settings: Settings,
+) -> None:
+    """`health` needs Redis; `health --worker` also needs a live worker on this host."""
+    assert (await run_cli(settings, "health"))[0] == 0
+    code, report = await cli_json(settings, "health", "--worker")
+    assert code == 1
+    assert "no live streamq worker" in report["problems"][0]
+    with worker_processes(settings, 1):
+        await wait_for_workers(settings, 1)
+        assert (await run_cli(settings, "health", "--worker"))[0] == 0
+    unreachable = settings.replace(redis_url="redis://127.0.0.1:1/0")
+    code, report = await cli_json(unreachable, "health")
+    assert code == 1
+    assert "Redis does not answer" in report["problems"][0]
+
+
+async def test_purge_removes_stale_leases_and_orphans_and_dry_run_changes_nothing(
+    sq: StreamQ, redis: Redis, settings: Settings
+) -> None:
+    """A lease of an ended job, a key without TTL and arq leftovers are cleaned up."""
+    keys = Keys(settings.key_prefix)
+    async with running_worker(settings):
+        job = await sq.enqueue_chat("purge around me")
+        await job.result()
+    await redis.zadd(keys.running(), {f"1:{job.id}": 0, "1:never-existed": 0})
+    await redis.persist(keys.events(job.id))
+    await redis.set(f"arq:in-progress:{keys.arq_job_id(job.id)}", b"1")
+    foreign = f"another-app-{settings.key_prefix}"
+    await redis.zadd("arq:abort", {keys.arq_job_id(job.id): 1, foreign: 1})
+    code, report = await cli_json(settings, "purge", "--dry-run")
+    assert code == 0
+    assert report["stale_leases"] == 2
+    assert report["keys_without_ttl"] == 1
+    assert report["orphaned_arq_keys"] == 1
+    assert report["abort_entries"] == 1
+    assert await redis.zcard(keys.running()) == 2
+    code, report = await cli_json(settings, "purge")
+    assert code == 0
+    assert await redis.zcard(keys.running()) == 0
+    assert 0 < await redis.ttl(keys.events(job.id)) <= settings.stream_ttl
+    assert not await redis.exists(f"arq:in-progress:{keys.arq_job_id(job.id)}")
+    assert await redis.zrange("arq:abort", 0, -1) == [foreign.encode()]
+    await redis.zrem("arq:abort", foreign)
+    assert (await job.result()).text == simulated_text(chat_messages("purge around me"))
+
+
+async def test_json_logs_have_one_line_per_transition_without_text(
+    sq: StreamQ, settings: Settings, tmp_path: Path
+) -> None:
+    """With STREAMQ_LOG_FORMAT=json every line is JSON; job lines carry timings, never text."""
+    log = tmp_path / "worker.log"
+    with worker_processes(settings, 1, env={"STREAMQ_LOG_FORMAT": "json"}, log=log):
+        job = await sq.enqueue_chat("a secret question 4711")
+        result = await job.result(timeout=30)
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line]
+    mine = [line for line in lines if line.get("job_id") == job.id]
+    assert [line["transition"] for line in mine] == ["started", "ended"]
+    ended = mine[-1]
+    assert ended["outcome"] == "done"
+    assert ended["model"] == settings.openai_model
+    assert ended["usage"] == result.usage
+    assert ended["duration_s"] >= ended["ttft_s"] > 0
+    assert ended["deltas"] > 0
+    text = log.read_text()
+    assert "secret question" not in text
+    assert result.text not in text
