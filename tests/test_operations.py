@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 from pathlib import Path
 from typing import Any
@@ -176,3 +177,27 @@ async def test_json_logs_have_one_line_per_transition_without_text(
     text = log.read_text()
     assert "secret question" not in text
     assert result.text not in text
+
+
+async def test_processes_runs_a_fleet_that_restarts_a_crashed_worker(
+    sq: StreamQ, settings: Settings, tmp_path: Path
+) -> None:
+    """`worker --processes 2`: a SIGKILLed process is replaced; SIGTERM drains them all."""
+    log = tmp_path / "fleet.log"
+    fleet = ("-m", "streamq", "worker", "--processes", "2")
+    with worker_processes(settings, 1, fleet, {"STREAMQ_LEASE": "1"}, log) as [supervisor]:
+        victim = (await wait_for_workers(settings, 2))[0]["pid"]
+        os.kill(victim, signal.SIGKILL)
+        deadline = asyncio.get_running_loop().time() + 15
+        while True:
+            pids = {worker["pid"] for worker in await wait_for_workers(settings, 2)}
+            if victim not in pids:
+                break
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.2)
+        result = await (await sq.enqueue_chat("fleet")).result(timeout=30)
+        assert result.text == simulated_text(chat_messages("fleet"))
+        supervisor.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(supervisor.wait, 20) == 0
+    assert await wait_for_workers(settings, 0) == []
+    assert "ended with signal 9" in log.read_text()

@@ -15,7 +15,7 @@ from streamq import ops
 from streamq.connections import redis_from_url
 from streamq.consumer import ChatJob
 from streamq.events import Cancelled, Delta, Error, Reset, event_to_dict, is_terminal
-from streamq.exceptions import JobFailed, StreamQError
+from streamq.exceptions import ConfigError, JobFailed, StreamQError
 from streamq.keys import check_job_id
 from streamq.logs import configure_logging
 from streamq.producer import StreamQ
@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="run a worker that streams queued jobs")
     worker.add_argument("--concurrency", type=int, help="jobs at once (STREAMQ_CONCURRENCY)")
     worker.add_argument("--burst", action="store_true", help="exit once the queue is empty")
+    worker.add_argument(
+        "--processes", type=int, default=1, help="run N worker processes under a supervisor"
+    )
     worker.set_defaults(run=run_worker)
 
     enqueue = commands.add_parser("enqueue", help="enqueue a chat job and print its id")
@@ -156,8 +159,28 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
     if args.concurrency is not None:
         settings = settings.replace(concurrency=args.concurrency)
     openai_client(settings)  # fail now, not at the first job, when no key is configured
+    if args.processes < 1:
+        raise ConfigError(f"--processes must be 1 or more, not {args.processes}")
+    if args.processes > 1:
+        from streamq.supervisor import Supervisor
+
+        return Supervisor(worker_command(args), args.processes).run()
     run_supervised(settings, burst=args.burst)
     return 0
+
+
+def worker_command(args: argparse.Namespace) -> list[str]:
+    """The command line of one worker process of ``streamq worker --processes N``."""
+    command = [sys.executable, "-m", "streamq"]
+    for option in ("env_file", "log_level", "log_format"):
+        if getattr(args, option):
+            command += [f"--{option.replace('_', '-')}", getattr(args, option)]
+    command.append("worker")
+    if args.concurrency is not None:
+        command += ["--concurrency", str(args.concurrency)]
+    if args.burst:
+        command.append("--burst")
+    return command
 
 
 def run_enqueue(args: argparse.Namespace, settings: Settings) -> int:
