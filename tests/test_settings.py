@@ -56,6 +56,9 @@ def test_environment_values_are_parsed() -> None:
         ("REDIS_URL", "localhost:6379", "redis://"),
         ("OPENAI_BASE_URL", "localhost:8000", "http://"),
         ("STREAMQ_KEY_PREFIX", "a{b}", "no braces"),
+        ("STREAMQ_MODEL_LIMITS", "gpt-4o=0", "MODEL=N (N >= 1)"),
+        ("STREAMQ_MODEL_LIMITS", "gpt-4o", "MODEL=N (N >= 1)"),
+        ("STREAMQ_LOG_FORMAT", "xml", "text, json"),
     ],
 )
 def test_bad_values_name_the_variable_and_accepted_values(
@@ -97,3 +100,10 @@ def test_env_example_documents_every_variable() -> None:
     assert names
     for name in names:
         assert f"\n{name}=" in example, name
+
+
+def test_model_limits_are_parsed_per_model_with_a_default() -> None:
+    """STREAMQ_MODEL_LIMITS=MODEL=N,... with `*` for every model not named."""
+    settings = Settings.from_env({"STREAMQ_MODEL_LIMITS": "gpt-4o=20, *=100"})
+    assert settings.model_limits == {"gpt-4o": 20, "*": 100}
+    assert Settings.from_env({}).model_limits == {}

@@ -16,10 +16,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import openai
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from streamq import scripts
+from streamq.admission import Admission
 from streamq.clients import ClientPool
 from streamq.counters import count_job_end
 from streamq.events import Cancelled, Delta, Done, Error, Event, Reset, Start
@@ -28,7 +30,7 @@ from streamq.fleet import Fleet, Run
 from streamq.keys import Keys
 from streamq.publisher import Fenced, Publisher, PublishFailed, StreamWriter
 from streamq.request import ChatRequest
-from streamq.retry import RetryPolicy
+from streamq.retry import RetryPolicy, retry_after
 from streamq.settings import Settings
 from streamq.upstream import error_event, stream_chat
 
@@ -53,6 +55,7 @@ class JobRunner:
         settings: Settings,
         redis: Redis,
         clients: ClientPool,
+        admission: Admission,
         publisher: Publisher,
         fleet: Fleet,
         name: str,
@@ -60,6 +63,7 @@ class JobRunner:
         self.settings = settings
         self.redis = redis
         self.clients = clients
+        self.admission = admission
         self.publisher = publisher
         self.fleet = fleet
         self.name = name
@@ -203,19 +207,23 @@ class JobRunner:
             # The idle timer fires `idle` to `idle + slack` after the last data: rescheduling a
             # timer on every delta costs more than the rest of the delta's bookkeeping.
             slack = min(idle / 10, IDLE_SLACK)
-            with self.clients.lease() as client:
-                async with asyncio.timeout(deadline) as total, asyncio.timeout(idle) as quiet:
-                    async for event in stream_chat(client, request, model, fast=fast):
-                        now = loop.time()
-                        if (quiet.when() or now) < now + idle:
-                            quiet.reschedule(now + idle + slack)
-                        await writer.emit(event)
-                        if isinstance(event, Delta):
-                            run.deltas += 1
-                            if run.first_delta is None:
-                                run.first_delta = time.monotonic()
-                        elif isinstance(event, Done):
-                            return Outcome(event)
+            async with (
+                asyncio.timeout(deadline) as total,
+                self.admission.slot(model, run.member),  # waits while the fleet is at its limit
+            ):
+                with self.clients.lease() as client:
+                    async with asyncio.timeout(idle) as quiet:
+                        async for event in stream_chat(client, request, model, fast=fast):
+                            now = loop.time()
+                            if (quiet.when() or now) < now + idle:
+                                quiet.reschedule(now + idle + slack)
+                            await writer.emit(event)
+                            if isinstance(event, Delta):
+                                run.deltas += 1
+                                if run.first_delta is None:
+                                    run.first_delta = time.monotonic()
+                            elif isinstance(event, Done):
+                                return Outcome(event)
         except TimeoutError as exc:
             if total.expired():
                 return Outcome(
@@ -225,6 +233,9 @@ class JobRunner:
         except (Fenced, PublishFailed):
             raise
         except Exception as exc:
+            if isinstance(exc, openai.RateLimitError):  # the provider says: everyone, slow down
+                with contextlib.suppress(Exception):
+                    await self.admission.pause(model, retry_after(exc) or self.policy.base)
             error = error_event(exc, secret=self.settings.openai_api_key)
             if error.code == "internal":
                 logger.exception("job %s failed with an unexpected error", run.job_id)

@@ -44,6 +44,7 @@ class Settings:
     max_request_bytes: int = 1_000_000
     log_level: str = "INFO"
     log_format: str = "text"
+    model_limits: dict[str, int] = field(default_factory=dict)
     chunk_parser: str = "fast"
 
     @classmethod
@@ -84,6 +85,7 @@ class Settings:
             log_level=read.choice("STREAMQ_LOG_LEVEL", cls.log_level, LOG_LEVELS),
             log_format=read.choice("STREAMQ_LOG_FORMAT", cls.log_format, LOG_FORMATS),
             chunk_parser=read.choice("STREAMQ_CHUNK_PARSER", cls.chunk_parser, PARSERS),
+            model_limits=read.limits("STREAMQ_MODEL_LIMITS"),
         )
 
     def replace(self, **changes: Any) -> Settings:
@@ -152,6 +154,18 @@ class _Reader:
         if match is None:
             raise ConfigError(f"{name}={raw!r} is not valid: expected one of {', '.join(accepted)}")
         return match
+
+    def limits(self, name: str) -> dict[str, int]:
+        """``MODEL=N,...`` (``*=N`` for every other model) -> ``{model: N}``."""
+        limits: dict[str, int] = {}
+        for item in filter(None, (part.strip() for part in (self._raw(name) or "").split(","))):
+            model, sep, number = item.rpartition("=")
+            if not sep or not model.strip() or not number.strip().isdigit() or int(number) < 1:
+                raise ConfigError(
+                    f"{name}: {item!r} is not valid: expected MODEL=N (N >= 1), comma-separated"
+                )
+            limits[model.strip()] = int(number)
+        return limits
 
     def redis_url(self, name: str, default: str) -> str:
         raw = self._raw(name) or default

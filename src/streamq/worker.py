@@ -28,6 +28,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from streamq import __version__, scripts
+from streamq.admission import Admission
 from streamq.clients import ClientPool
 from streamq.connections import arq_redis
 from streamq.exceptions import ConfigError, InvalidRequest
@@ -189,16 +190,27 @@ class WorkerRuntime:
                 started_at=time.time(),
             ),
         )
-        self.runner = JobRunner(settings, redis, clients, self.publisher, self.fleet, self.name)
+        self.admission = Admission(
+            redis,
+            self.keys,
+            settings.model_limits,
+            lease=settings.lease,
+            api_key=settings.openai_api_key,
+        )
+        self.runner = JobRunner(
+            settings, redis, clients, self.admission, self.publisher, self.fleet, self.name
+        )
 
     def start(self) -> None:
         """Start the background tasks."""
         self.publisher.start()
         self.fleet.start()
+        self.admission.start()
 
     async def aclose(self) -> None:
         """Stop the background tasks (writing what is pending) and close the OpenAI clients."""
         await self.fleet.aclose()
+        await self.admission.aclose()
         await self.publisher.aclose()
         await self.clients.aclose()
 
