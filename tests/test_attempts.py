@@ -22,7 +22,7 @@ from streamq import (
     scripts,
 )
 from streamq.keys import Keys
-from streamq.publisher import Fenced, Publisher, StreamWriter
+from streamq.publisher import Fenced, Publisher, PublishFailed, StreamWriter
 from streamq.request import chat_messages
 from streamq.simulator import simulated_text
 from streamq.worker import running_worker
@@ -258,3 +258,34 @@ async def test_a_lost_attempt_whose_job_arq_dropped_is_queued_again(
         result = await job.result(timeout=10)
     assert result.text == simulated_text(chat_messages("dropped by arq"))
     assert result.attempt == attempt + 1
+
+
+async def test_an_attempt_whose_earlier_entries_were_lost_cannot_go_on(
+    redis: Redis, settings: Settings, publisher: Publisher
+) -> None:
+    """If a failover lost entries an attempt wrote, its next write fails (the job then starts
+    over as a new attempt) instead of leaving a hole in the stream."""
+    keys = Keys(settings.key_prefix)
+    writer = await open_writer(publisher, redis, keys, "g")
+    await writer.emit(Delta(text="one"))
+    await writer.emit(Delta(text="two"))
+    await writer.sync()
+    await redis.hset(keys.state("g"), "seq", "0")  # type: ignore[misc]  # a replica missed "two"
+    await writer.emit(Delta(text="three"))
+    with pytest.raises(PublishFailed):
+        await writer.sync()
+    texts = [fields[b"data"] for _, fields in await redis.xrange(keys.events("g"))]
+    assert texts == [b"one", b"two"]
+
+
+async def test_an_attempt_whose_claim_was_lost_is_not_mistaken_for_a_zombie(
+    redis: Redis, settings: Settings, publisher: Publisher
+) -> None:
+    """A stored attempt older than the writer's means its claim was lost (a failover), not
+    taken over: the write fails so the job is queued again, rather than fenced and dropped."""
+    keys = Keys(settings.key_prefix)
+    writer = await open_writer(publisher, redis, keys, "c")
+    await redis.hset(keys.state("c"), "attempt", "0")  # type: ignore[misc]
+    await writer.emit(Delta(text="after the failover"))
+    with pytest.raises(PublishFailed):
+        await writer.sync()

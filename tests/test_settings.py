@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from streamq import ConfigError, Settings
+from streamq.redis_urls import SentinelURL
 
 
 def test_defaults_without_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -59,6 +60,7 @@ def test_environment_values_are_parsed() -> None:
         ("STREAMQ_MODEL_LIMITS", "gpt-4o=0", "MODEL=N (N >= 1)"),
         ("STREAMQ_MODEL_LIMITS", "gpt-4o", "MODEL=N (N >= 1)"),
         ("STREAMQ_LOG_FORMAT", "xml", "text, json"),
+        ("REDIS_URL", "redis+sentinel://127.0.0.1:26379", "/SERVICE"),
     ],
 )
 def test_bad_values_name_the_variable_and_accepted_values(
@@ -107,3 +109,19 @@ def test_model_limits_are_parsed_per_model_with_a_default() -> None:
     settings = Settings.from_env({"STREAMQ_MODEL_LIMITS": "gpt-4o=20, *=100"})
     assert settings.model_limits == {"gpt-4o": 20, "*": 100}
     assert Settings.from_env({}).model_limits == {}
+
+
+def test_a_sentinel_url_names_its_sentinels_service_and_db() -> None:
+    """redis+sentinel://[user:pass@]HOST:PORT,HOST[:PORT]/SERVICE[/DB] (26379 by default)."""
+    url = "redis+sentinel://app:s3cret@10.0.0.1:26380,10.0.0.2/primary/2?sentinel_password=x"
+    assert Settings.from_env({"REDIS_URL": url}).redis_url == url
+    target = SentinelURL.parse(url)
+    assert target.sentinels == (("10.0.0.1", 26380), ("10.0.0.2", 26379))
+    assert (target.service, target.db, target.username, target.password) == (
+        "primary",
+        2,
+        "app",
+        "s3cret",
+    )
+    assert target.sentinel_password == "x"
+    assert not target.tls

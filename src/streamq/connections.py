@@ -11,11 +11,13 @@ from typing import Any
 from arq.connections import ArqRedis
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streamq.queue import deserialize_job, serialize_job
+from streamq.redis_urls import SENTINEL_SCHEMES, SentinelURL
 
 SOCKET_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 5.0
@@ -36,9 +38,40 @@ def pool_from_url(url: str, **overrides: Any) -> ConnectionPool:
         "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=3),
         "retry_on_error": [RedisConnectionError, RedisTimeoutError],
     }
+    if url.startswith(SENTINEL_SCHEMES):
+        return _sentinel_pool(SentinelURL.parse(url), {**options, **overrides})
     if url.startswith("rediss://"):
         options["ssl_check_hostname"] = True
     return ConnectionPool.from_url(url, **{**options, **overrides})
+
+
+class _SentinelPool(SentinelConnectionPool):
+    """redis-py's pool, which also closes its connections to the sentinels when it closes."""
+
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        await super().disconnect(inuse_connections)
+        for client in self.sentinel_manager.sentinels:
+            await client.aclose()
+
+
+def _sentinel_pool(target: SentinelURL, options: dict[str, Any]) -> SentinelConnectionPool:
+    """A pool that asks the sentinels for the current primary on every new connection, so
+    connections dropped by a failover come back on the new primary."""
+    sentinel_options = {
+        "socket_timeout": options["socket_timeout"],
+        "socket_connect_timeout": options["socket_connect_timeout"],
+        "password": target.sentinel_password,
+    }
+    sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
+    return _SentinelPool(  # type: ignore[no-untyped-call]
+        target.service,
+        sentinel,
+        db=target.db,
+        username=target.username,
+        password=target.password,
+        ssl=target.tls,
+        **options,
+    )
 
 
 def redis_from_url(url: str, **overrides: Any) -> Redis:

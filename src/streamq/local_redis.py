@@ -7,6 +7,7 @@ The binary comes from PATH (Debian's 7.x, usually) and otherwise from the ``redi
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -61,13 +62,19 @@ class LocalRedis:
     """``with LocalRedis() as server: server.url`` runs a private redis-server until exit."""
 
     def __init__(
-        self, port: int | None = None, args: Sequence[str] = (), url: str | None = None
+        self,
+        port: int | None = None,
+        args: Sequence[str] = (),
+        url: str | None = None,
+        config_file: str | os.PathLike[str] | None = None,
     ) -> None:
         """``args`` are extra ``redis-server`` options, e.g. ``("--appendonly", "yes")``;
-        ``url`` is how to reach it when those change that (TLS, ACL users)."""
+        ``url`` is how to reach it when those change that (TLS, ACL users); ``config_file``
+        comes first on the command line, as redis-server wants (a sentinel needs one)."""
         self.port = port or free_port()
         self.url = url or f"redis://127.0.0.1:{self.port}/0"
         self.args = tuple(args)
+        self.config = [os.fspath(config_file)] if config_file is not None else []
         self._process: subprocess.Popen[bytes] | None = None
         self._dir: tempfile.TemporaryDirectory[str] | None = None
 
@@ -75,7 +82,7 @@ class LocalRedis:
         """Start the server and wait until it answers."""
         self._dir = tempfile.TemporaryDirectory(prefix="streamq-redis-")
         command = [
-            find_redis_binary(),
+            find_redis_binary(), *self.config,
             "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
             "--dir", self._dir.name, "--logfile", str(Path(self._dir.name) / "redis.log"),
             *self.args,
@@ -88,6 +95,12 @@ class LocalRedis:
                 raise ConfigError(f"could not start redis-server on port {self.port}")
             time.sleep(0.02)
         return self
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would (:meth:`stop` still cleans up)."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
 
     def stop(self) -> None:
         """Stop the server and delete its directory."""

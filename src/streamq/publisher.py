@@ -159,7 +159,11 @@ class Publisher:
                 delay = min(delay * 2, 2.0)
                 continue
             for writer, result in zip(by_writer, results, strict=True):
-                if result != 1:
+                if result == -3:
+                    writer.failure = PublishFailed(
+                        f"{writer.events_key} lost this attempt's claim or entries (a failover?)"
+                    )
+                elif result != 1:
                     reason = "another attempt owns the job" if result == -1 else "the job ended"
                     writer.failure = Fenced(f"write to {writer.events_key} refused: {reason}")
             return

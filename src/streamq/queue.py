@@ -8,6 +8,8 @@ from typing import Any
 from arq.connections import RedisSettings
 from arq.jobs import serialize_job as arq_serialize_job
 
+from streamq.redis_urls import SENTINEL_SCHEMES, SentinelURL
+
 JOB_FUNCTION = "streamq_chat"
 
 
@@ -31,7 +33,18 @@ def arq_job(enqueue_time_ms: int) -> bytes:
 
 
 def redis_settings(url: str) -> RedisSettings:
-    """arq's connection settings for ``url`` (redis://, rediss:// or unix://)."""
+    """arq's connection settings for ``url`` (redis://, rediss://, unix:// or a Sentinel URL)."""
+    if url.startswith(SENTINEL_SCHEMES):
+        target = SentinelURL.parse(url)
+        return RedisSettings(
+            host=list(target.sentinels),
+            sentinel=True,
+            sentinel_master=target.service,
+            database=target.db,
+            username=target.username,
+            password=target.password,
+            ssl=target.tls,
+        )
     return RedisSettings.from_dsn(url)
 
 

@@ -100,13 +100,20 @@ return 'cancelling'
 
 # KEYS: events, state, scratch (for the copy). ARGV: attempt, ttl, then per entry: seq,
 # terminal type or '', field count, fields... -> 1 written, -1 fenced (another attempt owns the
-# job), -2 the job ended (before this call, or by an entry of it: later entries are dropped).
+# job), -2 the job ended (before this call, or by an entry of it: later entries are dropped),
+# -3 this attempt's claim or earlier entries are missing (lost in a failover).
 APPEND = """
 local state = KEYS[2]
 local current = redis.call('HMGET', state, 'attempt', 'seq', 'terminal')
-if tonumber(current[1] or '0') ~= tonumber(ARGV[1]) then return -1 end
+local stored = tonumber(current[1] or '0')
+-- An older attempt than ours: our claim was lost (a failover), not taken over by another.
+if stored < tonumber(ARGV[1]) then return -3 end
+if stored ~= tonumber(ARGV[1]) then return -1 end
 if current[3] then return -2 end
 local first = tonumber(current[2] or '-1')
+-- Entries this attempt wrote before are missing (a failover lost them): refuse, so that the
+-- job starts over as a new attempt instead of showing a stream with a hole in it.
+if tonumber(ARGV[3]) > first + 1 then return -3 end
 local last, ended, i = first, false, 3
 while i <= #ARGV and not ended do
   local seq, terminal, n = tonumber(ARGV[i]), ARGV[i + 1], tonumber(ARGV[i + 2])

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from dotenv import dotenv_values
 
 from streamq.exceptions import ConfigError
+from streamq.redis_urls import SENTINEL_SCHEMES, SentinelURL
 
 T = TypeVar("T")
 
@@ -169,9 +170,15 @@ class _Reader:
 
     def redis_url(self, name: str, default: str) -> str:
         raw = self._raw(name) or default
-        if not raw.startswith(("redis://", "rediss://", "unix://")):
+        if raw.startswith(SENTINEL_SCHEMES):
+            try:
+                SentinelURL.parse(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{name}={raw!r} is not valid: {exc}") from None
+        elif not raw.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError(
-                f"{name}={raw!r} is not valid: expected a redis://, rediss:// or unix:// URL"
+                f"{name}={raw!r} is not valid: expected a redis://, rediss://, unix:// or "
+                "redis+sentinel://HOST:PORT/SERVICE URL"
             )
         return raw
 

@@ -229,6 +229,11 @@ class WorkerRuntime:
         except PublishFailed as exc:
             logger.error("job %s could not publish: %s", job_id, exc)
             raise Retry(defer=PUBLISH_RETRY_DELAY) from exc
+        except (RedisError, OSError) as exc:
+            # Any other exception counts as the job's failure to arq, which then deletes the
+            # job: a Redis blip (or failover) during the claim would strand it, queued forever.
+            logger.warning("job %s: Redis failed (%r); queued again", job_id, exc)
+            raise Retry(defer=PUBLISH_RETRY_DELAY) from exc
         return {"outcome": outcome}
 
 
