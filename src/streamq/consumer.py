@@ -290,10 +290,10 @@ class ChatJob:
 
 async def ended_by(redis: Redis, key: str, cursor: str) -> bool:
     """Whether the stream's terminal entry is at or before ``cursor`` (nothing to wait for)."""
-    return cursor != "0-0" and ends_by(cursor, await redis.xrevrange(key, count=1))
+    return cursor != "0-0" and ended_at_or_before(cursor, await redis.xrevrange(key, count=1))
 
 
-def ends_by(cursor: str, newest: list[Any]) -> bool:
+def ended_at_or_before(cursor: str, newest: list[Any]) -> bool:
     """Whether ``newest`` (``XREVRANGE key + - COUNT 1``) is a terminal entry at or before
     ``cursor``."""
     if not newest:

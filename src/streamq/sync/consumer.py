@@ -22,7 +22,7 @@ from streamq.consumer import (
     _ResultBuilder,
     cancel_call,
     check_cursor,
-    ends_by,
+    ended_at_or_before,
     max_block,
     stored_status,
     text_of,
@@ -154,7 +154,9 @@ class ChatJob:
         key = self._keys.events(self.id)
         if not self.exists():
             raise JobNotFound(self.id)
-        if after != "0-0" and ends_by(after, cast(list[Any], self._redis.xrevrange(key, count=1))):
+        if after != "0-0" and ended_at_or_before(
+            after, cast(list[Any], self._redis.xrevrange(key, count=1))
+        ):
             return
         last, wait = after, ReadWait(self.id, timeout, max_block(self._redis))
         while True:
