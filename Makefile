@@ -41,13 +41,13 @@ compat: install
 	$(BIN)/pytest -m compat tests/compat
 
 lint: install
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks docs/examples
+	$(BIN)/ruff format --check src tests benchmarks docs/examples
 	$(BIN)/mypy
 
 format: install
-	$(BIN)/ruff format src tests benchmarks
-	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks docs/examples
+	$(BIN)/ruff check --fix src tests benchmarks docs/examples
 
 mypy: install
 	$(BIN)/mypy

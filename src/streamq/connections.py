@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
 from arq.connections import ArqRedis
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
@@ -15,6 +16,7 @@ from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry as SyncRetry
 
 from streamq.queue import deserialize_job, serialize_job
 from streamq.redis_urls import SENTINEL_SCHEMES, SentinelURL
@@ -30,19 +32,26 @@ def pool_from_url(url: str, **overrides: Any) -> ConnectionPool:
     ``rediss://`` URLs check the server's host name; URL query parameters (``ssl_ca_certs``,
     ``socket_timeout``, ...) override these defaults.
     """
+    return ConnectionPool.from_url(url, **pool_options(url, Retry, overrides))
+
+
+def pool_options(
+    url: str, retry: type[Retry] | type[SyncRetry], overrides: dict[str, Any]
+) -> dict[str, Any]:
+    """The options of :func:`pool_from_url`, for redis-py's async or sync ``Retry`` class."""
     options: dict[str, Any] = {
         "socket_timeout": SOCKET_TIMEOUT,
         "socket_connect_timeout": CONNECT_TIMEOUT,
         "socket_keepalive": True,
         "health_check_interval": HEALTH_CHECK_INTERVAL,
-        "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=3),
+        "retry": retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=3),
         "retry_on_error": [RedisConnectionError, RedisTimeoutError],
     }
     if url.startswith(SENTINEL_SCHEMES):
         return _sentinel_pool(SentinelURL.parse(url), {**options, **overrides})
     if url.startswith("rediss://"):
         options["ssl_check_hostname"] = True
-    return ConnectionPool.from_url(url, **{**options, **overrides})
+    return {**options, **overrides}
 
 
 class _SentinelPool(SentinelConnectionPool):
@@ -77,6 +86,12 @@ def _sentinel_pool(target: SentinelURL, options: dict[str, Any]) -> SentinelConn
 def redis_from_url(url: str, **overrides: Any) -> Redis:
     """A client on :func:`pool_from_url` that closes its pool when closed."""
     return Redis.from_pool(pool_from_url(url, **overrides))
+
+
+def sync_redis_from_url(url: str, **overrides: Any) -> redis.Redis:
+    """A synchronous client with the same options, for ``streamq.sync``."""
+    pool = redis.ConnectionPool.from_url(url, **pool_options(url, SyncRetry, overrides))
+    return redis.Redis.from_pool(pool)
 
 
 def arq_redis(url: str, queue_name: str) -> ArqRedis:

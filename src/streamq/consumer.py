@@ -6,10 +6,11 @@ import asyncio
 import re
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any, Literal, cast
 
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -52,6 +53,7 @@ READ_BATCH = 1000
 MAX_BLOCK_SECONDS = 5.0
 RECONNECT_BACKOFF = 0.05
 MAX_RECONNECT_BACKOFF = 2.0
+STREAM_GONE = "its stream is gone: expired, or Redis lost it"
 
 
 def check_cursor(cursor: str | None) -> str:
@@ -208,26 +210,18 @@ class ChatJob:
         yielded = False
         async with self.events(after, timeout=timeout) as events:
             async for event in events:
-                if isinstance(event, Delta) and event.choice == 0:
+                chunk = text_of(self.id, event, yielded=yielded)
+                if chunk is not None:
                     yielded = True
-                    yield event.text
-                elif isinstance(event, Reset) and yielded:
-                    raise JobRestarted(self.id, event.attempt, event.cursor)
-                else:
-                    _raise_if_failed(self.id, event)
+                    yield chunk
 
     async def result(self, *, timeout: float | None = None) -> ChatResult:
         """Wait for the job to end and return its final attempt's result."""
         builder = _ResultBuilder()
         async with self.events(timeout=timeout) as events:
             async for event in events:
-                _raise_if_failed(self.id, event)
-                if isinstance(event, Reset | Start):
-                    builder = _ResultBuilder()  # a new attempt starts over
-                elif isinstance(event, Done):
-                    return builder.finish(self.id, event)
-                else:
-                    builder.add(event)
+                if (result := builder.take(self.id, event)) is not None:
+                    return result
         raise AssertionError("unreachable: the event stream ends only after a terminal event")
 
     async def cancel(self) -> CancelOutcome:
@@ -241,30 +235,19 @@ class ChatJob:
         """
         if not await self.exists():
             raise JobNotFound(self.id)
-        entry = encode(Cancelled(reason="cancelled before it started"), attempt=0, seq=0)
-        keys = [self._keys.state(self.id), self._keys.events(self.id)]
-        args = [str(self._stream_ttl), self._keys.cancel_channel(), self.id]
-        args += [item for pair in entry.items() for item in pair]
+        keys, args = cancel_call(self._keys, self.id, self._stream_ttl)
         outcome = await self._redis.eval(scripts.CANCEL, len(keys), *keys, *args)  # type: ignore[misc]
         return cast(CancelOutcome, as_text(outcome))
 
     async def status(self) -> JobStatus:
         """The job's state, attempt and, while running, whether its worker is still alive."""
-        state = cast(dict[bytes, bytes], await self._redis.hgetall(self._keys.state(self.id)))  # type: ignore[misc]
-        attempt = int(state.get(b"attempt", 0))
-        terminal = state.get(b"terminal")
-        if terminal:
-            return JobStatus(cast(Any, terminal.decode()), attempt)
-        if not attempt:
-            if not await self.exists():
-                raise JobNotFound(self.id)
-            return JobStatus("queued", 0)
-        expiry = await self._redis.zscore(self._keys.running(), f"{attempt}:{self.id}")
-        seconds, microseconds = await self._redis.time()
-        now_ms = int(seconds) * 1000 + int(microseconds) // 1000
-        remaining = None if expiry is None else (float(expiry) - now_ms) / 1000
-        stalled = remaining is None or remaining <= 0
-        return JobStatus("running", attempt, stalled=stalled, lease_remaining=remaining)
+        status = stored_status(await self._redis.hgetall(self._keys.state(self.id)))  # type: ignore[misc]
+        if status.state == "queued" and not await self.exists():
+            raise JobNotFound(self.id)
+        if status.state != "running":
+            return status
+        expiry = await self._redis.zscore(self._keys.running(), f"{status.attempt}:{self.id}")
+        return with_lease(status, expiry, await self._redis.time())
 
     async def exists(self) -> bool:
         """Whether the job is known: enqueued and not yet expired."""
@@ -277,29 +260,19 @@ class ChatJob:
             raise JobNotFound(self.id)
         if await self._ended_by(key, after):
             return
-        last, idle, backoff = after, 0.0, RECONNECT_BACKOFF
+        last, wait = after, ReadWait(self.id, timeout, self._max_block)
         while True:
-            if idle >= timeout:
-                raise ReadTimeout(f"no event from job {self.id!r} for {timeout:g}s")
-            block = min(timeout - idle, self._max_block)
-            began = time.monotonic()
+            block_ms = wait.next_block_ms()
             try:
-                reply = await self._redis.xread(
-                    {key: last}, count=READ_BATCH, block=max(1, int(block * 1000))
-                )
+                reply = await self._redis.xread({key: last}, count=READ_BATCH, block=block_ms)
                 if not reply and not await self.exists():
-                    raise JobNotFound(self.id, "its stream is gone: expired, or Redis lost it")
+                    raise JobNotFound(self.id, STREAM_GONE)
             except (RedisConnectionError, RedisTimeoutError):
                 # Redis restarted or the link dropped: resume from the cursor, no gap, no dupe.
-                await asyncio.sleep(backoff)
-                idle += time.monotonic() - began
-                backoff = min(backoff * 2, MAX_RECONNECT_BACKOFF)
+                await asyncio.sleep(wait.link_failed())
                 continue
-            backoff = RECONNECT_BACKOFF
-            if not reply:
-                idle += time.monotonic() - began
+            if not wait.answered(bool(reply)):
                 continue
-            idle = 0.0
             for entry_id, fields in reply[0][1]:
                 last = as_text(entry_id)
                 event = decode_entry(last, fields)
@@ -317,9 +290,12 @@ class ChatJob:
 
 async def ended_by(redis: Redis, key: str, cursor: str) -> bool:
     """Whether the stream's terminal entry is at or before ``cursor`` (nothing to wait for)."""
-    if cursor == "0-0":
-        return False
-    newest = await redis.xrevrange(key, count=1)
+    return cursor != "0-0" and ended_at_or_before(cursor, await redis.xrevrange(key, count=1))
+
+
+def ended_at_or_before(cursor: str, newest: list[Any]) -> bool:
+    """Whether ``newest`` (``XREVRANGE key + - COUNT 1``) is a terminal entry at or before
+    ``cursor``."""
     if not newest:
         return False
     entry_id, fields = newest[0]
@@ -327,13 +303,79 @@ async def ended_by(redis: Redis, key: str, cursor: str) -> bool:
     return ended and entry_order(cursor) >= entry_order(as_text(entry_id))
 
 
-def max_block(redis: Redis) -> float:
+def max_block(redis: Redis | SyncRedis) -> float:
     """The longest XREAD BLOCK for ``redis``: a client-side socket timeout would cut a longer
     one short with an error."""
     socket_timeout = redis.connection_pool.connection_kwargs.get("socket_timeout")
     if socket_timeout:
         return max(0.001, min(MAX_BLOCK_SECONDS, float(socket_timeout) * 0.8))
     return MAX_BLOCK_SECONDS
+
+
+class ReadWait:
+    """A reader's wait for the next event: how long each XREAD may block, the reconnect
+    backoff, and :class:`ReadTimeout` after ``timeout`` seconds without an event."""
+
+    def __init__(self, job_id: str, timeout: float, max_block: float) -> None:
+        self._job_id, self._timeout, self._max_block = job_id, timeout, max_block
+        self._idle, self._began, self._backoff = 0.0, 0.0, RECONNECT_BACKOFF
+
+    def next_block_ms(self) -> int:
+        """Milliseconds the next read may block; raises :class:`ReadTimeout` once time is up."""
+        if self._idle >= self._timeout:
+            raise ReadTimeout(f"no event from job {self._job_id!r} for {self._timeout:g}s")
+        self._began = time.monotonic()
+        return max(1, int(min(self._timeout - self._idle, self._max_block) * 1000))
+
+    def link_failed(self) -> float:
+        """Seconds to pause before reading again after the link dropped (doubling each time)."""
+        delay, self._backoff = self._backoff, min(self._backoff * 2, MAX_RECONNECT_BACKOFF)
+        self._idle += time.monotonic() - self._began + delay
+        return delay
+
+    def answered(self, with_events: bool) -> bool:
+        """Count a read that Redis answered; returns ``with_events``."""
+        self._backoff = RECONNECT_BACKOFF
+        self._idle = 0.0 if with_events else self._idle + time.monotonic() - self._began
+        return with_events
+
+
+def text_of(job_id: str, event: Event, *, yielded: bool) -> str | None:
+    """The text ``event`` adds to ``for chunk in job``, or None. Raises :class:`JobFailed`,
+    :class:`JobCancelled`, and :class:`JobRestarted` on a restart after text was ``yielded``."""
+    if isinstance(event, Delta) and event.choice == 0:
+        return event.text
+    if isinstance(event, Reset) and yielded:
+        raise JobRestarted(job_id, event.attempt, event.cursor)
+    _raise_if_failed(job_id, event)
+    return None
+
+
+def cancel_call(keys: Keys, job_id: str, stream_ttl: int) -> tuple[list[str], list[str]]:
+    """KEYS and ARGV of :data:`scripts.CANCEL` for ``job_id``."""
+    entry = encode(Cancelled(reason="cancelled before it started"), attempt=0, seq=0)
+    args = [str(stream_ttl), keys.cancel_channel(), job_id]
+    args += [item for pair in entry.items() for item in pair]
+    return [keys.state(job_id), keys.events(job_id)], args
+
+
+def stored_status(state: dict[bytes, bytes]) -> JobStatus:
+    """The status the state hash tells: ended, queued (attempt 0: the job may also be unknown)
+    or running (the caller adds the lease, :func:`with_lease`)."""
+    attempt = int(state.get(b"attempt", 0))
+    terminal = state.get(b"terminal")
+    if terminal:
+        return JobStatus(cast(Any, terminal.decode()), attempt)
+    return JobStatus("running", attempt) if attempt else JobStatus("queued", 0)
+
+
+def with_lease(running: JobStatus, expiry: float | None, redis_time: tuple[int, int]) -> JobStatus:
+    """A running status with its lease: ``expiry`` (ms) from the running set, Redis ``TIME``."""
+    seconds, microseconds = redis_time
+    now_ms = int(seconds) * 1000 + int(microseconds) // 1000
+    remaining = None if expiry is None else (float(expiry) - now_ms) / 1000
+    stalled = remaining is None or remaining <= 0
+    return replace(running, stalled=stalled, lease_remaining=remaining)
 
 
 def _raise_if_failed(job_id: str, event: Event) -> None:
@@ -349,6 +391,18 @@ class _ResultBuilder:
     def __init__(self) -> None:
         self.choices: dict[int, ChoiceResult] = {}
         self.calls: dict[tuple[int, int], ToolCall] = {}
+
+    def take(self, job_id: str, event: Event) -> ChatResult | None:
+        """Add the next event of the stream; the result once it is ``done``. Raises
+        :class:`JobFailed` or :class:`JobCancelled` when the job ended so."""
+        _raise_if_failed(job_id, event)
+        if isinstance(event, Reset | Start):
+            self.choices, self.calls = {}, {}  # a new attempt starts over
+        elif isinstance(event, Done):
+            return self.finish(job_id, event)
+        else:
+            self.add(event)
+        return None
 
     def add(self, event: Event) -> None:
         index = getattr(event, "choice", 0)

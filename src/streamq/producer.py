@@ -36,7 +36,6 @@ class StreamQ:
         self._owns_redis = False
         self._closed = False
         self._keys = Keys(self.settings.key_prefix)
-        self._wake_channel = wake_channel(self.settings.queue_name)
         self._queue = ArqRedis(
             pool_or_conn=redis.connection_pool,
             job_serializer=serialize_job,
@@ -122,12 +121,10 @@ class StreamQ:
         to the worker's ``STREAMQ_JOB_TIMEOUT`` and ``STREAMQ_IDLE_TIMEOUT``.
         """
         self._check_open()
-        options = {"deadline": deadline, "idle_timeout": idle_timeout}
-        request = build_request(
-            messages, model, params, options, max_bytes=self.settings.max_request_bytes
+        job_id, request = validated_job(
+            self.settings, messages, model, job_id, deadline, idle_timeout, params
         )
-        job_id = uuid.uuid4().hex if job_id is None else check_job_id(job_id)
-        is_new = await self._enqueue_new(job_id, request.to_json())
+        is_new = await self._enqueue_new(job_id, request)
         if not is_new and not await self._has_ended(job_id):
             # The same id again, not finished: make sure arq still holds it (a job whose run was
             # fenced off can leave arq's queue). arq ignores an id it already holds.
@@ -137,16 +134,7 @@ class StreamQ:
     async def _enqueue_new(self, job_id: str, request: str) -> bool:
         """Store the request and queue the job as arq would, in one round trip; False if the id
         exists already."""
-        arq_id = self._keys.arq_job_id(job_id)
-        now = timestamp_ms()
-        keys = [
-            self._keys.request(job_id),
-            job_key_prefix + arq_id,
-            result_key_prefix + arq_id,
-            self.settings.queue_name,
-        ]
-        args: list[str | bytes | int] = [request, self.settings.stream_ttl, arq_id, arq_job(now)]
-        args += [expires_extra_ms, now, self._wake_channel]
+        keys, args = enqueue_call(self.settings, job_id, request, timestamp_ms())
         is_new = await self._enqueue(keys, args)
         return bool(is_new)
 
@@ -173,3 +161,36 @@ class StreamQ:
     def _check_open(self) -> None:
         if self._closed:
             raise ClientClosed("this StreamQ client was closed; create a new one")
+
+
+def validated_job(
+    settings: Settings,
+    messages: Sequence[Mapping[str, Any]],
+    model: str | None,
+    job_id: str | None,
+    deadline: float | None,
+    idle_timeout: float | None,
+    params: Mapping[str, Any],
+) -> tuple[str, str]:
+    """The job's id (a new one when None) and its request as stored; raises InvalidRequest."""
+    options = {"deadline": deadline, "idle_timeout": idle_timeout}
+    request = build_request(messages, model, params, options, max_bytes=settings.max_request_bytes)
+    return uuid.uuid4().hex if job_id is None else check_job_id(job_id), request.to_json()
+
+
+def enqueue_call(
+    settings: Settings, job_id: str, request: str, now_ms: int
+) -> tuple[list[str], list[str | bytes | int]]:
+    """KEYS and ARGV of :data:`scripts.ENQUEUE`: store the request and queue the job as arq
+    would, in one round trip (the script answers 0 if the id exists already)."""
+    keys = Keys(settings.key_prefix)
+    arq_id = keys.arq_job_id(job_id)
+    script_keys = [
+        keys.request(job_id),
+        job_key_prefix + arq_id,
+        result_key_prefix + arq_id,
+        settings.queue_name,
+    ]
+    args: list[str | bytes | int] = [request, settings.stream_ttl, arq_id, arq_job(now_ms)]
+    args += [expires_extra_ms, now_ms, wake_channel(settings.queue_name)]
+    return script_keys, args
