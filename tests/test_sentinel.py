@@ -15,6 +15,7 @@ from streamq import Settings, StreamQ
 from streamq.local_redis import LocalRedis
 from streamq.request import chat_messages
 from streamq.simulator import simulated_text
+from streamq.sync import StreamQ as SyncStreamQ
 from tests.processes import worker_processes
 
 SERVICE = "streamq-primary"
@@ -81,6 +82,11 @@ def wait_until(condition: Callable[[], bool], failure: str, timeout: float = 15)
         time.sleep(0.1)
 
 
+def sync_round_trip(settings: Settings, prompt: str) -> str:
+    with SyncStreamQ.from_url(settings.redis_url, settings) as sq:
+        return sq.enqueue_chat(prompt, extra_body=SLOW).result(timeout=60).text
+
+
 async def test_jobs_survive_a_failover_of_the_sentinel_primary(
     settings: Settings, sentinel_setup: SentinelSetup
 ) -> None:
@@ -107,6 +113,8 @@ async def test_jobs_survive_a_failover_of_the_sentinel_primary(
                 *(job.result(timeout=60) for job in before), return_exceptions=True
             )
             results = await asyncio.gather(*(job.result(timeout=60) for job in after))
+            synced = await asyncio.to_thread(sync_round_trip, settings, "after, from sync code")
+    assert synced == simulated_text(chat_messages("after, from sync code"), length=30)
     for i, result in enumerate(results):
         assert result.text == simulated_text(chat_messages(f"after {i}"), length=30)
     for i, outcome in enumerate(outcomes):

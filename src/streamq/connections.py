@@ -17,6 +17,8 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry as SyncRetry
+from redis.sentinel import Sentinel as SyncSentinel
+from redis.sentinel import SentinelConnectionPool as SyncSentinelPool
 
 from streamq.queue import deserialize_job, serialize_job
 from streamq.redis_urls import SENTINEL_SCHEMES, SentinelURL
@@ -32,7 +34,10 @@ def pool_from_url(url: str, **overrides: Any) -> ConnectionPool:
     ``rediss://`` URLs check the server's host name; URL query parameters (``ssl_ca_certs``,
     ``socket_timeout``, ...) override these defaults.
     """
-    return ConnectionPool.from_url(url, **pool_options(url, Retry, overrides))
+    options = pool_options(url, Retry, overrides)
+    if url.startswith(SENTINEL_SCHEMES):
+        return _sentinel_pool(SentinelURL.parse(url), options)
+    return ConnectionPool.from_url(url, **options)
 
 
 def pool_options(
@@ -47,8 +52,6 @@ def pool_options(
         "retry": retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=3),
         "retry_on_error": [RedisConnectionError, RedisTimeoutError],
     }
-    if url.startswith(SENTINEL_SCHEMES):
-        return _sentinel_pool(SentinelURL.parse(url), {**options, **overrides})
     if url.startswith("rediss://"):
         options["ssl_check_hostname"] = True
     return {**options, **overrides}
@@ -66,21 +69,22 @@ class _SentinelPool(SentinelConnectionPool):
 def _sentinel_pool(target: SentinelURL, options: dict[str, Any]) -> SentinelConnectionPool:
     """A pool that asks the sentinels for the current primary on every new connection, so
     connections dropped by a failover come back on the new primary."""
-    sentinel_options = {
+    sentinel_options = _sentinel_options(target, options)
+    sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
+    return _SentinelPool(target.service, sentinel, **_node_options(target, options))  # type: ignore[no-untyped-call]
+
+
+def _sentinel_options(target: SentinelURL, options: dict[str, Any]) -> dict[str, Any]:
+    return {
         "socket_timeout": options["socket_timeout"],
         "socket_connect_timeout": options["socket_connect_timeout"],
         "password": target.sentinel_password,
     }
-    sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
-    return _SentinelPool(  # type: ignore[no-untyped-call]
-        target.service,
-        sentinel,
-        db=target.db,
-        username=target.username,
-        password=target.password,
-        ssl=target.tls,
-        **options,
-    )
+
+
+def _node_options(target: SentinelURL, options: dict[str, Any]) -> dict[str, Any]:
+    credentials = {"username": target.username, "password": target.password}
+    return {"db": target.db, "ssl": target.tls, **credentials, **options}
 
 
 def redis_from_url(url: str, **overrides: Any) -> Redis:
@@ -90,8 +94,14 @@ def redis_from_url(url: str, **overrides: Any) -> Redis:
 
 def sync_redis_from_url(url: str, **overrides: Any) -> redis.Redis:
     """A synchronous client with the same options, for ``streamq.sync``."""
-    pool = redis.ConnectionPool.from_url(url, **pool_options(url, SyncRetry, overrides))
-    return redis.Redis.from_pool(pool)
+    options = pool_options(url, SyncRetry, overrides)
+    if url.startswith(SENTINEL_SCHEMES):
+        target = SentinelURL.parse(url)
+        sentinel_options = _sentinel_options(target, options)
+        manager = SyncSentinel(list(target.sentinels), sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
+        sync_pool = SyncSentinelPool(target.service, manager, **_node_options(target, options))  # type: ignore[no-untyped-call]
+        return redis.Redis.from_pool(sync_pool)
+    return redis.Redis.from_pool(redis.ConnectionPool.from_url(url, **options))
 
 
 def arq_redis(url: str, queue_name: str) -> ArqRedis:
