@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 
 from streamq import Delta, JobFailed, Settings, StreamQ
 from streamq.keys import Keys
+from streamq.local_redis import LocalRedis
 from streamq.request import chat_messages
 from streamq.simulator import simulated_text
 from streamq.worker import running_worker
@@ -201,3 +202,69 @@ async def test_processes_runs_a_fleet_that_restarts_a_crashed_worker(
         assert await asyncio.to_thread(supervisor.wait, 20) == 0
     assert await wait_for_workers(settings, 0) == []
     assert "ended with signal 9" in log.read_text()
+
+
+def documented_acl_users(prefix: str) -> list[list[str]]:
+    """The `ACL SETUSER` lines of docs/operations.md, for this test's key prefix."""
+    doc = Path(__file__).parent.parent / "docs" / "operations.md"
+    lines = [line.split() for line in doc.read_text().splitlines()]
+    return [
+        [word.replace("PREFIX", prefix) for word in line]
+        for line in lines
+        if line[:2] == ["ACL", "SETUSER"]
+    ]
+
+
+async def test_the_documented_acl_users_are_enough_for_every_role(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Producer, worker and reader each run as the ACL user docs/operations.md gives them:
+    enqueue, duplicate ids, cancel, stream, read and follow, with nothing in ACL LOG."""
+    users = documented_acl_users(settings.key_prefix)
+    assert [user[2] for user in users] == ["streamq-producer", "streamq-reader", "streamq-worker"]
+    with LocalRedis() as server:
+        async with Redis.from_url(server.url) as admin:
+            for user in users:
+                await admin.execute_command(*user)
+
+            def as_user(name: str) -> Settings:
+                url = f"redis://streamq-{name}:{name}-password@127.0.0.1:{server.port}/0"
+                return settings.replace(redis_url=url)
+
+            try:
+                producer, reader = as_user("producer"), as_user("reader")
+                async with StreamQ.from_url(producer.redis_url, producer) as sq:
+                    queued = await sq.enqueue_chat("cancelled before any worker")
+                    assert await queued.cancel() == "cancelled"
+                    env = {"STREAMQ_LEASE": "1", "STREAMQ_MODEL_LIMITS": "*=10"}
+                    with worker_processes(as_user("worker"), 1, env=env):
+                        job = await sq.enqueue_chat("over acl", job_id="acl-1")
+                        assert (await sq.enqueue_chat("again", job_id="acl-1")).id == job.id
+                        failing = await sq.enqueue_chat("fails", extra_body=FAIL)
+                        slow = {"simulator": {"tokens_per_second": 20, "reply_tokens": 200}}
+                        running = await sq.enqueue_chat("cancel me", extra_body=slow)
+                        async for _ in running:
+                            break
+                        assert await running.cancel() == "cancelling"
+                        async with StreamQ.from_url(reader.redis_url, reader) as readonly:
+                            mine = readonly.job(job.id)
+                            assert (await mine.result(timeout=30)).text == simulated_text(
+                                chat_messages("over acl")
+                            )
+                            assert (await mine.status()).state == "done"
+                            async with readonly.multiplexer() as follow:
+                                async for _ in follow.follow(job.id):
+                                    pass
+                            with contextlib.suppress(JobFailed):
+                                await readonly.job(failing.id).result(timeout=30)
+                            with contextlib.suppress(Exception):
+                                await readonly.job(running.id).result(timeout=30)
+                            assert (await readonly.job(running.id).status()).state == "cancelled"
+                        await asyncio.sleep(1.5)  # a heartbeat, the reaper and presence ran
+            finally:
+                denied = await admin.execute_command("ACL", "LOG")
+                assert not denied, [(e[b"username"], e[b"object"]) for e in map(pairs, denied)]
+
+
+def pairs(flat: list[Any]) -> dict[bytes, Any]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
