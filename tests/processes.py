@@ -31,6 +31,8 @@ def settings_environment(settings: Settings) -> dict[str, str]:
         STREAMQ_POLL_INTERVAL=str(settings.poll_interval),
         STREAMQ_READ_TIMEOUT=str(settings.read_timeout),
     )
+    if settings.streams_url is not None:
+        env["STREAMQ_STREAMS_URL"] = settings.streams_url
     return env
 
 

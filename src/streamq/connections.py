@@ -6,11 +6,12 @@ dropped connection fails a command that a reconnect would have served.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import redis
 from arq.connections import ArqRedis
 from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialWithJitterBackoff
@@ -21,7 +22,7 @@ from redis.sentinel import Sentinel as SyncSentinel
 from redis.sentinel import SentinelConnectionPool as SyncSentinelPool
 
 from streamq.queue import deserialize_job, serialize_job
-from streamq.redis_urls import SENTINEL_SCHEMES, SentinelURL
+from streamq.redis_urls import CLUSTER_SCHEMES, SENTINEL_SCHEMES, SentinelURL, cluster_nodes
 
 SOCKET_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 5.0
@@ -85,6 +86,29 @@ def _sentinel_options(target: SentinelURL, options: dict[str, Any]) -> dict[str,
 def _node_options(target: SentinelURL, options: dict[str, Any]) -> dict[str, Any]:
     credentials = {"username": target.username, "password": target.password}
     return {"db": target.db, "ssl": target.tls, **credentials, **options}
+
+
+def streams_from_url(url: str) -> Redis:
+    """The client for the job streams at ``url``: a Redis Cluster for ``redis+cluster://``.
+
+    Typed as :class:`Redis`: streamq sends a cluster only commands whose keys share one
+    job's hash tag, which it routes like a single Redis would serve them.
+    """
+    if not url.startswith(CLUSTER_SCHEMES):
+        return redis_from_url(url)
+    first, nodes = cluster_nodes(url)
+    options = pool_options(first, Retry, {})
+    options.pop("retry_on_error")
+    options.pop("health_check_interval")
+    cluster = RedisCluster.from_url(
+        first, startup_nodes=[ClusterNode(host, port) for host, port in nodes], **options
+    )
+    return cast(Redis, cluster)
+
+
+def is_cluster(redis: object) -> bool:
+    """Whether ``redis`` is a Redis Cluster client."""
+    return isinstance(redis, RedisCluster)
 
 
 def redis_from_url(url: str, **overrides: Any) -> Redis:

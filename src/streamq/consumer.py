@@ -177,9 +177,13 @@ class ChatJob:
         *,
         read_timeout: float,
         stream_ttl: int = 86_400,
+        streams: Redis | None = None,
     ) -> None:
+        """``redis`` holds the queue and the job's request; ``streams`` (when the job streams
+        live elsewhere, ``STREAMQ_STREAMS_URL``) its stream and state."""
         self.id = job_id
         self._redis = redis
+        self._streams = redis if streams is None else streams
         self._keys = keys
         self._read_timeout = read_timeout
         self._stream_ttl = stream_ttl
@@ -236,12 +240,14 @@ class ChatJob:
         if not await self.exists():
             raise JobNotFound(self.id)
         keys, args = cancel_call(self._keys, self.id, self._stream_ttl)
-        outcome = await self._redis.eval(scripts.CANCEL, len(keys), *keys, *args)  # type: ignore[misc]
-        return cast(CancelOutcome, as_text(outcome))
+        outcome = as_text(await self._streams.eval(scripts.CANCEL, len(keys), *keys, *args))  # type: ignore[misc]
+        if outcome == "cancelling":  # the workers listen on the queue's Redis
+            await self._redis.publish(self._keys.cancel_channel(), self.id)
+        return cast(CancelOutcome, outcome)
 
     async def status(self) -> JobStatus:
         """The job's state, attempt and, while running, whether its worker is still alive."""
-        status = stored_status(await self._redis.hgetall(self._keys.state(self.id)))  # type: ignore[misc]
+        status = stored_status(await self._streams.hgetall(self._keys.state(self.id)))  # type: ignore[misc]
         if status.state == "queued" and not await self.exists():
             raise JobNotFound(self.id)
         if status.state != "running":
@@ -251,8 +257,9 @@ class ChatJob:
 
     async def exists(self) -> bool:
         """Whether the job is known: enqueued and not yet expired."""
-        keys = (self._keys.request(self.id), self._keys.events(self.id))
-        return bool(await self._redis.exists(*keys))
+        if await self._redis.exists(self._keys.request(self.id)):
+            return True
+        return bool(await self._streams.exists(self._keys.events(self.id)))
 
     async def _read(self, after: str, timeout: float) -> AsyncIterator[Event]:
         key = self._keys.events(self.id)
@@ -264,7 +271,7 @@ class ChatJob:
         while True:
             block_ms = wait.next_block_ms()
             try:
-                reply = await self._redis.xread({key: last}, count=READ_BATCH, block=block_ms)
+                reply = await self._streams.xread({key: last}, count=READ_BATCH, block=block_ms)
                 if not reply and not await self.exists():
                     raise JobNotFound(self.id, STREAM_GONE)
             except (RedisConnectionError, RedisTimeoutError):
@@ -281,11 +288,11 @@ class ChatJob:
                     return
 
     async def _ended_by(self, key: str, cursor: str) -> bool:
-        return await ended_by(self._redis, key, cursor)
+        return await ended_by(self._streams, key, cursor)
 
     @property
     def _max_block(self) -> float:
-        return max_block(self._redis)
+        return max_block(self._streams)
 
 
 async def ended_by(redis: Redis, key: str, cursor: str) -> bool:
@@ -306,7 +313,9 @@ def ended_at_or_before(cursor: str, newest: list[Any]) -> bool:
 def max_block(redis: Redis | SyncRedis) -> float:
     """The longest XREAD BLOCK for ``redis``: a client-side socket timeout would cut a longer
     one short with an error."""
-    socket_timeout = redis.connection_pool.connection_kwargs.get("socket_timeout")
+    pool = getattr(redis, "connection_pool", None)  # a cluster client has one per node
+    kwargs = pool.connection_kwargs if pool is not None else redis.get_connection_kwargs()
+    socket_timeout = kwargs.get("socket_timeout")
     if socket_timeout:
         return max(0.001, min(MAX_BLOCK_SECONDS, float(socket_timeout) * 0.8))
     return MAX_BLOCK_SECONDS

@@ -77,7 +77,9 @@ class Fleet:
         wake_channel: str | None = None,
         on_wake: Callable[[], None] | None = None,
         presence: WorkerPresence | None = None,
+        streams: Redis | None = None,
     ) -> None:
+        self._streams = redis if streams is None else streams  # where the job states live
         self.runs: dict[str, Run] = {}
         self._presence = presence
         self._queue_name = queue_name
@@ -136,7 +138,7 @@ class Fleet:
             return
         members = [run.member for run in runs]
         await self._heartbeat(keys=[self._keys.running()], args=[self._lease_ms, *members])
-        async with self._redis.pipeline(transaction=False) as pipe:
+        async with self._streams.pipeline(transaction=False) as pipe:
             for run in runs:
                 pipe.hget(self._keys.state(run.job_id), "cancel")
             flags = await pipe.execute()
@@ -170,11 +172,10 @@ class Fleet:
             except ValueError:
                 continue
             in_progress = in_progress_key_prefix + arq_id
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.exists(in_progress)
-                pipe.hmget(self._keys.state(job_id), ["attempt", "terminal"])
-                running, (attempt, terminal) = await pipe.execute()
-            if not running or terminal or job_id in self.runs:
+            if job_id in self.runs or not await self._redis.exists(in_progress):
+                continue
+            attempt, terminal = await self._state(job_id)
+            if terminal:
                 continue
             member = f"{int(attempt or 0)}:{job_id}"
             if attempt and await self._redis.zscore(self._keys.running(), member) is not None:
@@ -194,9 +195,9 @@ class Fleet:
             member = raw.decode() if isinstance(raw, bytes) else str(raw)
             attempt, _, job_id = member.partition(":")
             arq_id = self._arq_id(job_id)
+            current, terminal = await self._state(job_id)
             keys = [
                 self._keys.running(),
-                self._keys.state(job_id),
                 in_progress_key_prefix + arq_id,
                 job_key_prefix + arq_id,
                 self._queue_name,
@@ -208,11 +209,20 @@ class Fleet:
                 arq_id,
                 arq_job(now),
                 expires_extra_ms,
+                current,
+                "1" if terminal else "",
             ]
             if await self._reap(keys=keys, args=args):
                 logger.warning(
                     "job %s attempt %s lost its worker; freed for a retry", job_id, attempt
                 )
+
+    async def _state(self, job_id: str) -> tuple[int, bool]:
+        """The job's current attempt and whether it has ended, from its stream's state."""
+        attempt, terminal = await self._streams.hmget(  # type: ignore[misc]
+            self._keys.state(job_id), ["attempt", "terminal"]
+        )
+        return int(attempt or 0), terminal is not None
 
     def _dispatch(self, channel: bytes, data: bytes) -> None:
         if channel == self._wake_channel:

@@ -21,6 +21,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streamq._tasks import cancel_and_wait
+from streamq.connections import is_cluster
 from streamq.consumer import ChatJob, check_cursor, ended_by, max_block
 from streamq.events import Event, as_text, decode_entry, entry_order, is_terminal
 from streamq.exceptions import ClientClosed, JobNotFound, ReadTimeout
@@ -48,8 +49,18 @@ class Multiplexer:
     ``job.events(after=cursor)``: every event after the cursor, up to the terminal one.
     """
 
-    def __init__(self, redis: Redis, keys: Keys, *, read_timeout: float = 300.0) -> None:
-        self._redis = redis
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        *,
+        read_timeout: float = 300.0,
+        streams: Redis | None = None,
+    ) -> None:
+        self._queue = redis
+        self._redis = redis if streams is None else streams
+        # One XREAD cannot span a cluster's slots: there each job is read on its own.
+        self._per_job = is_cluster(self._redis)
         self._keys = keys
         self._read_timeout = read_timeout
         self._followers: dict[str, list[_Follower]] = {}
@@ -90,7 +101,14 @@ class Multiplexer:
         if self._task is None or self._closed:
             raise ClientClosed("use the Multiplexer inside `async with`")
         cursor = check_cursor(after)
-        job = ChatJob(self._redis, self._keys, job_id, read_timeout=self._read_timeout)
+        job = ChatJob(
+            self._queue, self._keys, job_id, read_timeout=self._read_timeout, streams=self._redis
+        )
+        if self._per_job:
+            async with job.events(cursor, timeout=timeout) as events:
+                async for event in events:
+                    yield event
+            return
         async with self._control:  # one control connection, however many follow at once
             if not await job.exists():
                 raise JobNotFound(job_id)

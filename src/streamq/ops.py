@@ -11,6 +11,7 @@ from typing import Any
 from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix
 from redis.asyncio import Redis
 
+from streamq.connections import streams_from_url
 from streamq.consumer import ChatJob
 from streamq.counters import RecentCounts, recent_counts
 from streamq.events import Delta, Done, Error, Start, decode_entry, entry_order
@@ -101,7 +102,21 @@ class JobRecord:
 async def inspect_job(redis: Redis, settings: Settings, job_id: str) -> JobRecord:
     """The job's state, attempts, timings, usage and last cursor (raises JobNotFound)."""
     keys = Keys(settings.key_prefix)
-    job = ChatJob(redis, keys, job_id, read_timeout=1.0, stream_ttl=settings.stream_ttl)
+    url = settings.streams_url
+    streams = redis if url is None else streams_from_url(url)
+    try:
+        return await _inspect(redis, streams, keys, settings, job_id)
+    finally:
+        if streams is not redis:
+            await streams.aclose()
+
+
+async def _inspect(
+    redis: Redis, streams: Redis, keys: Keys, settings: Settings, job_id: str
+) -> JobRecord:
+    job = ChatJob(
+        redis, keys, job_id, read_timeout=1.0, stream_ttl=settings.stream_ttl, streams=streams
+    )
     status = await job.status()
     record = JobRecord(
         job_id=job.id,
@@ -111,9 +126,9 @@ async def inspect_job(redis: Redis, settings: Settings, job_id: str) -> JobRecor
         lease_remaining_s=status.lease_remaining,
     )
     events_key = keys.events(job.id)
-    ttl = await redis.ttl(events_key)
+    ttl = await streams.ttl(events_key)
     record.ttl_s = ttl if ttl >= 0 else None
-    for raw_id, fields in await redis.xrange(events_key):
+    for raw_id, fields in await streams.xrange(events_key):
         event = decode_entry(raw_id.decode(), fields)
         record.entries += 1
         record.last_cursor = event.cursor
@@ -174,18 +189,29 @@ async def purge(redis: Redis, settings: Settings, *, dry_run: bool = False) -> P
 
     - leases of attempts whose job has ended or whose state expired;
     - worker index entries whose presence expired;
-    - job keys that lost their TTL (given the stream TTL, not deleted);
+    - job keys that lost their TTL (given the stream TTL, not deleted; on the queue's Redis
+      only, not on a separate streams Redis);
     - this prefix's entries in arq's abort set (streamq cancels through its own scripts, so
       nothing reads them; other applications' entries are left alone);
     - arq job and in-progress keys of jobs that have ended or whose request expired.
     """
+    url = settings.streams_url
+    streams = redis if url is None else streams_from_url(url)
+    try:
+        return await _purge(redis, streams, settings, dry_run)
+    finally:
+        if streams is not redis:
+            await streams.aclose()
+
+
+async def _purge(redis: Redis, streams: Redis, settings: Settings, dry_run: bool) -> PurgeReport:
     keys = Keys(settings.key_prefix)
     report = PurgeReport()
 
     leases = [raw.decode() for raw in await redis.zrange(keys.running(), 0, -1)]
     for member in leases:
         _, _, job_id = member.partition(":")
-        state = await redis.hmget(keys.state(job_id), ["attempt", "terminal"])  # type: ignore[misc]
+        state = await streams.hmget(keys.state(job_id), ["attempt", "terminal"])  # type: ignore[misc]
         if state[0] is None or state[1] is not None:
             report.stale_leases += 1
             if not dry_run:
@@ -212,7 +238,7 @@ async def purge(redis: Redis, settings: Settings, *, dry_run: bool = False) -> P
         async for key in redis.scan_iter(match=f"{prefix}{keys.prefix}:*", count=SCAN_COUNT):
             arq_id = key.decode()[len(prefix) :]
             job_id = keys.job_id_from_arq(arq_id)
-            ended = await redis.hexists(keys.state(job_id), "terminal")  # type: ignore[misc]
+            ended = await streams.hexists(keys.state(job_id), "terminal")  # type: ignore[misc]
             gone = not await redis.exists(keys.request(job_id))
             queued = await redis.zscore(settings.queue_name, arq_id) is not None
             if ended or (gone and not queued):

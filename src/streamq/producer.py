@@ -14,7 +14,7 @@ from arq.utils import timestamp_ms
 from redis.asyncio import Redis
 
 from streamq import scripts
-from streamq.connections import redis_from_url
+from streamq.connections import redis_from_url, streams_from_url
 from streamq.consumer import ChatJob
 from streamq.exceptions import ClientClosed, ConfigError
 from streamq.keys import Keys, check_job_id
@@ -42,6 +42,9 @@ class StreamQ:
             default_queue_name=self.settings.queue_name,
         )
         self._enqueue = redis.register_script(scripts.ENQUEUE)
+        # The job streams, on their own Redis (or Redis Cluster) when STREAMQ_STREAMS_URL says.
+        url = self.settings.streams_url
+        self._streams = redis if url is None else streams_from_url(url)
 
     @classmethod
     def from_url(cls, url: str, settings: Settings | None = None) -> StreamQ:
@@ -76,8 +79,11 @@ class StreamQ:
 
     async def aclose(self) -> None:
         """Release the connection pool if this client created it; the client cannot be reused."""
-        if not self._closed and self._owns_redis:
-            await self._redis.aclose()
+        if not self._closed:
+            if self._streams is not self._redis:
+                await self._streams.aclose()
+            if self._owns_redis:
+                await self._redis.aclose()
         self._closed = True
 
     async def enqueue_chat(
@@ -139,7 +145,7 @@ class StreamQ:
         return bool(is_new)
 
     async def _has_ended(self, job_id: str) -> bool:
-        ended = self._redis.hexists(self._keys.state(job_id), "terminal")
+        ended = self._streams.hexists(self._keys.state(job_id), "terminal")
         return bool(await cast(Awaitable[bool], ended))
 
     def job(self, job_id: str) -> ChatJob:
@@ -151,12 +157,18 @@ class StreamQ:
             check_job_id(job_id),
             read_timeout=self.settings.read_timeout,
             stream_ttl=self.settings.stream_ttl,
+            streams=self._streams,
         )
 
     def multiplexer(self) -> Multiplexer:
         """A reader that follows many jobs over one connection (``async with`` it)."""
         self._check_open()
-        return Multiplexer(self._redis, self._keys, read_timeout=self.settings.read_timeout)
+        return Multiplexer(
+            self._redis,
+            self._keys,
+            read_timeout=self.settings.read_timeout,
+            streams=self._streams,
+        )
 
     def _check_open(self) -> None:
         if self._closed:

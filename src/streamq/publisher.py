@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
 
 from streamq import scripts
+from streamq.connections import is_cluster
 from streamq.events import Event, encode, is_terminal
 from streamq.exceptions import StreamQError
 from streamq.scripts import script_sha
@@ -81,6 +82,7 @@ class Publisher:
         self._ttl = ttl
         self._retry_for = retry_for
         self._append_sha = script_sha(scripts.APPEND)
+        self._cluster = is_cluster(redis)
         self._pending: list[tuple[StreamWriter, list[str]]] = []
         self._appended = 0  # ticket of the last entry appended
         self._done = 0  # every ticket up to this one is written or failed
@@ -169,9 +171,22 @@ class Publisher:
             return
 
     async def _write(self, by_writer: dict[StreamWriter, list[str]]) -> list[Any]:
+        calls = [
+            (
+                writer.events_key,
+                writer.state_key,
+                writer.events_key + ":compacting",
+                str(writer.attempt),
+                str(self._ttl),
+                *args,
+            )
+            for writer, args in by_writer.items()
+        ]
+        if self._cluster:  # redis-py's cluster pipelines refuse scripts: one call per stream
+            sent = (self._redis.evalsha(self._append_sha, 3, *call) for call in calls)
+            return list(await asyncio.gather(*sent))  # type: ignore[arg-type]
         async with self._redis.pipeline(transaction=False) as pipe:
-            for writer, args in by_writer.items():
-                keys = (writer.events_key, writer.state_key, writer.events_key + ":compacting")
-                pipe.evalsha(self._append_sha, 3, *keys, str(writer.attempt), str(self._ttl), *args)
+            for call in calls:
+                pipe.evalsha(self._append_sha, 3, *call)
             results: list[Any] = await pipe.execute()
             return results

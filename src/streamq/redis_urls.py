@@ -48,3 +48,25 @@ class SentinelURL:
             sentinel_password=query.get("sentinel_password", [None])[0],
             tls=parts.scheme.startswith("rediss"),
         )
+
+
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
+
+
+def cluster_nodes(url: str) -> tuple[str, list[tuple[str, int]]]:
+    """``redis+cluster://[user:password@]host:port[,host:port...]`` -> the URL of its first
+    node (``redis://`` or ``rediss://``, credentials kept) and every node given."""
+    parts = urlsplit(url)
+    credentials, _, hosts = parts.netloc.rpartition("@")
+    nodes = []
+    for host in filter(None, hosts.split(",")):
+        name, _, port = host.rpartition(":")
+        if not name or not port.isdigit():
+            raise ValueError("expected redis+cluster://HOST:PORT[,HOST:PORT...]")
+        nodes.append((name, int(port)))
+    if not nodes:
+        raise ValueError("expected redis+cluster://HOST:PORT[,HOST:PORT...]")
+    scheme = "rediss" if parts.scheme.startswith("rediss") else "redis"
+    login = f"{credentials}@" if credentials else ""
+    first = f"{scheme}://{login}{nodes[0][0]}:{nodes[0][1]}"
+    return first, nodes

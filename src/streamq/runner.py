@@ -59,6 +59,7 @@ class JobRunner:
         publisher: Publisher,
         fleet: Fleet,
         name: str,
+        streams: Redis | None = None,
     ) -> None:
         self.settings = settings
         self.redis = redis
@@ -71,18 +72,16 @@ class JobRunner:
         self.policy = RetryPolicy(
             settings.max_attempts, settings.retry_delay, settings.max_retry_delay
         )
+        self.streams = redis if streams is None else streams
         self._claim = redis.register_script(scripts.CLAIM)
+        self._claim_state = self.streams.register_script(scripts.CLAIM_STATE)
+        self._lease = redis.register_script(scripts.LEASE)
 
     async def run(self, job_id: str) -> str:
         """Run the job until it ends or another worker owns it; returns the outcome's name."""
         previous: Run | None = None
         while True:
-            claimed = await self._claim(
-                keys=[self.keys.state(job_id), self.keys.running(), self.keys.request(job_id)],
-                args=[self.settings.stream_ttl, int(self.settings.lease * 1000), job_id],
-            )
-            attempt, cancel, elapsed_ms = int(claimed[0]), claimed[1], int(claimed[2])
-            raw_request = claimed[3] if len(claimed) > 3 else None
+            attempt, cancel, elapsed_ms, raw_request = await self._claim_attempt(job_id)
             if not attempt:
                 if previous is not None:
                     await self.fleet.release(previous)
@@ -127,6 +126,27 @@ class JobRunner:
             except BaseException:
                 await self.fleet.release(run)
                 raise
+
+    async def _claim_attempt(self, job_id: str) -> tuple[int, Any, int, bytes | None]:
+        """Start the job's next attempt: (attempt or 0 if it had ended, cancel flag, ms since
+        its first attempt, its request)."""
+        lease_ms = int(self.settings.lease * 1000)
+        if self.streams is self.redis:  # one Redis: one round trip
+            claimed = await self._claim(
+                keys=[self.keys.state(job_id), self.keys.running(), self.keys.request(job_id)],
+                args=[self.settings.stream_ttl, lease_ms, job_id],
+            )
+            raw_request = claimed[3] if len(claimed) > 3 else None
+            return int(claimed[0]), claimed[1], int(claimed[2]), raw_request
+        claimed = await self._claim_state(
+            keys=[self.keys.state(job_id)], args=[self.settings.stream_ttl]
+        )
+        attempt = int(claimed[0])
+        if not attempt:
+            return 0, claimed[1], 0, None
+        keys = [self.keys.running(), self.keys.request(job_id)]
+        raw_request = await self._lease(keys=keys, args=[lease_ms, f"{attempt}:{job_id}"])
+        return attempt, claimed[1], int(claimed[2]), raw_request
 
     async def _ended(self, run: Run, outcome: Outcome) -> None:
         """Log the job's end (no prompt or completion text) and count it for `streamq stats`."""

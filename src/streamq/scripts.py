@@ -34,6 +34,30 @@ redis.call('PSETEX', KEYS[1], ARGV[3], '1')
 return score
 """
 
+# KEYS: state. ARGV: ttl. CLAIM's part on the job's stream state, when the streams live on
+# their own Redis (STREAMQ_STREAMS_URL); LEASE is the part on the queue's Redis.
+# -> {attempt, cancel flag, ms since the first attempt started}; attempt 0 when it had ended.
+CLAIM_STATE = """
+local terminal = redis.call('HGET', KEYS[1], 'terminal')
+if terminal then return {0, terminal, 0} end
+local time = redis.call('TIME')
+local now = time[1] * 1000 + math.floor(time[2] / 1000)
+redis.call('HSETNX', KEYS[1], 'started_ms', now)
+local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
+redis.call('HSET', KEYS[1], 'seq', -1)
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+local started = tonumber(redis.call('HGET', KEYS[1], 'started_ms'))
+return {attempt, redis.call('HGET', KEYS[1], 'cancel') or '', now - started}
+"""
+
+# KEYS: running, request. ARGV: lease (ms), member (attempt:job id). -> the request.
+LEASE = """
+local time = redis.call('TIME')
+local now = time[1] * 1000 + math.floor(time[2] / 1000)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[2])
+return redis.call('GET', KEYS[2])
+"""
+
 # KEYS: state, running, request. ARGV: ttl, lease (ms), job id.
 # -> {attempt, cancel flag, ms since the first attempt started, the request (or false)};
 # attempt 0 when the job had ended.
@@ -60,29 +84,28 @@ for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'XX', expiry, ARGV[i]) end
 return expiry
 """
 
-# KEYS: running, state, arq in-progress key, arq job, queue. ARGV: member (attempt:job id),
-# attempt, arq job id, arq job, arq expiry (ms). -> 1 when the attempt's lease had run out and
-# the job was freed for another worker: queued again, and its arq job restored if arq had
-# dropped it (it does when a fenced run of the job ends).
+# KEYS: running, arq in-progress key, arq job, queue. ARGV: member (attempt:job id), attempt,
+# arq job id, arq job, arq expiry (ms), the job's current attempt, '1' if it has ended (both
+# read from its state first). -> 1 when the attempt's lease had run out and the job was freed
+# for another worker: queued again, and its arq job restored if arq had dropped it (it does
+# when a fenced run of the job ends).
 REAP = """
 local time = redis.call('TIME')
 local now = time[1] * 1000 + math.floor(time[2] / 1000)
 local expiry = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not expiry or tonumber(expiry) > now then return 0 end
 redis.call('ZREM', KEYS[1], ARGV[1])
-local current = tonumber(redis.call('HGET', KEYS[2], 'attempt') or '0')
-if current ~= tonumber(ARGV[2]) or redis.call('HEXISTS', KEYS[2], 'terminal') == 1 then
-  return 0
-end
-redis.call('DEL', KEYS[3])
-if redis.call('EXISTS', KEYS[4]) == 0 then redis.call('PSETEX', KEYS[4], ARGV[5], ARGV[4]) end
-redis.call('ZADD', KEYS[5], 'NX', now, ARGV[3])
+if tonumber(ARGV[6]) ~= tonumber(ARGV[2]) or ARGV[7] == '1' then return 0 end
+redis.call('DEL', KEYS[2])
+if redis.call('EXISTS', KEYS[3]) == 0 then redis.call('PSETEX', KEYS[3], ARGV[5], ARGV[4]) end
+redis.call('ZADD', KEYS[4], 'NX', now, ARGV[3])
 return 1
 """
 
 # KEYS: state, events. ARGV: ttl, cancel channel, job id, the fields of a `cancelled` entry.
 # -> 'already_<terminal type>' if the job had ended; 'cancelled' when it had not started (the
-# entry is written here); 'cancelling' when a worker runs it (it is told on the channel).
+# entry is written here); 'cancelling' when a worker runs it: the caller then publishes the
+# job id on the cancel channel (ARGV[2], ARGV[3]), on the queue's Redis, where workers listen.
 CANCEL = """
 local terminal = redis.call('HGET', KEYS[1], 'terminal')
 if terminal then return 'already_' .. terminal end
@@ -94,7 +117,6 @@ if tonumber(redis.call('HGET', KEYS[1], 'attempt') or '0') == 0 then
   redis.call('EXPIRE', KEYS[2], ARGV[1])
   return 'cancelled'
 end
-redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 'cancelling'
 """
 

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from dotenv import dotenv_values
 
 from streamq.exceptions import ConfigError
-from streamq.redis_urls import SENTINEL_SCHEMES, SentinelURL
+from streamq.redis_urls import CLUSTER_SCHEMES, SENTINEL_SCHEMES, SentinelURL, cluster_nodes
 
 T = TypeVar("T")
 
@@ -46,6 +46,7 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "text"
     model_limits: dict[str, int] = field(default_factory=dict)
+    streams_url: str | None = None
     chunk_parser: str = "fast"
 
     @classmethod
@@ -87,6 +88,7 @@ class Settings:
             log_format=read.choice("STREAMQ_LOG_FORMAT", cls.log_format, LOG_FORMATS),
             chunk_parser=read.choice("STREAMQ_CHUNK_PARSER", cls.chunk_parser, PARSERS),
             model_limits=read.limits("STREAMQ_MODEL_LIMITS"),
+            streams_url=read.streams_url("STREAMQ_STREAMS_URL"),
         )
 
     def replace(self, **changes: Any) -> Settings:
@@ -167,6 +169,23 @@ class _Reader:
                 )
             limits[model.strip()] = int(number)
         return limits
+
+    def streams_url(self, name: str) -> str | None:
+        raw = self._raw(name)
+        if raw is None:
+            return None
+        if raw.startswith(CLUSTER_SCHEMES):
+            try:
+                cluster_nodes(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{name}={raw!r} is not valid: {exc}") from None
+            return raw
+        if not raw.startswith(("redis://", "rediss://")):
+            raise ConfigError(
+                f"{name}={raw!r} is not valid: expected a redis://, rediss:// or "
+                "redis+cluster://HOST:PORT[,HOST:PORT...] URL"
+            )
+        return raw
 
     def redis_url(self, name: str, default: str) -> str:
         raw = self._raw(name) or default

@@ -24,13 +24,14 @@ from arq.constants import in_progress_key_prefix
 from arq.utils import timestamp_ms
 from arq.worker import Retry, Worker, func
 from openai import AsyncOpenAI, DefaultAsyncHttpxClient
+from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from streamq import __version__, scripts
 from streamq.admission import Admission
 from streamq.clients import ClientPool
-from streamq.connections import arq_redis
+from streamq.connections import arq_redis, streams_from_url
 from streamq.exceptions import ConfigError, InvalidRequest
 from streamq.fleet import Fleet
 from streamq.keys import Keys
@@ -170,7 +171,9 @@ class WorkerRuntime:
         self.clients = clients
         self.keys = Keys(settings.key_prefix)
         self.name = f"{socket.gethostname()}:{os.getpid()}"
-        self.publisher = Publisher(redis, ttl=settings.stream_ttl)
+        url = settings.streams_url
+        self.streams: Redis = redis if url is None else streams_from_url(url)
+        self.publisher = Publisher(self.streams, ttl=settings.stream_ttl)
         self.fleet = Fleet(
             redis,
             self.keys,
@@ -189,6 +192,7 @@ class WorkerRuntime:
                 in_flight=0,
                 started_at=time.time(),
             ),
+            streams=self.streams,
         )
         self.admission = Admission(
             redis,
@@ -198,7 +202,14 @@ class WorkerRuntime:
             api_key=settings.openai_api_key,
         )
         self.runner = JobRunner(
-            settings, redis, clients, self.admission, self.publisher, self.fleet, self.name
+            settings,
+            redis,
+            clients,
+            self.admission,
+            self.publisher,
+            self.fleet,
+            self.name,
+            streams=self.streams,
         )
 
     def start(self) -> None:
@@ -213,6 +224,8 @@ class WorkerRuntime:
         await self.admission.aclose()
         await self.publisher.aclose()
         await self.clients.aclose()
+        if self.streams is not self.runner.redis:
+            await self.streams.aclose()
 
     async def run_job(self, arq_job_id: str) -> dict[str, Any]:
         """Run the job arq handed us, unless its id is not one of ours."""

@@ -132,8 +132,10 @@ class ChatJob:
         if not self.exists():
             raise JobNotFound(self.id)
         keys, args = cancel_call(self._keys, self.id, self._stream_ttl)
-        outcome = self._redis.eval(scripts.CANCEL, len(keys), *keys, *args)
-        return cast(CancelOutcome, as_text(cast(bytes, outcome)))
+        outcome = as_text(cast(bytes, self._redis.eval(scripts.CANCEL, len(keys), *keys, *args)))
+        if outcome == "cancelling":  # the workers listen on the queue's Redis
+            self._redis.publish(self._keys.cancel_channel(), self.id)
+        return cast(CancelOutcome, outcome)
 
     def status(self) -> JobStatus:
         """The job's state, attempt and, while running, whether its worker is still alive."""

@@ -34,6 +34,10 @@ class StreamQ:
         if redis.connection_pool.connection_kwargs.get("decode_responses"):
             raise ConfigError("StreamQ needs a Redis client with decode_responses=False")
         self.settings = settings or Settings()
+        if self.settings.streams_url is not None:
+            raise ConfigError(
+                "streamq.sync does not support STREAMQ_STREAMS_URL yet: use the async client"
+            )
         self._redis = redis
         self._owns_redis = False
         self._closed = False
