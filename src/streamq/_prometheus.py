@@ -14,6 +14,7 @@ import time
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import start_http_server
@@ -160,7 +161,7 @@ def registry() -> CollectorRegistry:
     return collected
 
 
-def serve(port: int, collected: CollectorRegistry) -> Any:
+def serve(port: int, collected: CollectorRegistry) -> WSGIServer:
     """Serve ``/metrics`` on ``port`` (all interfaces) from a daemon thread; returns the server."""
     try:
         server, _ = start_http_server(port, registry=collected)

@@ -45,11 +45,6 @@ def enable() -> Recorder:
     return _recorder
 
 
-def enabled() -> bool:
-    """Whether this process records metrics."""
-    return _recorder is not None
-
-
 def available() -> bool:
     """Whether the ``metrics`` extra is installed (without importing it)."""
     return importlib.util.find_spec("prometheus_client") is not None

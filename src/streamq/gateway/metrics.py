@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import time
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from streamq import metrics
-from streamq._prometheus import Recorder
+from streamq._prometheus import Recorder, registry
 from streamq.gateway.state import Gateway
 
 UNMATCHED = "unmatched"  # the route label of a request no route took (a 404)
@@ -23,9 +24,6 @@ UNMATCHED = "unmatched"  # the route label of a request no route took (a 404)
 
 def route(gateway: Gateway) -> BaseRoute:
     """The ``/metrics`` route, in Prometheus' text format."""
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-    from streamq._prometheus import registry
 
     async def scrape(request: Request) -> Response:
         gateway.tenant(request)  # 401 without a token
