@@ -54,7 +54,7 @@ mypy: install
 
 # Regenerate the lockfiles after changing dependencies in pyproject.toml (needs uv).
 lock:
-	uv pip compile pyproject.toml --python-version 3.11 --extra gateway --generate-hashes --no-header -q -o requirements.lock
+	uv pip compile pyproject.toml --python-version 3.11 --extra gateway --extra metrics --generate-hashes --no-header -q -o requirements.lock
 	uv pip compile pyproject.toml --python-version 3.11 --extra dev --generate-hashes --no-header -q -o requirements-dev.lock
 
 clean:

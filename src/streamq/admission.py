@@ -14,10 +14,12 @@ import contextlib
 import hashlib
 import logging
 import random
+import time
 from collections.abc import AsyncIterator, Mapping
 
 from redis.asyncio import Redis
 
+from streamq import metrics
 from streamq._tasks import cancel_and_wait
 from streamq.keys import Keys
 
@@ -105,7 +107,7 @@ class Admission:
             yield
             return
         key, pause = self._slots_key(model), f"{self._scope}:{model}:paused"
-        delay = POLL_MIN
+        delay, waiting_since = POLL_MIN, time.monotonic()
         while True:
             got = int(await self._acquire(keys=[key, pause], args=[member, limit, self._lease_ms]))
             if got == 1:
@@ -115,6 +117,7 @@ class Admission:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._released.wait(), wait)
             delay = min(delay * 2, POLL_MAX)
+        metrics.admission_waited(time.monotonic() - waiting_since)
         self._held[member] = key
         try:
             yield

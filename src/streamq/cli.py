@@ -11,7 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from redis.exceptions import RedisError
 
-from streamq import ops
+from streamq import metrics, ops
 from streamq.connections import redis_from_url
 from streamq.consumer import ChatJob
 from streamq.events import Cancelled, Delta, Error, Reset, event_to_dict, is_terminal
@@ -81,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--burst", action="store_true", help="exit once the queue is empty")
     worker.add_argument(
         "--processes", type=int, default=1, help="run N worker processes under a supervisor"
+    )
+    worker.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics on PORT, all processes' added up (STREAMQ_METRICS_PORT)",
     )
     worker.set_defaults(run=run_worker)
 
@@ -158,15 +164,34 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.concurrency is not None:
         settings = settings.replace(concurrency=args.concurrency)
+    if args.metrics_port is not None:
+        settings = settings.replace(metrics_port=args.metrics_port)
     openai_client(settings)  # fail now, not at the first job, when no key is configured
     if args.processes < 1:
         raise ConfigError(f"--processes must be 1 or more, not {args.processes}")
     if args.processes > 1:
-        from streamq.supervisor import Supervisor
-
-        return Supervisor(worker_command(args), args.processes).run()
+        return run_fleet(args, settings)
+    metrics.start_worker(settings.metrics_port)
     run_supervised(settings, burst=args.burst)
     return 0
+
+
+def run_fleet(args: argparse.Namespace, settings: Settings) -> int:
+    """``--processes N``: the supervisor, which also serves the processes' metrics."""
+    from streamq.supervisor import Supervisor
+
+    if not settings.metrics_port:
+        return Supervisor(worker_command(args), args.processes).run()
+    exporter = metrics.fleet_exporter(settings.metrics_port)
+    try:
+        return Supervisor(
+            worker_command(args),
+            args.processes,
+            env=exporter.environment(),
+            on_exit=exporter.process_ended,
+        ).run()
+    finally:
+        exporter.close()
 
 
 def worker_command(args: argparse.Namespace) -> list[str]:

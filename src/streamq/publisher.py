@@ -12,13 +12,14 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections import defaultdict
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
 
-from streamq import scripts
+from streamq import metrics, scripts
 from streamq.connections import is_cluster
 from streamq.events import Event, encode, is_terminal
 from streamq.exceptions import StreamQError
@@ -84,6 +85,7 @@ class Publisher:
         self._append_sha = script_sha(scripts.APPEND)
         self._cluster = is_cluster(redis)
         self._pending: list[tuple[StreamWriter, list[str]]] = []
+        self._oldest = 0.0  # time.monotonic() when the oldest pending entry was appended
         self._appended = 0  # ticket of the last entry appended
         self._done = 0  # every ticket up to this one is written or failed
         self._progress = asyncio.Condition()
@@ -113,6 +115,8 @@ class Publisher:
         """Queue one entry's script arguments; returns its ticket for :meth:`wait_written`."""
         if self._task is None or self._closing:
             raise RuntimeError("the publisher is not running")
+        if not self._pending:
+            self._oldest = time.monotonic()
         self._pending.append((writer, args))
         self._appended += 1
         self._wakeup.set()
@@ -127,9 +131,10 @@ class Publisher:
         while not (self._closing and not self._pending):
             await self._wakeup.wait()
             self._wakeup.clear()
-            batch, self._pending = self._pending, []
+            batch, self._pending, oldest = self._pending, [], self._oldest
             if batch:
                 await self._write_with_retries(batch)
+                metrics.batch_written(len(batch), time.monotonic() - oldest)
                 async with self._progress:
                     self._done += len(batch)
                     self._progress.notify_all()

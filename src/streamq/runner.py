@@ -20,7 +20,7 @@ import openai
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from streamq import scripts
+from streamq import metrics, scripts
 from streamq.admission import Admission
 from streamq.clients import ClientPool
 from streamq.counters import count_job_end
@@ -94,6 +94,7 @@ class JobRunner:
                 attempt,
                 extra={"job_id": job_id, "attempt": attempt, "transition": "started"},
             )
+            metrics.attempt_started(attempt)
             if previous is not None:  # only now: until the new claim, the old lease holds the job
                 await self.fleet.release(previous)
             try:
@@ -113,6 +114,7 @@ class JobRunner:
                     await self._ended(run, outcome)
                     return _name(outcome)
                 await writer.sync()
+                metrics.attempt_ended(_transition(run, "retrying", outcome))
                 logger.info(
                     "job %s attempt %d: retrying in %.2fs",
                     job_id,
@@ -153,6 +155,7 @@ class JobRunner:
         name = _name(outcome)
         extra = _transition(run, "ended", outcome)
         logger.info("job %s ended %s in %.2fs", run.job_id, name, extra["duration_s"], extra=extra)
+        metrics.attempt_ended(extra)
         code = outcome.event.code if isinstance(outcome.event, Error) else None
         try:
             await count_job_end(self.redis, self.keys, "error" if code else name, run.deltas, code)
@@ -231,7 +234,7 @@ class JobRunner:
                 asyncio.timeout(deadline) as total,
                 self.admission.slot(model, run.member),  # waits while the fleet is at its limit
             ):
-                with self.clients.lease() as client:
+                with self.clients.lease() as client, metrics.streaming():
                     async with asyncio.timeout(idle) as quiet:
                         async for event in stream_chat(client, request, model, fast=fast):
                             now = loop.time()

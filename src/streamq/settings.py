@@ -19,6 +19,7 @@ DEFAULT_MODEL = "gpt-4o-mini"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("text", "json")
 PARSERS = ("fast", "sdk")
+MAX_PORT = 65_535
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class Settings:
     model_limits: dict[str, int] = field(default_factory=dict)
     streams_url: str | None = None
     chunk_parser: str = "fast"
+    metrics_port: int = 0  # 0: no metrics
 
     @classmethod
     def from_env(
@@ -89,6 +91,7 @@ class Settings:
             chunk_parser=read.choice("STREAMQ_CHUNK_PARSER", cls.chunk_parser, PARSERS),
             model_limits=read.limits("STREAMQ_MODEL_LIMITS"),
             streams_url=read.streams_url("STREAMQ_STREAMS_URL"),
+            metrics_port=read.port("STREAMQ_METRICS_PORT"),
         )
 
     def replace(self, **changes: Any) -> Settings:
@@ -111,6 +114,8 @@ class Settings:
         for name in (*floats, "retry_delay", "max_retry_delay"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be a positive number, got {getattr(self, name)!r}")
+        if not 0 <= self.metrics_port <= MAX_PORT:
+            raise ConfigError(f"metrics_port must be 0 (off) to {MAX_PORT}: {self.metrics_port}")
 
 
 def _merged_environment(
@@ -186,6 +191,13 @@ class _Reader:
                 "redis+cluster://HOST:PORT[,HOST:PORT...] URL"
             )
         return raw
+
+    def port(self, name: str) -> int:
+        """A TCP port; empty or 0 is 0 (off)."""
+        raw = self._raw(name) or "0"
+        if not raw.isdigit() or int(raw) > MAX_PORT:
+            raise ConfigError(f"{name}={raw!r} is not valid: expected a port (1-{MAX_PORT}) or 0")
+        return int(raw)
 
     def redis_url(self, name: str, default: str) -> str:
         raw = self._raw(name) or default

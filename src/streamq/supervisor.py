@@ -6,7 +6,7 @@ import logging
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 
@@ -36,8 +36,17 @@ class Supervisor:
     and exits; the supervisor exits when they all have.
     """
 
-    def __init__(self, command: Sequence[str], count: int) -> None:
+    def __init__(
+        self,
+        command: Sequence[str],
+        count: int,
+        *,
+        env: Mapping[str, str] | None = None,
+        on_exit: Callable[[int], None] | None = None,
+    ) -> None:
         self._command = list(command)
+        self._env = env  # None: this process's environment
+        self._on_exit = on_exit  # called with the pid of every process that ended
         self._slots = [_Slot(index) for index in range(count)]
         self._stopping: signal.Signals | None = None
 
@@ -61,7 +70,7 @@ class Supervisor:
         process = slot.process
         if process is None:
             if slot.restart_at is not None and not self._stopping and now >= slot.restart_at:
-                slot.process, slot.started = subprocess.Popen(self._command), now
+                slot.process, slot.started = subprocess.Popen(self._command, env=self._env), now
                 logger.info("worker process %d started (pid %d)", slot.index, slot.process.pid)
             elif self._stopping:
                 slot.restart_at = None
@@ -70,6 +79,8 @@ class Supervisor:
         if code is None:
             return
         slot.process = None
+        if self._on_exit is not None:
+            self._on_exit(process.pid)
         if self._stopping or code == 0:
             slot.restart_at = None
             return

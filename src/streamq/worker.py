@@ -28,7 +28,7 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
-from streamq import __version__, scripts
+from streamq import __version__, metrics, scripts
 from streamq.admission import Admission
 from streamq.clients import ClientPool
 from streamq.connections import arq_redis, streams_from_url
@@ -253,6 +253,7 @@ class WorkerRuntime:
 async def streamq_chat(ctx: dict[str, Any]) -> dict[str, Any]:
     """The arq job function: the job's request lives in Redis under its id, not in arq's args."""
     runtime: WorkerRuntime = ctx["streamq"]
+    metrics.job_dequeued(ctx.get("enqueue_time"), ctx.get("job_try", 1))
     return await runtime.run_job(str(ctx["job_id"]))
 
 

@@ -13,6 +13,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from streamq import metrics
 from streamq.exceptions import ConfigError
 from streamq.gateway import jobs, openai_compat
 from streamq.gateway.config import GatewayConfig
@@ -66,6 +67,11 @@ def create_app(
         *openai_compat.routes(gateway),
     ]
     middleware = []
+    if metrics.available():  # the metrics extra is installed: GET /metrics, request metrics
+        from streamq.gateway.metrics import RequestMetrics, route
+
+        routes.append(route(gateway))
+        middleware.append(Middleware(RequestMetrics))
     if config.cors_origins:
         middleware.append(
             Middleware(

@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from streamq import metrics
 from streamq.consumer import ChatJob, ChatResult
 from streamq.events import (
     Cancelled,
@@ -162,6 +163,7 @@ class ChunkWriter:
                 if event is None:
                     yield KEEPALIVE
                     continue
+                metrics.delivered(event.cursor)
                 frames = self.frames(event)
                 for item in frames:
                     yield item

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 
+from streamq import metrics
 from streamq.consumer import EventStream, check_cursor
 from streamq.events import TERMINAL_TYPES, Event, as_text, entry_order, event_to_dict
 from streamq.exceptions import InvalidCursor, JobNotFound, ReadTimeout
@@ -100,6 +101,8 @@ async def event_stream_body(
     yield f"retry: {RETRY_MS}\n\n".encode()
     try:
         async for event in paced(aiter(events), keepalive, max_seconds):
+            if event is not None:
+                metrics.delivered(event.cursor)
             yield KEEPALIVE if event is None else event_frame(event)
     except JobNotFound:
         yield frame("expired", {"message": "the job's stream is gone: expired, or Redis lost it"})
