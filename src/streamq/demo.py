@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import sys
 import uuid
+from collections.abc import Callable
 
 from redis.asyncio import Redis
 
@@ -29,23 +30,31 @@ DEMO_REPLY_TOKENS = 60
 def run_demo(prompt: str, settings: Settings) -> int:
     """Run worker, producer and reader together; return the exit code."""
     with contextlib.ExitStack() as stack:
-        if not redis_answers(settings.redis_url):
-            server = stack.enter_context(LocalRedis())
-            notice(f"{settings.redis_url} is not answering: using a throwaway {server.url}")
-            settings = settings.replace(redis_url=server.url)
-        if settings.openai_api_key is None and settings.openai_base_url is None:
-            config = SimulatorConfig(
-                tokens_per_second=DEMO_TOKENS_PER_SECOND, reply_tokens=DEMO_REPLY_TOKENS
-            )
-            simulator = stack.enter_context(SimulatorThread(config))
-            notice(
-                f"no OPENAI_API_KEY: answering with the built-in simulator at {simulator.base_url}"
-            )
-            settings = settings.replace(openai_base_url=simulator.base_url)
-        # A queue of the demo's own, so only the demo's worker takes the demo's job.
-        settings = settings.replace(queue_name=f"streamq:demo:{uuid.uuid4().hex[:8]}")
+        settings = throwaway_parts(stack, settings, DEMO_REPLY_TOKENS, notice)
         return asyncio.run(_pipeline(prompt, settings))
     raise AssertionError("unreachable")
+
+
+def throwaway_parts(
+    stack: contextlib.ExitStack,
+    settings: Settings,
+    reply_tokens: int,
+    say: Callable[[str], None],
+) -> Settings:
+    """``settings`` completed for a demo: a private redis-server when ``REDIS_URL`` does not
+    answer, the simulator when no OpenAI key or base URL is set, and a queue of its own (so
+    only the demo's worker takes the demo's jobs). ``stack`` stops what was started."""
+    if not redis_answers(settings.redis_url):
+        server = stack.enter_context(LocalRedis())
+        say(f"{settings.redis_url} is not answering: using a throwaway {server.url}")
+        settings = settings.replace(redis_url=server.url)
+    if settings.openai_api_key is None and settings.openai_base_url is None:
+        pace = DEMO_TOKENS_PER_SECOND
+        config = SimulatorConfig(tokens_per_second=pace, reply_tokens=reply_tokens)
+        simulator = stack.enter_context(SimulatorThread(config))
+        say(f"no OPENAI_API_KEY: answering with the built-in simulator at {simulator.base_url}")
+        settings = settings.replace(openai_base_url=simulator.base_url)
+    return settings.replace(queue_name=f"streamq:demo:{uuid.uuid4().hex[:8]}")
 
 
 async def _pipeline(prompt: str, settings: Settings) -> int:

@@ -34,10 +34,9 @@ redis.call('PSETEX', KEYS[1], ARGV[3], '1')
 return score
 """
 
-# KEYS: state. ARGV: ttl. CLAIM's part on the job's stream state, when the streams live on
-# their own Redis (STREAMQ_STREAMS_URL); LEASE is the part on the queue's Redis.
-# -> {attempt, cancel flag, ms since the first attempt started}; attempt 0 when it had ended.
-CLAIM_STATE = """
+# Opens the next attempt in the job's state (KEYS[1]; ARGV[1]: ttl), or returns {0, terminal,
+# 0} when the job had ended. Shared by CLAIM and CLAIM_STATE.
+_OPEN_ATTEMPT = """
 local terminal = redis.call('HGET', KEYS[1], 'terminal')
 if terminal then return {0, terminal, 0} end
 local time = redis.call('TIME')
@@ -46,9 +45,25 @@ redis.call('HSETNX', KEYS[1], 'started_ms', now)
 local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
 redis.call('HSET', KEYS[1], 'seq', -1)
 redis.call('EXPIRE', KEYS[1], ARGV[1])
-local started = tonumber(redis.call('HGET', KEYS[1], 'started_ms'))
-return {attempt, redis.call('HGET', KEYS[1], 'cancel') or '', now - started}
+local elapsed = now - tonumber(redis.call('HGET', KEYS[1], 'started_ms'))
+local cancel = redis.call('HGET', KEYS[1], 'cancel') or ''
 """
+
+# KEYS: state, running, request. ARGV: ttl, lease (ms), job id.
+# -> {attempt, cancel flag, ms since the first attempt started, the request (or false)};
+# attempt 0 when the job had ended.
+CLAIM = (
+    _OPEN_ATTEMPT
+    + """
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), attempt .. ':' .. ARGV[3])
+return {attempt, cancel, elapsed, redis.call('GET', KEYS[3])}
+"""
+)
+
+# KEYS: state. ARGV: ttl. CLAIM's part on the job's state when the streams live on their own
+# Redis (STREAMQ_STREAMS_URL); LEASE is the part on the queue's Redis.
+# -> {attempt, cancel flag, ms since the first attempt started}; attempt 0 when it had ended.
+CLAIM_STATE = _OPEN_ATTEMPT + "return {attempt, cancel, elapsed}\n"
 
 # KEYS: running, request. ARGV: lease (ms), member (attempt:job id). -> the request.
 LEASE = """
@@ -56,24 +71,6 @@ local time = redis.call('TIME')
 local now = time[1] * 1000 + math.floor(time[2] / 1000)
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[2])
 return redis.call('GET', KEYS[2])
-"""
-
-# KEYS: state, running, request. ARGV: ttl, lease (ms), job id.
-# -> {attempt, cancel flag, ms since the first attempt started, the request (or false)};
-# attempt 0 when the job had ended.
-CLAIM = """
-local terminal = redis.call('HGET', KEYS[1], 'terminal')
-if terminal then return {0, terminal, 0} end
-local time = redis.call('TIME')
-local now = time[1] * 1000 + math.floor(time[2] / 1000)
-redis.call('HSETNX', KEYS[1], 'started_ms', now)
-local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
-redis.call('HSET', KEYS[1], 'seq', -1)
-redis.call('EXPIRE', KEYS[1], ARGV[1])
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), attempt .. ':' .. ARGV[3])
-local started = tonumber(redis.call('HGET', KEYS[1], 'started_ms'))
-local cancel = redis.call('HGET', KEYS[1], 'cancel') or ''
-return {attempt, cancel, now - started, redis.call('GET', KEYS[3])}
 """
 
 # KEYS: running. ARGV: lease (ms), members... Extends the lease of this worker's attempts.

@@ -10,19 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-import uuid
 from collections.abc import Callable
 
 import uvicorn
 
+from streamq.demo import throwaway_parts
 from streamq.gateway.app import create_app
 from streamq.gateway.config import GatewayConfig
-from streamq.local_redis import LocalRedis, redis_answers
 from streamq.settings import Settings
-from streamq.simulator import SimulatorConfig, SimulatorThread
 from streamq.worker import running_worker
 
-DEMO_TOKENS_PER_SECOND = 40.0
 DEMO_REPLY_TOKENS = 120
 # Seconds open event streams get at shutdown; clients resume elsewhere with Last-Event-ID.
 SHUTDOWN_GRACE = 5
@@ -40,24 +37,8 @@ def serve(
     """Serve the gateway until interrupted (SIGINT/SIGTERM)."""
     with contextlib.ExitStack() as stack:
         if demo:
-            settings = _demo_parts(stack, settings)
+            settings = throwaway_parts(stack, settings, DEMO_REPLY_TOKENS, notice)
         asyncio.run(_serve(settings, config, host, port, demo=demo, on_ready=on_ready))
-
-
-def _demo_parts(stack: contextlib.ExitStack, settings: Settings) -> Settings:
-    if not redis_answers(settings.redis_url):
-        server = stack.enter_context(LocalRedis())
-        notice(f"{settings.redis_url} is not answering: using a throwaway {server.url}")
-        settings = settings.replace(redis_url=server.url)
-    if settings.openai_api_key is None and settings.openai_base_url is None:
-        config = SimulatorConfig(
-            tokens_per_second=DEMO_TOKENS_PER_SECOND, reply_tokens=DEMO_REPLY_TOKENS
-        )
-        simulator = stack.enter_context(SimulatorThread(config))
-        notice(f"no OPENAI_API_KEY: answering with the built-in simulator at {simulator.base_url}")
-        settings = settings.replace(openai_base_url=simulator.base_url)
-    # A queue of the demo's own, so only the demo's worker takes the demo's jobs.
-    return settings.replace(queue_name=f"streamq:demo:{uuid.uuid4().hex[:8]}")
 
 
 async def _serve(
