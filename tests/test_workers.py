@@ -8,6 +8,7 @@ import signal
 import sys
 
 from streamq import Settings, Start, StreamQ
+from streamq.local_redis import LocalRedis
 from streamq.request import chat_messages
 from streamq.simulator import simulated_text
 from streamq.worker import create_worker
@@ -52,3 +53,15 @@ async def test_a_stop_ends_the_poll_loop_even_if_its_cancel_is_lost(settings: Se
     worker.handle_sig(signal.SIGTERM)
     await asyncio.wait_for(main, timeout=5)
     await worker.close()
+
+
+async def test_sigterm_while_redis_is_down_stops_the_worker(settings: Settings) -> None:
+    """A worker told to stop while Redis is away exits, rather than start over to wait."""
+    with LocalRedis() as server:
+        down = settings.replace(redis_url=server.url)
+        with worker_processes(down, 1, env={"STREAMQ_DRAIN_TIMEOUT": "1"}) as [worker]:
+            await asyncio.sleep(1.5)  # started and polling
+            server.kill()
+            await asyncio.sleep(0.5)
+            worker.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(worker.wait, 15) == 0

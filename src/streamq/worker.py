@@ -329,10 +329,14 @@ def run_supervised(settings: Settings, *, burst: bool = False) -> None:
     backoff = SUPERVISOR_BACKOFF
     while True:
         started = time.monotonic()
+        worker = create_worker(settings, burst=burst)
         try:
-            create_worker(settings, burst=burst).run()
+            worker.run()
             return
         except (RedisError, OSError) as exc:
+            if worker.stopping:  # a signal asked it to stop: Redis being away changes nothing
+                logger.warning("worker stopped; Redis was unavailable at the end (%r)", exc)
+                return
             # arq's loop signal handlers are gone with its loop: let signals act at once.
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.default_int_handler)
