@@ -20,12 +20,11 @@ import asyncio
 import contextlib
 import socket
 import struct
-import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 
+from streamq._loop_thread import LoopThread
 from streamq.local_redis import free_port
 
 T = TypeVar("T")
@@ -78,7 +77,7 @@ class _Link:
                 pump.cancel()
 
 
-class FaultProxy:
+class FaultProxy(LoopThread):
     """Forwards TCP connections from ``127.0.0.1:port`` to ``target_host:target_port``.
 
     Faults: :meth:`blackhole` (bytes held or dropped), :meth:`heal`, :meth:`reset_all`,
@@ -90,12 +89,8 @@ class FaultProxy:
         self.target = (target_host, target_port)
         self.port = port or free_port()
         self.stats = ProxyStats()
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
+        super().__init__("fault-proxy")
         # The rest belongs to the proxy's loop.
-        self._stop: asyncio.Event | None = None
         self._flowing: asyncio.Event | None = None
         self._drop = False
         self._silence_marker: bytes | None = None
@@ -116,42 +111,6 @@ class FaultProxy:
     def open_connections(self) -> int:
         """Connections proxied right now."""
         return len(self._links)
-
-    # ---- lifecycle (any thread) -------------------------------------------------------------
-
-    def start(self) -> Self:
-        """Start the proxy's thread; return once it listens (or raise why it cannot)."""
-        if self._thread is not None:
-            raise RuntimeError("FaultProxy already started")
-        self._thread = threading.Thread(target=self._run, name="fault-proxy", daemon=True)
-        self._thread.start()
-        self._ready.wait()
-        if self._error is not None:
-            self._thread.join()
-            self._thread = None
-            raise self._error
-        return self
-
-    def stop(self) -> None:
-        """Close the listener and every connection, then end the thread."""
-        if self._thread is None:
-            return
-        if self._loop is not None and self._stop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop has finished already
-                self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join()
-        self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # ---- faults (any thread) ----------------------------------------------------------------
 
@@ -227,23 +186,13 @@ class FaultProxy:
             raise RuntimeError("FaultProxy is not running")
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(CALL_TIMEOUT)
 
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._main())
-        except BaseException as exc:  # re-raised by start() when it happens there
-            self._error = exc
-        finally:
-            self._ready.set()
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
+    async def serve(self, stop: asyncio.Event) -> None:
         self._flowing = asyncio.Event()
         self._flowing.set()
         await self._listen()
         self._ready.set()
         try:
-            await self._stop.wait()
+            await stop.wait()
         finally:
             await self._close_listener()
             for link in list(self._links):

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
+
+from streamq._loop_thread import LoopThread
 
 logger = logging.getLogger("streamq.simulator")
 
@@ -258,65 +258,14 @@ class HTTPServer:
 Server = TypeVar("Server", bound=HTTPServer)
 
 
-class ServerThread(Generic[Server]):
+class ServerThread(LoopThread, Generic[Server]):
     """Runs an :class:`HTTPServer` on its own event loop in a daemon thread."""
 
     def __init__(self, server: Server, *, name: str) -> None:
+        super().__init__(name)
         self.server = server
-        self._name = name
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._error: Exception | None = None
 
-    def start(self) -> Self:
-        """Start the thread; return once the server listens, or raise why it could not."""
-        if self._thread is not None:
-            raise RuntimeError(f"{type(self).__name__} already started")
-        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-        self._thread.start()
-        self._ready.wait()
-        if self._error is not None:
-            self._thread.join()
-            raise self._error
-        return self
-
-    def stop(self) -> None:
-        """Shut the server down and join the thread."""
-        if self._thread is None:
-            return
-        if self._loop is not None and self._stop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop has already finished
-                self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join()
-        self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._main())
-        except Exception as exc:
-            if self._ready.is_set():
-                logger.exception("%s crashed", self._name)
-            else:
-                self._error = exc  # re-raised by start()
-        finally:
-            self._ready.set()
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
+    async def serve(self, stop: asyncio.Event) -> None:
         async with self.server:
             self._ready.set()
-            await self._stop.wait()
+            await stop.wait()
