@@ -177,7 +177,7 @@ class Fleet:
             attempt, terminal = await self._state(job_id)
             if terminal:
                 continue
-            member = f"{int(attempt or 0)}:{job_id}"
+            member = f"{attempt}:{job_id}"
             if attempt and await self._redis.zscore(self._keys.running(), member) is not None:
                 continue
             stranded.add(job_id)
