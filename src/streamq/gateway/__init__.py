@@ -6,8 +6,8 @@ with ``streamq serve`` or uvicorn, or mount it in your own Starlette or FastAPI 
 
 Modules: ``app`` (wiring), ``jobs`` (``/v1/jobs``), ``openai_compat`` (``/v1/chat/completions``),
 ``sse`` (event frames, keep-alives, resume), ``auth`` (tokens to tenants), ``tenancy`` (job
-ownership, idempotency keys), ``chat_body``, ``errors``, ``openapi``, ``config``, ``state``,
-``server`` (``streamq serve``) and ``static/`` (the chat page).
+ownership, idempotency keys), ``body`` (reading JSON bodies), ``chat_body``, ``errors``,
+``openapi``, ``config``, ``state``, ``server`` (``streamq serve``) and ``static/`` (the chat page).
 """
 
 from streamq.gateway.app import create_app

@@ -1,4 +1,4 @@
-"""Every error the gateway answers, as JSON in OpenAI's error shape, and reading JSON bodies.
+"""Every error the gateway answers, as JSON in OpenAI's error shape.
 
 ``{"error": {"message": ..., "type": ..., "code": ..., "param": null}}`` on every endpoint, so
 the ``openai`` SDK raises its usual exceptions and other clients parse one shape.
@@ -6,7 +6,6 @@ the ``openai`` SDK raises its usual exceptions and other clients parse one shape
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -100,29 +99,3 @@ EXCEPTION_HANDLERS = {
     RedisError: handle_redis_error,
     Exception: handle_unexpected,
 }
-
-
-async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
-    """The request body as a JSON object, read at most ``max_bytes`` far."""
-    content_type = request.headers.get("content-type", "application/json")
-    media_type = content_type.split(";")[0].strip().lower()
-    if media_type != "application/json" and not media_type.endswith("+json"):
-        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
-    too_large = ApiError(
-        413, "request_too_large", f"the body is over {max_bytes} bytes (STREAMQ_MAX_REQUEST_BYTES)"
-    )
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
-        raise too_large
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > max_bytes:
-            raise too_large
-    try:
-        value = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ApiError(400, "invalid_json", f"the body is not valid UTF-8 JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise ApiError(400, "invalid_json", "the body must be a JSON object")
-    return value

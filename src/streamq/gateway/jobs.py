@@ -13,8 +13,8 @@ from starlette.routing import Route
 from streamq.consumer import ChatJob, ChatResult
 from streamq.events import Event, event_to_dict
 from streamq.exceptions import JobCancelled, JobFailed
+from streamq.gateway.body import read_json_object
 from streamq.gateway.chat_body import ChatBody
-from streamq.gateway.errors import read_json_object
 from streamq.gateway.sse import HEADERS, event_stream_body, resume_point
 from streamq.gateway.state import Gateway
 

@@ -34,8 +34,9 @@ from streamq.events import (
     ToolCallDelta,
 )
 from streamq.exceptions import JobCancelled, JobFailed, JobNotFound, ReadTimeout
+from streamq.gateway.body import read_json_object
 from streamq.gateway.chat_body import OPTION_NAMES
-from streamq.gateway.errors import ApiError, error_body, read_json_object
+from streamq.gateway.errors import ApiError, error_body
 from streamq.gateway.jobs import enqueue
 from streamq.gateway.sse import HEADERS, KEEPALIVE, paced
 from streamq.gateway.state import Gateway
