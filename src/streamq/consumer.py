@@ -47,7 +47,10 @@ from streamq.keys import Keys
 CancelOutcome = Literal[
     "cancelled", "cancelling", "already_done", "already_error", "already_cancelled"
 ]
-CURSOR_PATTERN = re.compile(r"^\d+-\d+$")
+# Both parts of an entry id are unsigned 64-bit integers: at most 20 ASCII digits each (``\d``
+# would also take other scripts' digits, which Redis refuses).
+CURSOR_PATTERN = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
+MAX_ID_PART = 2**64 - 1
 READ_BATCH = 1000
 # Longest single XREAD BLOCK: between calls the reader re-checks that the job still exists.
 MAX_BLOCK_SECONDS = 5.0
@@ -57,12 +60,25 @@ STREAM_GONE = "its stream is gone: expired, or Redis lost it"
 
 
 def check_cursor(cursor: str | None) -> str:
-    """The stream id to read after: ``"0-0"`` for the beginning, else a validated entry id."""
+    """The stream id to read after: ``"0-0"`` for the beginning, else a validated entry id.
+
+    Raises :class:`InvalidCursor` unless both parts are decimal integers in 0..2^64-1, the
+    range Redis accepts, so a bad cursor fails here and never as a Redis error mid-stream.
+    """
     if cursor is None or cursor in ("", "0", "0-0"):
         return "0-0"
-    if not isinstance(cursor, str) or not CURSOR_PATTERN.match(cursor):
-        raise InvalidCursor(f"invalid cursor {cursor!r}: expected an entry id like 1700000000000-0")
-    return cursor
+    # fullmatch: `$` would let a trailing newline through. The pattern bounds the length
+    # before int() sees it.
+    match = CURSOR_PATTERN.fullmatch(cursor) if isinstance(cursor, str) else None
+    if match is None or any(int(part) > MAX_ID_PART for part in match.groups()):
+        shown = repr(cursor)
+        if len(shown) > 60:  # the message may reach logs and HTTP responses
+            shown = f"{shown[:40]}... ({len(shown)} characters)"
+        raise InvalidCursor(
+            f"invalid cursor {shown}: expected an entry id like 1700000000000-0, "
+            "two integers below 2^64"
+        )
+    return f"{int(match[1])}-{int(match[2])}"  # canonical: no leading zeros
 
 
 class EventStream:
