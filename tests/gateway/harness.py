@@ -16,6 +16,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from streamq import Settings
+from streamq.gateway.timeouts import uvicorn_config
 from streamq.local_redis import free_port
 from streamq.worker import running_worker
 
@@ -31,8 +32,8 @@ class GatewayThread:
     def __init__(self, app: Starlette, *, worker: Settings | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_config=None, lifespan="on",
+        config = uvicorn_config(
+            app, "127.0.0.1", self.port, log_config=None, lifespan="on",
             timeout_graceful_shutdown=2,
         )  # fmt: skip
         self.server = uvicorn.Server(config)

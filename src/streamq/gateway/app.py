@@ -20,6 +20,7 @@ from streamq.gateway.config import GatewayConfig
 from streamq.gateway.errors import EXCEPTION_HANDLERS
 from streamq.gateway.openapi import openapi_schema
 from streamq.gateway.state import Gateway
+from streamq.gateway.timeouts import BodyTimeout
 from streamq.settings import Settings
 
 STATIC = Path(__file__).parent / "static"
@@ -66,7 +67,7 @@ def create_app(
         *jobs.routes(gateway),
         *openai_compat.routes(gateway),
     ]
-    middleware = []
+    middleware = [Middleware(BodyTimeout, seconds=config.body_timeout)]
     if metrics.available():  # the metrics extra is installed: GET /metrics, request metrics
         from streamq.gateway.metrics import RequestMetrics, route
 

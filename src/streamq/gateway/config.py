@@ -1,11 +1,12 @@
-"""Gateway settings: bearer tokens and their tenants, CORS, SSE timing; read on purpose."""
+"""Gateway settings: bearer tokens and their tenants, CORS, SSE timing, limits on clients."""
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from streamq.exceptions import ConfigError
 from streamq.settings import _merged_environment, _Reader
@@ -13,6 +14,8 @@ from streamq.settings import _merged_environment, _Reader
 TENANT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MIN_TOKEN_LENGTH = 16
 ANONYMOUS = "anonymous"
+OFF = "off"
+T = TypeVar("T", int, float)
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,11 @@ class GatewayConfig:
     start unless ``allow_anonymous`` is set (``streamq serve --open`` or ``--demo``): then every
     caller is the one tenant ``anonymous``. ``max_stream_seconds`` ends each event stream after
     that long (clients resume with ``Last-Event-ID``), e.g. to rebalance long-lived connections.
+
+    Slow and greedy clients: a request's head must arrive within ``header_timeout`` seconds and
+    its body within ``body_timeout``; each tenant holds at most ``max_streams`` responses that
+    follow a job (event streams, chat completions) and makes at most ``rate_limit`` requests a
+    second, in bursts of ``rate_burst`` (``None``: no limit). Limits count per gateway process.
     """
 
     tokens: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -30,6 +38,11 @@ class GatewayConfig:
     cors_origins: tuple[str, ...] = ()
     keepalive: float = 15.0
     max_stream_seconds: float | None = None
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    max_streams: int | None = 100
+    rate_limit: float | None = 50.0
+    rate_burst: int = 100
 
     @classmethod
     def from_env(
@@ -54,6 +67,11 @@ class GatewayConfig:
             # 0.0 only when unset: the reader refuses zero and negative values.
             max_stream_seconds=read.number("STREAMQ_GATEWAY_MAX_STREAM_SECONDS", 0.0, float)
             or None,
+            header_timeout=read.number("STREAMQ_GATEWAY_HEADER_TIMEOUT", cls.header_timeout, float),
+            body_timeout=read.number("STREAMQ_GATEWAY_BODY_TIMEOUT", cls.body_timeout, float),
+            max_streams=_limit(read, "STREAMQ_GATEWAY_MAX_STREAMS", 100, int),
+            rate_limit=_limit(read, "STREAMQ_GATEWAY_RATE_LIMIT", 50.0, float),
+            rate_burst=read.number("STREAMQ_GATEWAY_RATE_BURST", cls.rate_burst, int),
         )
 
     def __post_init__(self) -> None:
@@ -65,6 +83,10 @@ class GatewayConfig:
             raise ConfigError(
                 f"max_stream_seconds must be positive or None, got {self.max_stream_seconds!r}"
             )
+        for name in ("header_timeout", "body_timeout", "max_streams", "rate_limit", "rate_burst"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"{name} must be a positive number, got {value!r}")
         for origin in self.cors_origins:
             if origin != "*" and not origin.startswith(("http://", "https://")):
                 raise ConfigError(
@@ -76,6 +98,13 @@ class GatewayConfig:
     def open(self) -> bool:
         """Whether requests need no token (no tokens configured, anonymous access allowed)."""
         return not self.tokens and self.allow_anonymous
+
+
+def _limit(read: _Reader, name: str, default: T, kind: Callable[[str], T]) -> T | None:
+    """A positive limit, or ``None`` for ``off``."""
+    if read.text(name, "").lower() == OFF:
+        return None
+    return read.number(name, default, kind)
 
 
 def parse_tokens(raw: str) -> dict[str, str]:

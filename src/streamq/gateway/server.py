@@ -17,6 +17,7 @@ import uvicorn
 from streamq.demo import throwaway_parts
 from streamq.gateway.app import create_app
 from streamq.gateway.config import GatewayConfig
+from streamq.gateway.timeouts import uvicorn_config
 from streamq.settings import Settings
 from streamq.worker import running_worker
 
@@ -52,10 +53,10 @@ async def _serve(
 ) -> None:
     app = create_app(settings, config)
     server = uvicorn.Server(
-        uvicorn.Config(
+        uvicorn_config(
             app,
-            host=host,
-            port=port,
+            host,
+            port,
             log_config=None,
             lifespan="on",
             timeout_graceful_shutdown=SHUTDOWN_GRACE,
