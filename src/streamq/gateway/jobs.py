@@ -15,6 +15,7 @@ from streamq.events import Event, event_to_dict
 from streamq.exceptions import JobCancelled, JobFailed
 from streamq.gateway.body import read_json_object
 from streamq.gateway.chat_body import ChatBody
+from streamq.gateway.limits import HeldStream
 from streamq.gateway.sse import HEADERS, event_stream_body, resume_point
 from streamq.gateway.state import Gateway
 
@@ -28,7 +29,7 @@ def routes(gateway: Gateway) -> list[Route]:
         Route("/v1/jobs", endpoints.create, methods=["POST"]),
         Route("/v1/jobs/{job_id}", endpoints.status, methods=["GET"]),
         Route("/v1/jobs/{job_id}", endpoints.cancel, methods=["DELETE"]),
-        Route("/v1/jobs/{job_id}/events", endpoints.events, methods=["GET"]),
+        Route("/v1/jobs/{job_id}/events", HeldStream(gateway, endpoints.events), methods=["GET"]),
     ]
 
 

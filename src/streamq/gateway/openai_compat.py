@@ -38,6 +38,7 @@ from streamq.gateway.body import read_json_object
 from streamq.gateway.chat_body import OPTION_NAMES
 from streamq.gateway.errors import ApiError, error_body
 from streamq.gateway.jobs import enqueue
+from streamq.gateway.limits import HeldStream
 from streamq.gateway.sse import HEADERS, KEEPALIVE, paced
 from streamq.gateway.state import Gateway
 from streamq.request import PARAMS, RESERVED
@@ -81,7 +82,9 @@ def routes(gateway: Gateway) -> list[Route]:
             raise ApiError(504, "read_timeout", str(exc), headers) from None
         return JSONResponse(completion(result), headers=headers)
 
-    return [Route("/v1/chat/completions", chat_completions, methods=["POST"])]
+    # Streamed or not, the response lasts as long as the job: either holds a stream.
+    held = HeldStream(gateway, chat_completions)
+    return [Route("/v1/chat/completions", held, methods=["POST"])]
 
 
 def _stream_flags(body: dict[str, Any]) -> tuple[bool, bool]:

@@ -23,10 +23,12 @@ def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
 
 COMMON_ERRORS = {
     "401": _error("no valid bearer token"),
+    "429": _error("over the tenant's request rate or stream limit; see Retry-After"),
     "503": _error("Redis is unavailable"),
 }
 BODY_ERRORS = {
     "400": _error("invalid request"),
+    "408": _error("the body did not arrive within STREAMQ_GATEWAY_BODY_TIMEOUT"),
     "413": _error("body over STREAMQ_MAX_REQUEST_BYTES"),
     "415": _error("body is not JSON"),
 }
@@ -258,10 +260,13 @@ def openapi_schema() -> dict[str, Any]:
                     **BODY_ERRORS,
                     "404": _error("the upstream does not know the model"),
                     "409": _error("the job was cancelled, or its Idempotency-Key id is taken"),
-                    "429": _error("the upstream's rate limit"),
                     "502": _error("the upstream failed"),
                     "504": _error("the job timed out"),
                     **COMMON_ERRORS,
+                    "429": _error(
+                        "the upstream's rate limit, or the tenant's request rate or stream "
+                        "limit (with Retry-After)"
+                    ),
                 },
             }
         },

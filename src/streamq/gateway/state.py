@@ -1,4 +1,5 @@
-"""What every endpoint shares: settings, the Redis client, the producer, auth and tenancy."""
+"""What every endpoint shares: settings, the Redis client, the producer, auth, tenancy and
+limits."""
 
 from __future__ import annotations
 
@@ -13,10 +14,13 @@ from starlette.requests import Request
 from streamq.connections import redis_from_url
 from streamq.gateway.auth import Authenticator
 from streamq.gateway.config import GatewayConfig
+from streamq.gateway.limits import TenantLimits
 from streamq.gateway.tenancy import TenantJobs
 from streamq.keys import Keys
 from streamq.producer import StreamQ
 from streamq.settings import Settings
+
+TENANT_KEY = "streamq.tenant"  # in the ASGI scope, once the request is authenticated
 
 
 class Gateway:
@@ -30,6 +34,7 @@ class Gateway:
         self.config = config
         self.keys = Keys(settings.key_prefix)
         self.auth = Authenticator(config)
+        self.limits = TenantLimits(config)
         self._redis = redis
         self._owns_redis = redis is None
         self._tenants: TenantJobs | None = None
@@ -52,8 +57,14 @@ class Gateway:
         return self._redis
 
     def tenant(self, request: Request) -> str:
-        """The caller's tenant (401 without a valid token)."""
-        return self.auth.tenant(request)
+        """The caller's tenant (401 without a valid token, 429 over its request rate); the
+        request counts against the rate once, however often this is asked."""
+        tenant: str | None = request.scope.get(TENANT_KEY)
+        if tenant is None:
+            tenant = self.auth.tenant(request)
+            self.limits.admit(tenant)
+            request.scope[TENANT_KEY] = tenant
+        return tenant
 
     async def aclose(self) -> None:
         """Close the Redis client if the gateway opened it."""
