@@ -6,11 +6,13 @@ with ``streamq serve`` or uvicorn, or mount it in your own Starlette or FastAPI 
 
 Modules: ``app`` (wiring), ``jobs`` (``/v1/jobs``), ``openai_compat`` (``/v1/chat/completions``),
 ``sse`` (event frames, keep-alives, resume), ``auth`` (tokens to tenants), ``tenancy`` (job
-ownership, idempotency keys), ``body`` (reading JSON bodies), ``chat_body``, ``errors``,
-``openapi``, ``config``, ``state``, ``server`` (``streamq serve``) and ``static/`` (the chat page).
+ownership, idempotency keys), ``limits`` (per-tenant rate and streams), ``timeouts`` (slow
+clients), ``body`` (reading JSON bodies), ``chat_body``, ``errors``, ``openapi``, ``config``,
+``state``, ``server`` (``streamq serve``) and ``static/`` (the chat page).
 """
 
 from streamq.gateway.app import create_app
 from streamq.gateway.config import GatewayConfig
+from streamq.gateway.timeouts import uvicorn_config
 
-__all__ = ["GatewayConfig", "create_app"]
+__all__ = ["GatewayConfig", "create_app", "uvicorn_config"]
