@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
-from streamq import Delta, Done, Event, JobNotFound, Settings, StreamQ
+from streamq import Delta, Done, Event, JobNotFound, Settings, Start, StreamQ
+from streamq.events import as_text, encode
+from streamq.keys import Keys
+from streamq.multiplexer import Multiplexer, _Follower
 from streamq.request import chat_messages
 from streamq.simulator import simulated_text
+from tests.faults.harness import poll_until
 
-pytestmark = pytest.mark.usefixtures("worker")
 
-
-async def test_fifty_live_jobs_over_two_connections(sq: StreamQ, settings: Settings) -> None:
-    """Fifty jobs followed at once each get their exact text; the reader holds two connections."""
+@pytest.mark.usefixtures("worker")
+async def test_fifty_live_jobs_over_three_connections(sq: StreamQ, settings: Settings) -> None:
+    """Fifty jobs followed at once each get their exact text; the reader holds three connections
+    (the long read, the join read and the control connection)."""
     name = f"{settings.key_prefix}-mux"
     paced = {"simulator": {"tokens_per_second": 100}}
     async with (
@@ -32,9 +38,10 @@ async def test_fifty_live_jobs_over_two_connections(sq: StreamQ, settings: Setti
         texts = await asyncio.gather(*(text(job.id) for job in jobs))
         clients = [c for c in await sq._redis.client_list() if c.get("name") == name]
     assert texts == [simulated_text(chat_messages(f"mux {i}")) for i in range(50)]
-    assert len(clients) <= 2
+    assert len(clients) <= 3
 
 
+@pytest.mark.usefixtures("worker")
 async def test_same_events_as_a_single_reader_and_resume(sq: StreamQ) -> None:
     """follow() yields exactly what events() does, and resumes after any cursor."""
     job = await sq.enqueue_chat("compare readers")
@@ -45,18 +52,39 @@ async def test_same_events_as_a_single_reader_and_resume(sq: StreamQ) -> None:
         assert [e async for e in mux.follow(job.id, after=alone[-1].cursor)] == []
 
 
-async def test_a_new_follower_does_not_wait_for_the_blocked_read(sq: StreamQ) -> None:
-    """A job followed while the reader is blocked on others is read at once, not after the block."""
+@pytest.mark.usefixtures("worker")
+async def test_a_new_follower_does_not_wait_for_the_blocked_read(
+    sq: StreamQ, settings: Settings, redis: Redis
+) -> None:
+    """A job followed while the reader is blocked on others is read at once, not after the block,
+    and without CLIENT UNBLOCK (which the reader's ACL user may not send)."""
     slow = {"simulator": {"tokens_per_second": 2, "reply_tokens": 10}}
     waiting = await sq.enqueue_chat("slow one", extra_body=slow)
-    async with sq.multiplexer() as mux:
+    name = f"{settings.key_prefix}-mux"
+    unblocks = await _unblock_calls(redis)
+    async with (
+        Redis.from_url(settings.redis_url, client_name=name) as reader,
+        StreamQ(reader, settings) as readers,
+        readers.multiplexer() as mux,
+    ):
         background = asyncio.create_task(_drain(mux.follow(waiting.id)))
-        await asyncio.sleep(0.3)  # the reader is now blocked on the slow job
+        await poll_until(lambda: _blocked(redis, name), 10, "the reader blocked on the slow job")
         quick = await sq.enqueue_chat("quick one")
         events = [e async for e in mux.follow(quick.id, timeout=3)]
         assert isinstance(events[-1], Done)
         background.cancel()
         await asyncio.gather(background, return_exceptions=True)
+    assert await _unblock_calls(redis) == unblocks
+
+
+async def _blocked(redis: Redis, name: str) -> bool:
+    clients = await redis.client_list()
+    return any(c["name"] == name and c["cmd"] == "xread" and "b" in c["flags"] for c in clients)
+
+
+async def _unblock_calls(redis: Redis) -> int:
+    stats = await redis.info("commandstats")
+    return int(stats.get("cmdstat_client|unblock", {}).get("calls", 0))
 
 
 async def _drain(events: AsyncIterator[Event]) -> None:
@@ -64,6 +92,7 @@ async def _drain(events: AsyncIterator[Event]) -> None:
         pass
 
 
+@pytest.mark.usefixtures("worker")
 async def test_unknown_job_and_early_exit(sq: StreamQ) -> None:
     """An unknown id raises JobNotFound; leaving a follow early stops following it."""
     async with sq.multiplexer() as mux:
@@ -75,3 +104,65 @@ async def test_unknown_job_and_early_exit(sq: StreamQ) -> None:
             break
         await follow.aclose()
         assert mux._followers == {}
+
+
+@pytest.mark.usefixtures("worker")
+async def test_a_later_follower_from_an_earlier_cursor_gets_every_entry(sq: StreamQ) -> None:
+    """A second follower of a stream already being read, from further back, gets all of it:
+    the read in flight starts after its cursor, so it is read on its own until it catches up."""
+    slow = {"simulator": {"tokens_per_second": 40, "reply_tokens": 40}}
+    job = await sq.enqueue_chat("two readers", extra_body=slow)
+    async with sq.multiplexer() as mux:
+        first = mux.follow(job.id)
+        head = [await anext(first) for _ in range(5)]
+        rest = asyncio.create_task(_collect(first))
+        second = await _collect(mux.follow(job.id))
+        assert [e.cursor for e in head + await rest] == [e.cursor for e in second]
+    assert second == [e async for e in job.events()]  # every entry once, up to `done`
+    assert isinstance(second[-1], Done)
+
+
+def test_read_points_compare_ids_as_numbers() -> None:
+    """Followers of one stream at ``5-9`` and ``5-10``: the read starts after ``5-9`` (as text,
+    ``5-10`` sorts first, and the entry ``5-10`` would be skipped for the first follower)."""
+    group = [_Follower("k", "5-10"), _Follower("k", "5-9"), _Follower("k", "999-0")]
+    assert Multiplexer._read_points({"k": group}, None) == {"k": "5-9"}
+    assert Multiplexer._read_points({"k": group}, {"k": "5-10"}) == {"k": "5-9"}
+    assert Multiplexer._read_points({"k": group}, {"k": "5-9"}) == {}
+
+
+async def test_a_stream_replaced_by_another_type_fails_only_its_followers(
+    sq: StreamQ, settings: Settings, redis: Redis
+) -> None:
+    """A followed key that stops being a stream (WRONGTYPE for the whole XREAD) fails the
+    followers of that key with the error; the other followers go on to their terminal event."""
+    keys = Keys(settings.key_prefix)
+    healthy, poisoned = await sq.enqueue_chat("healthy"), await sq.enqueue_chat("poisoned")
+    for job in (healthy, poisoned):
+        await _append(redis, keys.events(job.id), Start(job_id=job.id, model="m"), 0)
+    async with sq.multiplexer() as mux:
+        follows = [mux.follow(healthy.id, timeout=10), mux.follow(poisoned.id, timeout=10)]
+        firsts = [await anext(follow) for follow in follows]  # both followed, and read once
+        good, bad = (asyncio.create_task(_collect(follow)) for follow in follows)
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.delete(keys.events(poisoned.id))
+            pipe.set(keys.events(poisoned.id), "not a stream")
+            await pipe.execute()
+        ids = [
+            await _append(redis, keys.events(healthy.id), event, seq)
+            for seq, event in enumerate([Delta(text="still here"), Done(finish_reason="stop")], 1)
+        ]
+        with pytest.raises(ResponseError, match="WRONGTYPE"):
+            await bad
+        events = firsts[:1] + await good
+    assert [type(e) for e in events] == [Start, Delta, Done]
+    assert [e.cursor for e in events][1:] == ids
+
+
+async def _append(redis: Redis, key: str, event: Event, seq: int) -> str:
+    fields: dict[Any, Any] = dict(encode(event, attempt=1, seq=seq))
+    return as_text(await redis.xadd(key, fields))
+
+
+async def _collect(events: AsyncIterator[Event]) -> list[Event]:
+    return [event async for event in events]

@@ -13,6 +13,7 @@ from typing import Any, Literal, cast
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streamq import scripts
@@ -290,8 +291,11 @@ class ChatJob:
                 reply = await self._streams.xread({key: last}, count=READ_BATCH, block=block_ms)
                 if not reply and not await self.exists():
                     raise JobNotFound(self.id, STREAM_GONE)
-            except (RedisConnectionError, RedisTimeoutError):
-                # Redis restarted or the link dropped: resume from the cursor, no gap, no dupe.
+            except RedisError as exc:
+                if not read_interrupted(exc):
+                    raise
+                # Redis restarted, the link dropped, or another client ended the read: resume
+                # from the cursor, no gap, no dupe.
                 await asyncio.sleep(wait.link_failed())
                 continue
             if not wait.answered(bool(reply)):
@@ -324,6 +328,15 @@ def ended_at_or_before(cursor: str, newest: list[Any]) -> bool:
     entry_id, fields = newest[0]
     ended = as_text(fields.get(b"type", b"")) in TERMINAL_TYPES
     return ended and entry_order(cursor) >= entry_order(as_text(entry_id))
+
+
+def read_interrupted(exc: BaseException) -> bool:
+    """Whether a failed read should resume from its cursor: the link dropped or timed out, or
+    another client ended the blocked read (``CLIENT UNBLOCK <id> ERROR`` answers it with an
+    ``UNBLOCKED`` error)."""
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        return True
+    return isinstance(exc, ResponseError) and str(exc).startswith("UNBLOCKED")
 
 
 def max_block(redis: Redis | SyncRedis) -> float:

@@ -8,8 +8,7 @@ from types import TracebackType
 from typing import Any, cast
 
 from redis import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from streamq import scripts
 from streamq.consumer import (
@@ -24,6 +23,7 @@ from streamq.consumer import (
     check_cursor,
     ended_at_or_before,
     max_block,
+    read_interrupted,
     stored_status,
     text_of,
     with_lease,
@@ -169,8 +169,11 @@ class ChatJob:
                 )
                 if not reply and not self.exists():
                     raise JobNotFound(self.id, STREAM_GONE)
-            except (RedisConnectionError, RedisTimeoutError):
-                # Redis restarted or the link dropped: resume from the cursor, no gap, no dupe.
+            except RedisError as exc:
+                if not read_interrupted(exc):
+                    raise
+                # Redis restarted, the link dropped, or another client ended the read: resume
+                # from the cursor, no gap, no dupe.
                 time.sleep(wait.link_failed())
                 continue
             if not wait.answered(bool(reply)):
