@@ -161,3 +161,56 @@ async def test_tool_call_delta_fields(replay: Any) -> None:
     )
     fragments = [e for e in events if isinstance(e, ToolCallDelta)]
     assert [(f.id, f.name, f.arguments) for f in fragments] == [("a", "f", ""), (None, None, "{}")]
+
+
+ROCKET, HIGH, LOW = "\U0001f680", "\ud83d", "\ude80"  # an emoji and its UTF-16 halves
+
+
+def split_text(field: str, pieces: list[str], index: int = 0) -> list[dict[str, Any]]:
+    """Chunks carrying ``pieces`` of one text field, as a JavaScript server cuts them."""
+    return [chunk([{"index": index, "delta": {field: piece}}]) for piece in pieces]
+
+
+@pytest.mark.parametrize(
+    ("field", "kind"),
+    [("content", "delta"), ("reasoning_content", "reasoning"), ("refusal", "refusal")],
+)
+async def test_surrogate_pairs_split_between_chunks_are_joined(
+    replay: Any, field: str, kind: str
+) -> None:
+    """An emoji cut into its UTF-16 halves across chunks comes out whole, in every text field."""
+    finish = chunk([{"index": 0, "delta": {}, "finish_reason": "stop"}])
+    events = await replay([*split_text(field, ["Go " + HIGH, LOW + " now", HIGH, LOW]), finish])
+    texts = [e.text for e in events if e.type == kind]
+    assert "".join(texts) == f"Go {ROCKET} now{ROCKET}"
+    assert all(text.encode() for text in texts)  # every piece is valid Unicode on its own
+
+
+async def test_split_surrogates_in_tool_arguments_and_interleaved_choices(replay: Any) -> None:
+    """Halves are joined per choice and per tool call, whatever arrives in between."""
+    call = {"index": 0, "id": "c", "function": {"name": "f", "arguments": '{"q":"' + HIGH}}
+    rest = {"index": 0, "function": {"arguments": LOW + '"}'}}
+    events = await replay(
+        [
+            chunk([{"index": 0, "delta": {"tool_calls": [call]}}]),
+            chunk([{"index": 1, "delta": {"content": "a" + HIGH}}]),
+            chunk([{"index": 0, "delta": {"tool_calls": [rest]}}]),
+            chunk([{"index": 1, "delta": {"content": LOW}, "finish_reason": "stop"}]),
+            chunk([{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]),
+        ]
+    )
+    arguments = "".join(e.arguments for e in events if isinstance(e, ToolCallDelta))
+    assert json.loads(arguments) == {"q": ROCKET}
+    assert "".join(e.text for e in events if isinstance(e, Delta)) == "a" + ROCKET
+
+
+async def test_lone_surrogates_become_replacement_characters(replay: Any) -> None:
+    """A half that never finds its pair (at the end, or a low one first) becomes U+FFFD."""
+    events = await replay(
+        [
+            *split_text("content", [LOW + "x", "y" + HIGH + "z", "end" + HIGH]),
+            chunk([{"index": 0, "delta": {}, "finish_reason": "stop"}]),
+        ]
+    )
+    assert "".join(e.text for e in events if isinstance(e, Delta)) == "\ufffdxy\ufffdzend\ufffd"
+    assert isinstance(events[-1], Done)

@@ -21,6 +21,7 @@ from openai.types.chat import ChatCompletionChunk
 from streamq.events import Delta, Done, Error, Event, Reasoning, Refusal, ToolCallDelta
 from streamq.request import ChatRequest
 from streamq.sse import SSEParser
+from streamq.surrogates import SurrogateJoiner, repair
 
 
 class IncompleteStream(Exception):
@@ -76,7 +77,8 @@ async def stream_chat(
     async for chunk in chunks:
         for event in translator.feed(chunk):
             yield event
-    yield translator.finish()
+    for event in translator.finish():
+        yield event
 
 
 async def _sdk_chunks(client: AsyncOpenAI, arguments: dict[str, Any]) -> AsyncIterator[Any]:
@@ -140,12 +142,14 @@ class _Translator:
     def __init__(self, model: str) -> None:
         self.progress = _Progress()
         self.requested_model = model
+        self.joiner = SurrogateJoiner()
 
     def feed(self, chunk: Any) -> list[Event]:
         if not isinstance(chunk, dict):
             raise UpstreamProtocolError(f"a chunk is not a JSON object: {type(chunk).__name__}")
         progress = self.progress
-        progress.model = chunk.get("model") or progress.model
+        model = chunk.get("model")
+        progress.model = repair(model) if isinstance(model, str) and model else progress.model
         usage = chunk.get("usage")
         if isinstance(usage, dict):
             progress.usage = _without_none(usage)
@@ -157,22 +161,25 @@ class _Translator:
             index = index if isinstance(index, int) else 0
             delta = choice.get("delta")
             if isinstance(delta, dict):
-                events += _choice_events(delta, index, progress)
+                events += _choice_events(delta, index, progress, self.joiner)
             if choice.get("finish_reason"):
-                progress.finish_reasons[index] = str(choice["finish_reason"])
+                progress.finish_reasons[index] = repair(str(choice["finish_reason"]))
         return events
 
-    def finish(self) -> Done:
+    def finish(self) -> list[Event]:
+        """The last events: text a lone surrogate held back (as U+FFFD), then :class:`Done`."""
         progress = self.progress
         if not progress.finish_reasons:
             raise IncompleteStream("the upstream stream ended without a finish reason")
+        events = [_held_event(field, text) for field, text in self.joiner.rest()]
         reasons = [progress.finish_reasons.get(i) for i in range(max(progress.finish_reasons) + 1)]
-        return Done(
+        done = Done(
             finish_reason=reasons[0],
             finish_reasons=reasons,
             usage=progress.usage,
             model=progress.model or self.requested_model,
         )
+        return [*events, done]
 
 
 def _without_none(value: dict[str, Any]) -> dict[str, Any]:
@@ -183,17 +190,35 @@ def _without_none(value: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _choice_events(delta: dict[str, Any], index: int, progress: _Progress) -> list[Event]:
+_TEXT_EVENTS: dict[str, type[Delta | Reasoning | Refusal]] = {
+    "reasoning": Reasoning,
+    "content": Delta,
+    "refusal": Refusal,
+}
+
+
+def _held_event(field: Any, text: str) -> Event:
+    """The event for text that :class:`SurrogateJoiner` held under ``field``."""
+    kind, choice, *call = field
+    if kind == "arguments":
+        return ToolCallDelta(index=call[0], arguments=text, choice=choice)
+    return _TEXT_EVENTS[kind](text=text, choice=choice)
+
+
+def _choice_events(
+    delta: dict[str, Any], index: int, progress: _Progress, joiner: SurrogateJoiner
+) -> list[Event]:
     events: list[Event] = []
-    reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-    if isinstance(reasoning, str) and reasoning:
-        events.append(Reasoning(text=reasoning, choice=index))
-    content = delta.get("content")
-    if isinstance(content, str) and content:
-        events.append(Delta(text=content, choice=index))
-    refusal = delta.get("refusal")
-    if isinstance(refusal, str) and refusal:
-        events.append(Refusal(text=refusal, choice=index))
+    pieces = {
+        "reasoning": delta.get("reasoning_content") or delta.get("reasoning"),
+        "content": delta.get("content"),
+        "refusal": delta.get("refusal"),
+    }
+    for kind, piece in pieces.items():
+        if isinstance(piece, str) and piece:
+            text = joiner.join((kind, index), piece)
+            if text:
+                events.append(_TEXT_EVENTS[kind](text=text, choice=index))
     for call in delta.get("tool_calls") or ():
         if not isinstance(call, dict):
             continue
@@ -203,11 +228,14 @@ def _choice_events(delta: dict[str, Any], index: int, progress: _Progress) -> li
         arguments = function.get("arguments") or ""
         if not isinstance(arguments, str):  # some servers send the arguments as an object
             arguments = json.dumps(arguments)
+        call_index = progress.call_index(index, call.get("index"), call_id)
+        if arguments:
+            arguments = joiner.join(("arguments", index, call_index), arguments)
         events.append(
             ToolCallDelta(
-                index=progress.call_index(index, call.get("index"), call_id),
-                id=str(call_id) if call_id is not None else None,
-                name=str(function["name"]) if function.get("name") else None,
+                index=call_index,
+                id=repair(str(call_id)) if call_id is not None else None,
+                name=repair(str(function["name"])) if function.get("name") else None,
                 arguments=arguments,
                 choice=index,
             )

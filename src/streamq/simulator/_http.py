@@ -104,8 +104,12 @@ def response_head(status: int, headers: Headers) -> bytes:
 
 
 def json_bytes(value: object) -> bytes:
-    """Compact UTF-8 JSON, as OpenAI sends it."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+    """Compact UTF-8 JSON, as OpenAI sends it; lone surrogates as ``\\uXXXX`` escapes."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return text.encode()
+    except UnicodeEncodeError:  # what JavaScript's JSON.stringify does with a lone surrogate
+        return json.dumps(value, separators=(",", ":")).encode()
 
 
 def json_response(status: int, payload: Any, *, keep_alive: bool, headers: Headers = ()) -> bytes:

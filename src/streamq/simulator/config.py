@@ -30,6 +30,7 @@ OPTION_TYPES: Final[dict[str, tuple[type, ...]]] = {
     "tool_calls": (int,),
     "role_chunk": (bool,),
     "usage_in_last_choice_chunk": (bool,),
+    "split_surrogates": (bool,),
 }
 
 
@@ -67,6 +68,9 @@ class SimulatorConfig:
     ``fault_times=None`` applies the fault to every request, otherwise only to the first N
     requests sharing ``fault_key`` (default: the fault name plus the request's messages).
     Non-streaming requests honour the ``http_*``, ``disconnect`` and ``stall`` faults only.
+    ``split_surrogates`` cuts text as a JavaScript server does, by UTF-16 code units: every
+    character beyond the BMP (an emoji) ends one chunk with its high surrogate and opens the
+    next with its low one, each a lone ``\\uXXXX`` escape in the chunk's JSON.
     """
 
     tokens_per_second: float | None = None
@@ -85,6 +89,7 @@ class SimulatorConfig:
     tool_calls: int = 1
     role_chunk: bool = True
     usage_in_last_choice_chunk: bool = False
+    split_surrogates: bool = False
 
     def __post_init__(self) -> None:
         for name in ("seed", *OPTION_TYPES):

@@ -8,7 +8,7 @@ import random
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,16 +45,36 @@ class Choice:
     role_content: bytes = b'""'  # "content" in the role-only first delta
 
 
+def cut_pairs(pieces: Iterable[tuple[str, str]]) -> Iterator[tuple[str, str]]:
+    """``(field, text)`` pieces cut by UTF-16 code units, as a JavaScript server cuts them: a
+    character beyond the BMP that ends a piece leaves its low surrogate to the field's next one."""
+    pending: tuple[str, str] | None = None
+    for name, text in pieces:
+        if pending is not None:
+            last_name, last = pending
+            if last_name == name and last and ord(last[-1]) > 0xFFFF:
+                code = ord(last[-1]) - 0x10000
+                high, low = chr(0xD800 + (code >> 10)), chr(0xDC00 + (code & 0x3FF))
+                pending, text = (name, last[:-1] + high), low + text
+            yield pending
+        pending = (name, text)
+    if pending is not None:
+        yield pending
+
+
 def _text_choice(
     pieces: Callable[[], Iterator[tuple[str, str]]],
     count: int,
     finish_reason: str,
     reasoning_tokens: int = 0,
+    *,
+    split_surrogates: bool = False,
 ) -> Choice:
     """A choice made of ``(delta field, text)`` pieces, such as ``("content", " word")``."""
 
     def deltas() -> Iterator[bytes]:
-        return (_text_delta(name, text) for name, text in pieces())
+        cut = cut_pairs(pieces()) if split_surrogates else pieces()
+        return (_text_delta(name, text) for name, text in cut)
 
     def message() -> dict[str, Any]:
         texts: dict[str, list[str]] = {"content": [], "refusal": [], "reasoning_content": []}
@@ -109,7 +129,10 @@ def _tool_choice(
         opening = {"name": name, "arguments": ""}
         first = {"index": call, "id": call_id, "type": "function", "function": opening}
         deltas.append(json_bytes({"tool_calls": [first]}))
-        for piece in _split_uneven(arguments, rng(key, seed, index, f"split{call}")):
+        pieces = _split_uneven(arguments, rng(key, seed, index, f"split{call}"))
+        if options.split_surrogates:
+            pieces = [text for _, text in cut_pairs(("arguments", p) for p in pieces)]
+        for piece in pieces:
             fragment = {"index": call, "function": {"arguments": piece}}
             deltas.append(json_bytes({"tool_calls": [fragment]}))
     message = {"role": "assistant", "content": None, "refusal": None, "tool_calls": calls}
@@ -131,7 +154,12 @@ def _choice(
         return _tool_choice(body, key, seed, index, options)
     if mode == "refusal":
         tokens = re.findall(r"\s*\S+", REFUSAL_TEXT)
-        return _text_choice(lambda: (("refusal", t) for t in tokens), len(tokens), "stop")
+        return _text_choice(
+            lambda: (("refusal", t) for t in tokens),
+            len(tokens),
+            "stop",
+            split_surrogates=options.split_surrogates,
+        )
     length = options.reply_tokens
     count = length if max_tokens is None else min(length, max_tokens)
     finish = "stop" if count == length else "length"
@@ -140,14 +168,20 @@ def _choice(
         return (("content", token) for token in content_tokens(key, seed, index, length, count))
 
     if mode != "reasoning":
-        return _text_choice(content, count, finish)
+        return _text_choice(content, count, finish, split_surrogates=options.split_surrogates)
     thinking = reasoning_length(length)
 
     def reasoning_then_content() -> Iterator[tuple[str, str]]:
         thoughts = reasoning_tokens(key, seed, index, length)
         return itertools.chain((("reasoning_content", t) for t in thoughts), content())
 
-    return _text_choice(reasoning_then_content, thinking + count, finish, thinking)
+    return _text_choice(
+        reasoning_then_content,
+        thinking + count,
+        finish,
+        thinking,
+        split_surrogates=options.split_surrogates,
+    )
 
 
 def _resolve_mode(body: Mapping[str, Any], options: SimulatorConfig) -> str:
