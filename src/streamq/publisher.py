@@ -3,7 +3,10 @@
 Entries appended while a round trip is in flight go out together in the next one, so an idle
 worker adds no latency and a busy one sends large batches. Each job's entries go through the
 fenced :data:`~streamq.scripts.APPEND` script, which also sets the stream's TTL atomically.
-A batch that fails is retried, in order and without duplicates, for ``retry_for`` seconds.
+A batch that fails on the connection is retried, in order and without duplicates, for
+``retry_for`` seconds. What Redis refuses for one job (a script error on its keys) fails that
+job alone, as does an entry that cannot be encoded: one job's data never delays or fails
+another's entries.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from collections import defaultdict
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import ClusterError, NoScriptError, RedisError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streamq import metrics, scripts
 from streamq.connections import is_cluster
@@ -36,6 +41,15 @@ class PublishFailed(StreamQError):
     """Entries could not be written to Redis within the retry window."""
 
 
+class EntryRejected(StreamQError):
+    """This job's entry cannot be written: it cannot be encoded, or Redis refused it."""
+
+
+# Error replies that say Redis as a whole cannot take writes right now, not that one job's
+# keys are wrong: those are retried like a lost connection.
+TRANSIENT_REPLIES = ("BUSY", "LOADING", "MASTERDOWN", "OOM", "READONLY", "TRYAGAIN", "CLUSTERDOWN")
+
+
 class StreamWriter:
     """Writes one attempt of one job: stamps each event with the attempt and its sequence."""
 
@@ -49,14 +63,19 @@ class StreamWriter:
         self._last_ticket = 0
 
     async def emit(self, event: Event) -> None:
-        """Queue ``event``; raises :class:`Fenced` or :class:`PublishFailed` once writing failed."""
+        """Queue ``event``; raises :class:`Fenced`, :class:`PublishFailed` or
+        :class:`EntryRejected` once writing failed, and :class:`EntryRejected` at once for an
+        event that cannot be encoded as UTF-8 (nothing is queued then)."""
         self.check()
-        self.seq += 1
-        fields = encode(event, attempt=self.attempt, seq=self.seq)
+        fields = encode(event, attempt=self.attempt, seq=self.seq + 1)
         terminal = event.type if is_terminal(event) else ""
-        args = [str(self.seq), terminal, str(len(fields) * 2)]
-        for name, value in fields.items():
-            args += (name, value)
+        args: list[bytes | str] = [str(self.seq + 1), terminal, str(len(fields) * 2)]
+        try:  # here, not in the flusher: there it would fail the whole batch
+            for name, value in fields.items():
+                args += (name, value.encode())
+        except UnicodeEncodeError as exc:
+            raise EntryRejected(f"a {event.type} event cannot be encoded as UTF-8: {exc}") from None
+        self.seq += 1
         self._last_ticket = self.publisher.append(self, args)
         if self.publisher.pending >= self.publisher.max_pending:
             await self.sync()
@@ -71,6 +90,14 @@ class StreamWriter:
         if self.failure is not None:
             raise self.failure
 
+    async def recover(self) -> None:
+        """After :class:`EntryRejected`, go on from the entries Redis really holds, so the
+        attempt can still write its terminal ``error``; any other failure is raised."""
+        await self.publisher.wait_written(self._last_ticket)
+        if isinstance(self.failure, EntryRejected):
+            self.seq, self.failure = await self.publisher.written_seq(self.state_key), None
+        self.check()
+
 
 class Publisher:
     """Sends stream entries to Redis in pipelined batches; one per worker process."""
@@ -84,7 +111,7 @@ class Publisher:
         self._retry_for = retry_for
         self._append_sha = script_sha(scripts.APPEND)
         self._cluster = is_cluster(redis)
-        self._pending: list[tuple[StreamWriter, list[str]]] = []
+        self._pending: list[tuple[StreamWriter, list[bytes | str]]] = []
         self._oldest = 0.0  # time.monotonic() when the oldest pending entry was appended
         self._appended = 0  # ticket of the last entry appended
         self._done = 0  # every ticket up to this one is written or failed
@@ -111,7 +138,7 @@ class Publisher:
             await asyncio.shield(self._task)
             self._task = None
 
-    def append(self, writer: StreamWriter, args: list[str]) -> int:
+    def append(self, writer: StreamWriter, args: list[bytes | str]) -> int:
         """Queue one entry's script arguments; returns its ticket for :meth:`wait_written`."""
         if self._task is None or self._closing:
             raise RuntimeError("the publisher is not running")
@@ -121,6 +148,11 @@ class Publisher:
         self._appended += 1
         self._wakeup.set()
         return self._appended
+
+    async def written_seq(self, state_key: str) -> int:
+        """The ``seq`` of the last entry written under the job state ``state_key``."""
+        seq: bytes | None = await self._redis.hget(state_key, "seq")  # type: ignore[misc]
+        return int(seq) if seq is not None else -1
 
     async def wait_written(self, ticket: int) -> None:
         """Wait until the entry with ``ticket`` (and all before it) is written or failed."""
@@ -139,8 +171,10 @@ class Publisher:
                     self._done += len(batch)
                     self._progress.notify_all()
 
-    async def _write_with_retries(self, batch: list[tuple[StreamWriter, list[str]]]) -> None:
-        by_writer: dict[StreamWriter, list[str]] = defaultdict(list)
+    async def _write_with_retries(
+        self, batch: list[tuple[StreamWriter, list[bytes | str]]]
+    ) -> None:
+        by_writer: dict[StreamWriter, list[bytes | str]] = defaultdict(list)
         for writer, args in batch:
             if writer.failure is None:
                 by_writer[writer] += args
@@ -151,32 +185,50 @@ class Publisher:
             try:
                 results = await self._write(by_writer)
             except Exception as exc:  # the flusher must outlive any failure of one batch
-                if isinstance(exc, NoScriptError) and not reloaded:  # new or restarted Redis
-                    with contextlib.suppress(RedisError):
-                        await self._redis.script_load(scripts.APPEND)
+                results = [exc] * len(by_writer)
+            retry: dict[StreamWriter, list[bytes | str]] = {}
+            for (writer, args), result in zip(by_writer.items(), results, strict=True):
+                if _is_transient(result):
+                    retry[writer] = args
+                else:
+                    self._settle(writer, result)
+            by_writer = retry
+            if not by_writer:
+                return
+            if any(isinstance(r, NoScriptError) for r in results):  # a new or restarted Redis
+                with contextlib.suppress(RedisError):
+                    await self._redis.script_load(scripts.APPEND)
+                if not reloaded:
                     reloaded = True
                     continue
-                if loop.time() + delay > give_up_at:
-                    logger.error("giving up on %d entries after %r", len(batch), exc)
-                    for writer in by_writer:
-                        writer.failure = PublishFailed(f"could not write to Redis: {exc!r}")
-                    return
-                logger.warning("publishing failed (%r); retrying in %.2fs", exc, delay)
-                await asyncio.sleep(delay * random.uniform(0.5, 1.5))
-                delay = min(delay * 2, 2.0)
-                continue
-            for writer, result in zip(by_writer, results, strict=True):
-                if result == -3:
-                    writer.failure = PublishFailed(
-                        f"{writer.events_key} lost this attempt's claim or entries (a failover?)"
-                    )
-                elif result != 1:
-                    reason = "another attempt owns the job" if result == -1 else "the job ended"
-                    writer.failure = Fenced(f"write to {writer.events_key} refused: {reason}")
-            return
+            cause = next(r for r in results if isinstance(r, BaseException))
+            if loop.time() + delay > give_up_at:
+                logger.error("giving up on %d streams' entries after %r", len(by_writer), cause)
+                for writer in by_writer:
+                    writer.failure = PublishFailed(f"could not write to Redis: {cause!r}")
+                return
+            logger.warning("publishing failed (%r); retrying in %.2fs", cause, delay)
+            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, 2.0)
 
-    async def _write(self, by_writer: dict[StreamWriter, list[str]]) -> list[Any]:
-        calls = [
+    @staticmethod
+    def _settle(writer: StreamWriter, result: object) -> None:
+        """Record what the append script (or Redis, for this job alone) said to ``writer``."""
+        if isinstance(result, BaseException):
+            logger.error("Redis refused entries of %s: %r", writer.events_key, result)
+            writer.failure = EntryRejected(f"Redis refused this job's entries: {result}")
+        elif result == -3:
+            writer.failure = PublishFailed(
+                f"{writer.events_key} lost this attempt's claim or entries (a failover?)"
+            )
+        elif result != 1:
+            reason = "another attempt owns the job" if result == -1 else "the job ended"
+            writer.failure = Fenced(f"write to {writer.events_key} refused: {reason}")
+
+    async def _write(self, by_writer: dict[StreamWriter, list[bytes | str]]) -> list[Any]:
+        """One result per writer: the script's reply, or the error Redis answered for it alone
+        (a connection-level failure raises)."""
+        calls: list[tuple[Any, ...]] = [
             (
                 writer.events_key,
                 writer.state_key,
@@ -189,9 +241,18 @@ class Publisher:
         ]
         if self._cluster:  # redis-py's cluster pipelines refuse scripts: one call per stream
             sent = (self._redis.evalsha(self._append_sha, 3, *call) for call in calls)
-            return list(await asyncio.gather(*sent))  # type: ignore[arg-type]
+            return list(await asyncio.gather(*sent, return_exceptions=True))  # type: ignore[arg-type]
         async with self._redis.pipeline(transaction=False) as pipe:
             for call in calls:
                 pipe.evalsha(self._append_sha, 3, *call)
-            results: list[Any] = await pipe.execute()
+            results: list[Any] = await pipe.execute(raise_on_error=False)
             return results
+
+
+def _is_transient(result: object) -> bool:
+    """Whether a write that failed with ``result`` may succeed when sent again."""
+    if isinstance(result, NoScriptError | RedisConnectionError | RedisTimeoutError | OSError):
+        return True
+    if isinstance(result, ResponseError):
+        return str(result).startswith(TRANSIENT_REPLIES)
+    return isinstance(result, ClusterError | TimeoutError)

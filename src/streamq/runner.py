@@ -28,7 +28,7 @@ from streamq.events import Cancelled, Delta, Done, Error, Event, Reset, Start
 from streamq.exceptions import InvalidRequest
 from streamq.fleet import Fleet, Run
 from streamq.keys import Keys
-from streamq.publisher import Fenced, Publisher, PublishFailed, StreamWriter
+from streamq.publisher import EntryRejected, Fenced, Publisher, PublishFailed, StreamWriter
 from streamq.request import ChatRequest
 from streamq.retry import RetryPolicy, retry_after
 from streamq.settings import Settings
@@ -77,8 +77,11 @@ class JobRunner:
         self._claim_state = self.streams.register_script(scripts.CLAIM_STATE)
         self._lease = redis.register_script(scripts.LEASE)
 
-    async def run(self, job_id: str) -> str:
-        """Run the job until it ends or another worker owns it; returns the outcome's name."""
+    async def run(self, job_id: str, rejection: Error | None = None) -> str:
+        """Run the job until it ends or another worker owns it; returns the outcome's name.
+
+        With ``rejection`` (its queue entry was unreadable) the job ends at once with that error.
+        """
         previous: Run | None = None
         while True:
             attempt, cancel, elapsed_ms, raw_request = await self._claim_attempt(job_id)
@@ -103,12 +106,17 @@ class JobRunner:
                 writer = StreamWriter(
                     self.publisher, self.keys.events(job_id), self.keys.state(job_id), attempt
                 )
-                outcome = await self._attempt(run, writer, raw_request, elapsed_ms / 1000)
+                try:
+                    outcome = await self._attempt(
+                        run, writer, raw_request, elapsed_ms / 1000, rejection
+                    )
+                except EntryRejected as exc:  # this job's data, not Redis: end it, retry nothing
+                    logger.error("job %s: %s", job_id, exc)
+                    await writer.recover()
+                    outcome = Outcome(Error(code="unpublishable", message=str(exc)), exc)
                 delay = self._retry_delay(run, outcome, elapsed_ms / 1000)
                 if delay is None:
-                    if outcome.event is not None and not isinstance(outcome.event, Done):
-                        await writer.emit(outcome.event)
-                    await writer.sync()
+                    await self._write_terminal(run, writer, outcome)
                     await self._keep_request(job_id)
                     await self.fleet.release(run)
                     await self._ended(run, outcome)
@@ -128,6 +136,15 @@ class JobRunner:
             except BaseException:
                 await self.fleet.release(run)
                 raise
+
+    async def _write_terminal(self, run: Run, writer: StreamWriter, outcome: Outcome) -> None:
+        """Write the attempt's terminal event (a ``done`` already is) and wait for it."""
+        try:
+            if outcome.event is not None and not isinstance(outcome.event, Done):
+                await writer.emit(outcome.event)
+            await writer.sync()
+        except EntryRejected as exc:  # Redis refuses this job's stream itself (tampered keys)
+            logger.error("job %s: could not write its terminal event: %s", run.job_id, exc)
 
     async def _claim_attempt(self, job_id: str) -> tuple[int, Any, int, bytes | None]:
         """Start the job's next attempt: (attempt or 0 if it had ended, cancel flag, ms since
@@ -182,11 +199,16 @@ class JobRunner:
         return delay
 
     async def _attempt(
-        self, run: Run, writer: StreamWriter, raw_request: bytes | None, elapsed: float
+        self,
+        run: Run,
+        writer: StreamWriter,
+        raw_request: bytes | None,
+        elapsed: float,
+        rejection: Error | None = None,
     ) -> Outcome:
         if run.attempt > 1:
             await writer.emit(Reset(reason="the job was started again"))
-        request, problem = self._parse_request(raw_request)
+        request, problem = (None, rejection) if rejection else self._parse_request(raw_request)
         model = (request.model if request else None) or self.settings.openai_model
         run.model = model
         await writer.emit(
@@ -253,7 +275,7 @@ class JobRunner:
                     _timeout_error(f"the job ran over its {deadline:g}s deadline", False)
                 )
             return Outcome(_timeout_error(f"no data from the upstream for {idle:g}s", True), exc)
-        except (Fenced, PublishFailed):
+        except (Fenced, PublishFailed, EntryRejected):
             raise
         except Exception as exc:
             if isinstance(exc, openai.RateLimitError):  # the provider says: everyone, slow down
@@ -273,6 +295,10 @@ class JobRunner:
             return ChatRequest.from_json(raw, max_bytes=self.settings.max_request_bytes), None
         except InvalidRequest as exc:
             return None, Error(code="invalid_request", message=str(exc))
+        except Exception as exc:  # whatever a stored request does, the job must still end
+            logger.exception("job request could not be read")
+            message = f"the job's request could not be read ({type(exc).__name__})"
+            return None, Error(code="invalid_request", message=message)
 
 
 def _transition(run: Run, transition: str, outcome: Outcome, **more: Any) -> dict[str, Any]:
