@@ -32,6 +32,7 @@ from streamq import __version__, metrics, scripts
 from streamq.admission import Admission
 from streamq.clients import ClientPool
 from streamq.connections import arq_redis, streams_from_url
+from streamq.events import Error
 from streamq.exceptions import ConfigError, InvalidRequest
 from streamq.fleet import Fleet
 from streamq.keys import Keys
@@ -39,7 +40,8 @@ from streamq.presence import WorkerPresence
 from streamq.publisher import Fenced, Publisher, PublishFailed
 from streamq.queue import (
     JOB_FUNCTION,
-    deserialize_job,
+    REJECTED_FUNCTION,
+    deserialize_worker_job,
     redis_settings,
     serialize_job,
     wake_channel,
@@ -99,8 +101,11 @@ class StreamQWorker(Worker):
                 await self._poll_iteration()
                 if self.burst and await self._burst_done():
                     return
-            except (RedisError, OSError) as exc:
-                logger.warning("polling failed (%r); trying again in %.1fs", exc, backoff)
+            except Exception as exc:  # no job, payload or bug of ours may end the process
+                if isinstance(exc, RedisError | OSError):
+                    logger.warning("polling failed (%r); trying again in %.1fs", exc, backoff)
+                else:
+                    logger.exception("worker loop failed; going on in %.1fs", backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_POLL_RETRY_DELAY)
                 continue
@@ -227,15 +232,16 @@ class WorkerRuntime:
         if self.streams is not self.runner.redis:
             await self.streams.aclose()
 
-    async def run_job(self, arq_job_id: str) -> dict[str, Any]:
-        """Run the job arq handed us, unless its id is not one of ours."""
+    async def run_job(self, arq_job_id: str, rejection: Error | None = None) -> dict[str, Any]:
+        """Run the job arq handed us, unless its id is not one of ours; with ``rejection``
+        (its envelope was unreadable) end it with that error instead."""
         try:
             job_id = self.keys.job_id_from_arq(arq_job_id)
         except InvalidRequest as exc:
             logger.error("rejected arq job: %s", exc)
             return {"outcome": "rejected"}
         try:
-            outcome = await self.runner.run(job_id)
+            outcome = await self.runner.run(job_id, rejection)
         except Fenced as exc:
             logger.warning("job %s: %s", job_id, exc)
             return {"outcome": "fenced"}
@@ -255,6 +261,15 @@ async def streamq_chat(ctx: dict[str, Any]) -> dict[str, Any]:
     runtime: WorkerRuntime = ctx["streamq"]
     metrics.job_dequeued(ctx.get("enqueue_time"), ctx.get("job_try", 1))
     return await runtime.run_job(str(ctx["job_id"]))
+
+
+async def streamq_rejected(ctx: dict[str, Any], problem: str) -> dict[str, Any]:
+    """What arq runs for a queued envelope that is not a producer's: end its job with why."""
+    runtime: WorkerRuntime = ctx["streamq"]
+    job_id = str(ctx["job_id"])
+    logger.error("job %s: malformed arq envelope: %s", job_id, problem)
+    message = f"the job's queue entry is malformed: {problem}"
+    return await runtime.run_job(job_id, Error(code="invalid_job", message=message))
 
 
 def openai_client(settings: Settings, *, ssl_context: ssl.SSLContext | None = None) -> AsyncOpenAI:
@@ -294,7 +309,10 @@ def worker_settings(settings: Settings) -> type:
             await runtime.aclose()
 
     attributes = {
-        "functions": [func(streamq_chat, name=JOB_FUNCTION, max_tries=ARQ_MAX_TRIES)],
+        "functions": [
+            func(streamq_chat, name=JOB_FUNCTION, max_tries=ARQ_MAX_TRIES),
+            func(streamq_rejected, name=REJECTED_FUNCTION, max_tries=ARQ_MAX_TRIES),
+        ],
         "on_startup": on_startup,
         "on_shutdown": on_shutdown,
         "redis_settings": redis_settings(settings.redis_url),
@@ -307,7 +325,7 @@ def worker_settings(settings: Settings) -> type:
         "keep_result": 0,
         "log_results": False,
         "job_serializer": serialize_job,
-        "job_deserializer": deserialize_job,
+        "job_deserializer": deserialize_worker_job,
     }
     return type("WorkerSettings", (), attributes)
 
