@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 from streamq.exceptions import InvalidRequest
 
-JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+# \A and \Z, not ^ and $: a "$" also matches before a trailing newline.
+JOB_ID_PATTERN = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._:-]{0,127}\Z")
 
 
 def check_job_id(job_id: object) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,8 @@ RESERVED = frozenset(
      "timeout", "stream", "stream_options", "messages", "model"}
 )  # fmt: skip
 FORMAT_VERSION = 1
+# Deeper JSON is refused with a clear error before anything recurses into it (json, the SDK).
+MAX_DEPTH = 64
 OPTIONS = frozenset({"deadline", "idle_timeout"})  # seconds; None: the worker's settings
 
 
@@ -56,6 +58,8 @@ class ChatRequest:
             body = json.loads(text)
         except (UnicodeDecodeError, ValueError) as exc:
             raise InvalidRequest(f"request is not UTF-8 JSON: {exc}") from None
+        except RecursionError:
+            raise InvalidRequest(f"request is nested deeper than {MAX_DEPTH} levels") from None
         if not isinstance(body, dict):
             raise InvalidRequest("request must be a JSON object")
         if body.get("v") != FORMAT_VERSION:
@@ -100,6 +104,8 @@ def build_request(
     max_bytes: int,
 ) -> ChatRequest:
     """Validate everything a job carries; raise :class:`InvalidRequest` saying what is wrong."""
+    check_depth(messages, "messages")
+    check_depth(params, "params")
     checked = _check_messages(messages)
     if model is not None and (not isinstance(model, str) or not model.strip()):
         raise InvalidRequest(f"model must be a non-empty string, got {model!r}")
@@ -113,6 +119,22 @@ def build_request(
             f"request is {size} bytes; the limit is {max_bytes} (STREAMQ_MAX_REQUEST_BYTES)"
         )
     return request
+
+
+def check_depth(value: object, name: str, limit: int = MAX_DEPTH) -> None:
+    """Raise :class:`InvalidRequest` if ``value`` nests lists and objects deeper than ``limit``."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping):
+            children: Iterable[object] = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            raise InvalidRequest(f"{name} is nested deeper than {limit} levels")
+        stack.extend((child, depth + 1) for child in children)
 
 
 def _check_messages(messages: object) -> list[dict[str, Any]]:
@@ -209,5 +231,20 @@ def _check_param_value(name: str, value: Any) -> None:
             raise InvalidRequest("tools must be a list of tool objects")
         case "extra_body" | "metadata" | "response_format" if not isinstance(value, dict):
             raise InvalidRequest(f"{name} must be an object")
+        case "extra_body":
+            _check_extra_body(value)
         case _:
             pass
+
+
+def _check_extra_body(extra_body: Mapping[str, Any]) -> None:
+    """``extra_body`` is merged into the upstream request last: it must not carry what streamq
+    sets (``model``, ``stream``...) nor a parameter that would then escape validation."""
+    for name in extra_body:
+        if name in RESERVED:
+            raise InvalidRequest(
+                f"extra_body cannot set {name!r}: streamq or the worker sets it"
+                + (" (pass model= to choose the model)" if name == "model" else "")
+            )
+        if name in PARAMS:
+            raise InvalidRequest(f"extra_body cannot set {name!r}: pass it as its own parameter")
