@@ -7,13 +7,14 @@ import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import openai
 import pytest
 from openai import AsyncOpenAI
 
-from streamq import Delta, Done, Event, ToolCallDelta
+from streamq import Delta, Done, Event, Meta, ToolCallDelta
 from streamq.consumer import _ResultBuilder
 from streamq.request import ChatRequest
-from streamq.upstream import IncompleteStream, stream_chat
+from streamq.upstream import IncompleteStream, error_event, stream_chat
 
 
 def chunk(choices: list[dict[str, Any]] | None, **extra: Any) -> dict[str, Any]:
@@ -139,7 +140,7 @@ async def test_null_choices_and_missing_delta_are_skipped(replay: Any) -> None:
             chunk([{"index": 0, "delta": {"content": "ok"}, "finish_reason": "stop"}]),
         ]
     )
-    assert [type(e) for e in events] == [Delta, Done]
+    assert [type(e) for e in events] == [Meta, Delta, Done]
 
 
 async def test_stream_that_ends_without_a_finish_reason_is_incomplete(replay: Any) -> None:
@@ -214,3 +215,62 @@ async def test_lone_surrogates_become_replacement_characters(replay: Any) -> Non
     )
     assert "".join(e.text for e in events if isinstance(e, Delta)) == "\ufffdxy\ufffdzend\ufffd"
     assert isinstance(events[-1], Done)
+
+
+async def test_the_upstreams_model_fingerprint_and_logprobs_travel(replay: Any) -> None:
+    """The first chunk's model, fingerprint, id and time come first as `meta`; logprobs ride
+    on their deltas; the fingerprint is also on `done`."""
+    tokens = [{"token": "ok", "logprob": -0.1, "bytes": [111, 107], "top_logprobs": []}]
+    head = {"id": "cmpl-1", "created": 7, "model": "real-model", "system_fingerprint": "fp_1"}
+    events = await replay(
+        [
+            {**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]},
+            {
+                **head,
+                "choices": [
+                    {"index": 0, "delta": {"content": "ok"}, "logprobs": {"content": tokens}}
+                ],
+            },
+            {**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+        ]
+    )
+    assert events[0] == Meta(model="real-model", system_fingerprint="fp_1", id="cmpl-1", created=7)
+    delta = events[1]
+    assert isinstance(delta, Delta)
+    assert (delta.text, delta.logprobs) == ("ok", tokens)
+    done = events[-1]
+    assert isinstance(done, Done)
+    assert (done.model, done.system_fingerprint) == ("real-model", "fp_1")
+
+
+async def test_a_choice_that_never_finishes_makes_the_stream_incomplete(replay: Any) -> None:
+    """A proxy that ends an n=2 stream after choice 0 has not given a whole answer."""
+    with pytest.raises(IncompleteStream, match=r"\[1\]"):
+        await replay(
+            [
+                chunk([{"index": 0, "delta": {"content": "a"}, "finish_reason": "stop"}]),
+                chunk([{"index": 1, "delta": {"content": "b"}}]),
+            ]
+        )
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "code", "retryable"),
+    [
+        ({"message": "slow down", "code": 429}, 429, "upstream_rate_limited", True),
+        ({"message": "slow down", "type": "rate_limit_error"}, 429, "upstream_rate_limited", True),
+        ({"message": "bad key", "code": "invalid_api_key"}, 401, "upstream_unauthorized", False),
+        ({"message": "no model", "code": "model_not_found"}, 404, "upstream_not_found", False),
+        ({"message": "busy", "type": "overloaded_error"}, 529, "upstream_server_error", True),
+        ({"message": "odd"}, None, "upstream_error", True),
+    ],
+)
+async def test_an_error_inside_a_200_stream_counts_as_the_status_it_names(
+    replay: Any, error: dict[str, Any], status: int | None, code: str, retryable: bool
+) -> None:
+    """`data: {"error": ...}` in a 200 body is classified like the HTTP status it names."""
+    with pytest.raises(openai.APIError) as raised:
+        await replay([chunk([{"index": 0, "delta": {"content": "a"}}]), {"error": error}])
+    assert getattr(raised.value, "status_code", None) == status
+    event = error_event(raised.value)
+    assert (event.code, event.retryable) == (code, retryable)

@@ -1,8 +1,9 @@
 """Wire format v1: the events of a job and how they are stored as Redis Stream entries.
 
 Every entry has the fields ``v`` (format version, ``"1"``), ``type``, ``attempt``, ``seq`` and
-``data``; ``choice`` is added only for choices other than 0 (requests with ``n > 1``). ``data`` is
-the plain text for ``delta``/``reasoning``/``refusal`` and a JSON object for every other type.
+``data``; ``choice`` is added only for choices other than 0 (requests with ``n > 1``), and
+``logprobs`` only to text entries whose chunk carried log probabilities. ``data`` is the plain
+text for ``delta``/``reasoning``/``refusal`` and a JSON object for every other type.
 ``docs/wire-format.md`` is the reference for readers in other languages.
 """
 
@@ -68,9 +69,33 @@ class Reset(Event):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class Meta(Event):
+    """What the upstream said of its answer, from its first chunk: at most one per attempt,
+    before the attempt's first text. Any field may be None (servers differ)."""
+
+    type: ClassVar[str] = "meta"
+    model: str | None = None
+    system_fingerprint: str | None = None
+    id: str | None = None
+    created: int | None = None
+
+    def data(self) -> str:
+        return _json(
+            {
+                "model": self.model,
+                "system_fingerprint": self.system_fingerprint,
+                "id": self.id,
+                "created": self.created,
+            }
+        )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class _Text(Event):
     text: str
     choice: int = 0
+    # The chunk's token log probabilities (its choice's ``logprobs.content`` or ``.refusal``).
+    logprobs: list[dict[str, Any]] | None = None
 
     def data(self) -> str:
         return self.text
@@ -126,16 +151,18 @@ class Done(Event):
     usage: dict[str, Any] | None = None
     model: str | None = None
     finish_reasons: list[str | None] = field(default_factory=list)
+    system_fingerprint: str | None = None
 
     def data(self) -> str:
-        return _json(
-            {
-                "finish_reason": self.finish_reason,
-                "finish_reasons": self.finish_reasons,
-                "usage": self.usage,
-                "model": self.model,
-            }
-        )
+        body = {
+            "finish_reason": self.finish_reason,
+            "finish_reasons": self.finish_reasons,
+            "usage": self.usage,
+            "model": self.model,
+        }
+        if self.system_fingerprint is not None:
+            body["system_fingerprint"] = self.system_fingerprint
+        return _json(body)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -193,6 +220,9 @@ def encode(event: Event, *, attempt: int, seq: int) -> dict[str, str]:
     choice = getattr(event, "choice", 0)
     if choice:
         entry["choice"] = str(choice)
+    logprobs = getattr(event, "logprobs", None)
+    if logprobs is not None:
+        entry["logprobs"] = json.dumps(logprobs, ensure_ascii=False, separators=(",", ":"))
     return entry
 
 
@@ -219,7 +249,12 @@ def decode(cursor: str, fields: dict[str, str]) -> Event:
         )
     try:
         if kind in TEXT_TYPES:
-            return _TEXT_CLASSES[kind](text=data, choice=int(fields.get("choice", 0)), **base)
+            logprobs = json.loads(fields["logprobs"]) if "logprobs" in fields else None
+            if logprobs is not None and not isinstance(logprobs, list):
+                raise TypeError("logprobs is not a JSON array")
+            text_class = _TEXT_CLASSES[kind]
+            choice = int(fields.get("choice", 0))
+            return text_class(text=data, choice=choice, logprobs=logprobs, **base)
         if kind not in _JSON_DECODERS:
             return UnknownEvent(entry_type=kind, raw_data=data, **base)
         body = json.loads(data)
@@ -232,7 +267,12 @@ def decode(cursor: str, fields: dict[str, str]) -> Event:
 
 def decode_entry(cursor: str, raw: Mapping[bytes, bytes]) -> Event:
     """:func:`decode` for an entry as Redis returns it (bytes), fastest for plain deltas."""
-    if raw.get(b"type") == b"delta" and raw.get(b"v") == b"1" and b"choice" not in raw:
+    if (
+        raw.get(b"type") == b"delta"
+        and raw.get(b"v") == b"1"
+        and b"choice" not in raw
+        and b"logprobs" not in raw
+    ):
         try:
             return Delta(
                 text=raw[b"data"].decode(),
@@ -263,6 +303,17 @@ def _start(body: dict[str, Any], base: dict[str, Any], fields: dict[str, str]) -
     )
 
 
+def _meta(body: dict[str, Any], base: dict[str, Any], fields: dict[str, str]) -> Event:
+    created = body.get("created")
+    return Meta(
+        model=_optional_str(body.get("model")),
+        system_fingerprint=_optional_str(body.get("system_fingerprint")),
+        id=_optional_str(body.get("id")),
+        created=created if isinstance(created, int) and not isinstance(created, bool) else None,
+        **base,
+    )
+
+
 def _tool_call(body: dict[str, Any], base: dict[str, Any], fields: dict[str, str]) -> Event:
     return ToolCallDelta(
         index=int(body["index"]),
@@ -281,6 +332,7 @@ def _done(body: dict[str, Any], base: dict[str, Any], fields: dict[str, str]) ->
         finish_reasons=[_optional_str(r) for r in body.get("finish_reasons") or []],
         usage=usage if isinstance(usage, dict) else None,
         model=_optional_str(body.get("model")),
+        system_fingerprint=_optional_str(body.get("system_fingerprint")),
         **base,
     )
 
@@ -315,6 +367,7 @@ def _optional_str(value: object) -> str | None:
 _TEXT_CLASSES: dict[str, type[_Text]] = {"delta": Delta, "reasoning": Reasoning, "refusal": Refusal}
 _JSON_DECODERS = {
     "start": _start,
+    "meta": _meta,
     "reset": _reset,
     "tool_call": _tool_call,
     "done": _done,

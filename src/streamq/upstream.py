@@ -18,7 +18,7 @@ import pydantic
 from openai import AsyncOpenAI, AsyncStream
 from openai.types.chat import ChatCompletionChunk
 
-from streamq.events import Delta, Done, Error, Event, Reasoning, Refusal, ToolCallDelta
+from streamq.events import Delta, Done, Error, Event, Meta, Reasoning, Refusal, ToolCallDelta
 from streamq.request import ChatRequest
 from streamq.sse import SSEParser
 from streamq.surrogates import SurrogateJoiner, repair
@@ -35,8 +35,11 @@ class UpstreamProtocolError(Exception):
 @dataclass
 class _Progress:
     finish_reasons: dict[int, str | None] = field(default_factory=dict)
+    choices: set[int] = field(default_factory=set)  # every choice index seen
     usage: dict[str, Any] | None = None
     model: str | None = None
+    system_fingerprint: str | None = None
+    meta_sent: bool = False
     # Per choice: tool-call ids seen, and the index of the call fragments continue.
     call_ids: dict[int, dict[str, int]] = field(default_factory=dict)
     last_call: dict[int, int] = field(default_factory=dict)
@@ -72,11 +75,14 @@ async def stream_chat(
         "stream_options": {"include_usage": True},
         **request.params,
     }
-    translator = _Translator(model)
+    translator = _Translator(model, choices=request.params.get("n") or 1)
     chunks = _fast_chunks(client, arguments) if fast else _sdk_chunks(client, arguments)
-    async for chunk in chunks:
-        for event in translator.feed(chunk):
-            yield event
+    try:
+        async for chunk in chunks:
+            for event in translator.feed(chunk):
+                yield event
+    except openai.APIError as exc:
+        raise _status_error_in_body(exc) or exc from None
     for event in translator.finish():
         yield event
 
@@ -139,29 +145,46 @@ def _decode_events(events: list[tuple[bytes, bytes]], http: httpx2.Response) -> 
 class _Translator:
     """Turns chunk dicts into events; tracks finish reasons, usage and tool-call indexes."""
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, choices: int = 1) -> None:
         self.progress = _Progress()
         self.requested_model = model
+        self.expected_choices = choices
         self.joiner = SurrogateJoiner()
 
     def feed(self, chunk: Any) -> list[Event]:
         if not isinstance(chunk, dict):
             raise UpstreamProtocolError(f"a chunk is not a JSON object: {type(chunk).__name__}")
         progress = self.progress
-        model = chunk.get("model")
-        progress.model = repair(model) if isinstance(model, str) and model else progress.model
+        model = _text(chunk.get("model"))
+        progress.model = model or progress.model
+        fingerprint = _text(chunk.get("system_fingerprint"))
+        progress.system_fingerprint = fingerprint or progress.system_fingerprint
         usage = chunk.get("usage")
         if isinstance(usage, dict):
             progress.usage = _without_none(usage)
         events: list[Event] = []
+        if not progress.meta_sent:
+            progress.meta_sent = True
+            created = chunk.get("created")
+            events.append(
+                Meta(
+                    model=model,
+                    system_fingerprint=fingerprint,
+                    id=_text(chunk.get("id")),
+                    created=created if type(created) is int else None,
+                )
+            )
         for choice in chunk.get("choices") or ():
             if not isinstance(choice, dict):
                 continue
             index = choice.get("index")
             index = index if isinstance(index, int) else 0
+            progress.choices.add(index)
             delta = choice.get("delta")
             if isinstance(delta, dict):
-                events += _choice_events(delta, index, progress, self.joiner)
+                logprobs = choice.get("logprobs")
+                logprobs = logprobs if isinstance(logprobs, dict) else {}
+                events += _choice_events(delta, index, progress, self.joiner, logprobs)
             if choice.get("finish_reason"):
                 progress.finish_reasons[index] = repair(str(choice["finish_reason"]))
         return events
@@ -171,6 +194,10 @@ class _Translator:
         progress = self.progress
         if not progress.finish_reasons:
             raise IncompleteStream("the upstream stream ended without a finish reason")
+        expected = set(range(self.expected_choices)) | progress.choices
+        unfinished = sorted(expected - set(progress.finish_reasons))
+        if unfinished:  # e.g. a proxy that ends an n=2 stream after choice 0
+            raise IncompleteStream(f"the upstream stream ended before choices {unfinished} did")
         events = [_held_event(field, text) for field, text in self.joiner.rest()]
         reasons = [progress.finish_reasons.get(i) for i in range(max(progress.finish_reasons) + 1)]
         done = Done(
@@ -178,8 +205,14 @@ class _Translator:
             finish_reasons=reasons,
             usage=progress.usage,
             model=progress.model or self.requested_model,
+            system_fingerprint=progress.system_fingerprint,
         )
         return [*events, done]
+
+
+def _text(value: object) -> str | None:
+    """A non-empty string field of a chunk as valid Unicode, else None."""
+    return repair(value) if isinstance(value, str) and value else None
 
 
 def _without_none(value: dict[str, Any]) -> dict[str, Any]:
@@ -206,7 +239,11 @@ def _held_event(field: Any, text: str) -> Event:
 
 
 def _choice_events(
-    delta: dict[str, Any], index: int, progress: _Progress, joiner: SurrogateJoiner
+    delta: dict[str, Any],
+    index: int,
+    progress: _Progress,
+    joiner: SurrogateJoiner,
+    logprobs: dict[str, Any],
 ) -> list[Event]:
     events: list[Event] = []
     pieces = {
@@ -217,8 +254,10 @@ def _choice_events(
     for kind, piece in pieces.items():
         if isinstance(piece, str) and piece:
             text = joiner.join((kind, index), piece)
-            if text:
-                events.append(_TEXT_EVENTS[kind](text=text, choice=index))
+            tokens = logprobs.get(kind) if kind != "reasoning" else None
+            tokens = tokens if isinstance(tokens, list) and tokens else None
+            if text or tokens:
+                events.append(_TEXT_EVENTS[kind](text=text, choice=index, logprobs=tokens))
     for call in delta.get("tool_calls") or ():
         if not isinstance(call, dict):
             continue
@@ -299,6 +338,66 @@ def _classify(exc: BaseException) -> tuple[str, bool]:
             return "timeout", True
         case _:
             return "internal", False
+
+
+# Error types and codes that servers put in an error event inside a 200 stream, by the HTTP
+# status they stand for (OpenAI's, Anthropic's and common proxies' names).
+_STATUS_OF_ERROR_NAME = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "invalid_api_key": 401,
+    "permission_denied": 403,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "model_not_found": 404,
+    "rate_limit_error": 429,
+    "rate_limit_exceeded": 429,
+    "insufficient_quota": 429,
+    "tokens": 429,
+    "requests": 429,
+    "server_error": 500,
+    "api_error": 500,
+    "overloaded_error": 529,
+}
+
+
+_STATUS_ERRORS: dict[int, type[openai.APIStatusError]] = {
+    400: openai.BadRequestError,
+    401: openai.AuthenticationError,
+    403: openai.PermissionDeniedError,
+    404: openai.NotFoundError,
+    409: openai.ConflictError,
+    422: openai.UnprocessableEntityError,
+    429: openai.RateLimitError,
+}
+
+
+def _status_error_in_body(exc: openai.APIError) -> openai.APIStatusError | None:
+    """The status error an error event inside a 200 stream names (``{"error": {"code": 429}}``
+    or ``{"type": "rate_limit_error"}``), so it is retried or not like that HTTP status."""
+    if isinstance(exc, openai.APIStatusError) or not isinstance(exc.body, dict):
+        return None
+    body = exc.body.get("error", exc.body)
+    if not isinstance(body, dict):
+        return None
+    status = None
+    for key in ("status", "status_code", "code", "type"):
+        value = body.get(key)
+        if isinstance(value, str) and value.isdigit():
+            value = int(value)
+        if type(value) is int and 400 <= value <= 599:
+            status = value
+        elif isinstance(value, str):
+            status = _STATUS_OF_ERROR_NAME.get(value)
+        if status is not None:
+            break
+    if status is None:
+        return None
+    error_class = _STATUS_ERRORS.get(status, openai.APIStatusError)
+    if status >= 500:
+        error_class = openai.InternalServerError
+    response = httpx2.Response(status, request=exc.request)
+    return error_class(exc.message, response=response, body=body)
 
 
 def _upstream_message(exc: openai.APIStatusError) -> str:
