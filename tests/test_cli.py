@@ -154,3 +154,26 @@ async def test_simulate_serves_an_openai_compatible_api(settings: Settings) -> N
     finally:
         process.send_signal(signal.SIGINT)
         await asyncio.wait_for(process.wait(), 10)
+
+
+@pytest.mark.usefixtures("worker")
+async def test_tail_never_glues_two_attempts_on_stdout(settings: Settings) -> None:
+    """After a restart mid-answer, `tail` exits 3 naming the cursor of the new answer, or
+    with `--on-restart final` prints only the final answer."""
+    drop_once = {"simulator": {"fault": "disconnect", "after": 3, "fault_times": 1}}
+    async with Redis.from_url(settings.redis_url) as redis, StreamQ(redis, settings) as sq:
+        job = await sq.enqueue_chat("restart me", job_id="cli-restart", extra_body=drop_once)
+        result = await job.result()
+    assert result.attempt == 2
+    expected = simulated_text(chat_messages("restart me"))
+
+    code, out, err = await run_cli(settings, "tail", "cli-restart")
+    assert code == 3
+    assert expected.startswith(out)
+    assert out != expected
+    follow = err.split("its new answer: ")[1].split()
+    code, out, _ = await run_cli(settings, *follow[1:])
+    assert (code, out) == (0, expected + "\n")
+
+    code, out, _ = await run_cli(settings, "tail", "cli-restart", "--on-restart", "final")
+    assert (code, out) == (0, expected + "\n")

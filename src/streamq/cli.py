@@ -23,6 +23,8 @@ from streamq.settings import LOG_FORMATS, LOG_LEVELS, Settings
 
 EXIT_JOB_FAILED = 1
 EXIT_USAGE = 2
+EXIT_RESTARTED = 3  # the job started again after text was printed (--on-restart exit)
+ON_RESTART = ("exit", "final")
 EXIT_INTERRUPTED = 130
 
 
@@ -96,12 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--model", help="model name (default: the worker's OPENAI_MODEL)")
     enqueue.add_argument("--job-id", help="idempotency key; the same id never runs twice")
     enqueue.add_argument("--follow", action="store_true", help="stream the answer to stdout")
+    _on_restart_option(enqueue)
     enqueue.set_defaults(run=run_enqueue)
 
     tail = commands.add_parser("tail", help="follow a job's stream")
     tail.add_argument("job_id")
     tail.add_argument("--from", dest="cursor", metavar="CURSOR", help="resume after this cursor")
     tail.add_argument("--json", action="store_true", help="one JSON object per event")
+    _on_restart_option(tail)
     tail.set_defaults(run=run_tail)
 
     cancel = commands.add_parser("cancel", help="cancel a job (queued or running)")
@@ -208,6 +212,16 @@ def worker_command(args: argparse.Namespace) -> list[str]:
     return command
 
 
+def _on_restart_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--on-restart",
+        choices=ON_RESTART,
+        default="exit",
+        help="when the job starts again after text was printed: exit with code 3 (default; "
+        "stderr says how to follow the new answer) or print only the final answer, at its end",
+    )
+
+
 def run_enqueue(args: argparse.Namespace, settings: Settings) -> int:
     async def enqueue() -> int:
         async with StreamQ.from_url(settings.redis_url, settings) as sq:
@@ -218,7 +232,7 @@ def run_enqueue(args: argparse.Namespace, settings: Settings) -> int:
                 print(job.id)
                 return 0
             print(f"job {job.id}", file=sys.stderr)
-            return await print_text(job)
+            return await print_text(job, on_restart=args.on_restart)
 
     return asyncio.run(enqueue())
 
@@ -228,7 +242,7 @@ def run_tail(args: argparse.Namespace, settings: Settings) -> int:
         async with StreamQ.from_url(settings.redis_url, settings) as sq:
             job = sq.job(args.job_id)
             if not args.json:
-                return await print_text(job, after=args.cursor)
+                return await print_text(job, after=args.cursor, on_restart=args.on_restart)
             async with job.events(after=args.cursor) as events:
                 async for event in events:
                     print(json.dumps(event_to_dict(event), ensure_ascii=False), flush=True)
@@ -255,29 +269,43 @@ def run_cancel(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(cancel())
 
 
-async def print_text(job: ChatJob, after: str | None = None) -> int:
-    """Write the job's content deltas to stdout as they arrive; notices go to stderr.
+async def print_text(job: ChatJob, after: str | None = None, on_restart: str = "exit") -> int:
+    """Write the job's content deltas to stdout; notices go to stderr.
 
-    A terminal cannot take text back: when the job restarts after text was printed, a notice
-    says so and the new attempt's text follows on a fresh line.
+    stdout never holds text of two attempts. A restart before any text is followed silently;
+    after text, ``on_restart`` decides: ``exit`` stops with :data:`EXIT_RESTARTED` and says
+    which cursor the new attempt follows; ``final`` holds all text back and prints the last
+    attempt's at the end; ``follow`` (the demo, for a person at a terminal) prints a notice and
+    the new attempt's text on a fresh line.
     """
+    held: list[str] = []
     printed = False
     async with job.events(after=after) as events:
         async for event in events:
             if isinstance(event, Delta) and event.choice == 0:
+                if on_restart == "final":
+                    held.append(event.text)
+                    continue
                 sys.stdout.write(event.text)
                 sys.stdout.flush()
                 printed = True
-            elif isinstance(event, Reset) and printed:
-                print(
-                    f"\nstreamq: job {job.id} restarted (attempt {event.attempt})", file=sys.stderr
-                )
+            elif isinstance(event, Reset):
+                held.clear()
+                if not printed:
+                    continue
+                notice = f"\nstreamq: job {job.id} restarted (attempt {event.attempt})"
+                if on_restart == "exit":
+                    follow = f"streamq tail {job.id} --from {event.cursor}"
+                    print(f"{notice} after text was printed; its new answer: {follow}",
+                          file=sys.stderr)  # fmt: skip
+                    return EXIT_RESTARTED
+                print(notice, file=sys.stderr)
                 printed = False
             elif isinstance(event, Error | Cancelled):
                 detail = f"[{event.code}] {event.message}" if isinstance(event, Error) else ""
                 print(f"\nstreamq: job {job.id} {event.type} {detail}".rstrip(), file=sys.stderr)
                 return EXIT_JOB_FAILED
-    sys.stdout.write("\n")
+    sys.stdout.write("".join(held) + "\n")
     return 0
 
 

@@ -62,7 +62,7 @@ async def _pipeline(prompt: str, settings: Settings) -> int:
         job = await sq.enqueue_chat(prompt)
         notice(f"enqueued job {job.id}; streaming its answer:")
         try:
-            return await print_text(job)
+            return await print_text(job, on_restart="follow")
         finally:
             keys = Keys(settings.key_prefix)
             async with Redis.from_url(settings.redis_url) as redis:
