@@ -16,14 +16,25 @@ import pytest
 
 from streamq import Settings, StreamQ
 from streamq.local_redis import free_port
+from tests.compat.matrix import Grid, cell, register
 from tests.processes import worker_processes
 
 pytestmark = pytest.mark.compat
 
 ROOT = Path(__file__).parents[2]
 LLMOCK = ROOT / "compat" / "node_modules" / ".bin" / "llmock"
-FIXTURES = Path(__file__).parent / "fixtures"
-EXPECTED = json.loads((FIXTURES / "compat.json").read_text())["fixtures"][1]["response"]["content"]
+FIXTURES = Path(__file__).parent / "fixtures" / "compat.json"
+EXPECTED = json.loads(FIXTURES.read_text())["fixtures"][1]["response"]["content"]
+ROW = "@copilotkit/aimock, StreamQ Python API"
+register(
+    "entry-points",
+    Grid(
+        title="Worker entry points (text and tool calls from aimock)",
+        corner="server / producer",
+        rows=[ROW],
+        columns=["streamq worker", "arq CLI"],
+    ),
+)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +69,15 @@ def compat_settings(settings: Settings, third_party_url: str) -> Settings:
 
 @pytest.mark.parametrize(
     "command",
-    [("-m", "streamq", "worker"), ("-m", "arq", "streamq.worker.WorkerSettings")],
+    [
+        pytest.param(
+            ("-m", "streamq", "worker"), marks=cell("entry-points", ROW, "streamq worker")
+        ),
+        pytest.param(
+            ("-m", "arq", "streamq.worker.WorkerSettings"),
+            marks=cell("entry-points", ROW, "arq CLI"),
+        ),
+    ],
     ids=["streamq-worker", "arq-cli"],
 )
 async def test_text_and_tool_calls_stream_through(
