@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements-dev.lock pyproject.toml | cksum | cut -d' ' -f1)
 PROMPT ?= Write a haiku about queues.
 
-.PHONY: install demo demo-web test faults compat bench lint format mypy lock clean
+.PHONY: install demo demo-web test faults compat compat-latest bench lint format mypy lock lock-compat clean
 
 install: $(STAMP)
 
@@ -35,10 +35,40 @@ faults: install
 bench: install
 	$(BIN)/python -m benchmarks
 
-# streamq against a third-party OpenAI-compatible server (needs Node.js >= 20.15 and npm).
-compat: install
-	npm ci --prefix compat --no-audit --no-fund --silent
+# The compat matrix (tests/compat, ~1 min once installed; needs Node.js >= 20.15 and npm): real
+# clients against the gateway's OpenAI door, real servers behind the worker. Its Python clients
+# and servers (langchain-openai, litellm[proxy]) live in .venv-compat, from
+# requirements-compat.lock; its Node.js ones in compat/node_modules, from package-lock.json.
+# Prints the client/server x feature table, also written to test-artifacts/compat-matrix.md.
+COMPAT_VENV := .venv-compat
+COMPAT_STAMP := $(COMPAT_VENV)/.installed-$(shell cat requirements-compat.lock | cksum | cut -d' ' -f1)
+NODE_STAMP := compat/node_modules/.installed-$(shell cat compat/package-lock.json | cksum | cut -d' ' -f1)
+
+compat: install $(COMPAT_STAMP) $(NODE_STAMP)
 	$(BIN)/pytest -m compat tests/compat
+
+$(COMPAT_STAMP): requirements-compat.lock
+	$(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-compat.lock
+	rm -f $(COMPAT_VENV)/.installed-* && touch $@
+
+$(NODE_STAMP): compat/package.json compat/package-lock.json
+	npm ci --prefix compat --no-audit --no-fund --silent
+	touch $@
+
+# streamq with the newest dependencies pip resolves within pyproject.toml's ranges (no lock), in a
+# throwaway venv, against the tests that drive the openai SDK: a new release that breaks us
+# shows up here before it reaches the lockfile.
+LATEST_TESTS := tests/test_pipeline.py tests/test_parsers.py tests/test_upstream_habits.py \
+	tests/test_simulator.py tests/gateway/test_openai_front_door.py
+compat-latest:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "streamq needs Python >= 3.11 (set PYTHON=...)")'
+	@set -e; venv=$$(mktemp -d); trap 'rm -rf "$$venv"' EXIT; \
+	$(PYTHON) -m venv "$$venv"; \
+	"$$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade '.[dev]'; \
+	"$$venv/bin/python" -m pip list --disable-pip-version-check 2>/dev/null \
+		| grep -iE '^(openai|httpx|httpx2|httpcore|httpcore2|pydantic|redis|arq|starlette|uvicorn) ' || true; \
+	"$$venv/bin/python" -m pytest -p no:cacheprovider $(LATEST_TESTS)
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks docs/examples
@@ -57,5 +87,9 @@ lock:
 	uv pip compile pyproject.toml --python-version 3.11 --extra gateway --extra metrics --generate-hashes --no-header -q -o requirements.lock
 	uv pip compile pyproject.toml --python-version 3.11 --extra dev --generate-hashes --no-header -q -o requirements-dev.lock
 
+# Regenerate requirements-compat.lock after changing compat/requirements-compat.in (needs uv).
+lock-compat:
+	uv pip compile compat/requirements-compat.in --python-version 3.11 --generate-hashes --no-header -q -o requirements-compat.lock
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(COMPAT_VENV) .pytest_cache .mypy_cache .ruff_cache
