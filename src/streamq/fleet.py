@@ -16,7 +16,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -25,9 +25,10 @@ from redis.asyncio import Redis
 
 from streamq import scripts
 from streamq._tasks import cancel_and_wait
-from streamq.keys import Keys
+from streamq.keys import Keys, check_job_id
 from streamq.presence import WorkerPresence, announce, server_time_ms, withdraw
 from streamq.queue import arq_job
+from streamq.redis_errors import is_transient
 
 logger = logging.getLogger("streamq.fleet")
 
@@ -141,9 +142,9 @@ class Fleet:
         async with self._streams.pipeline(transaction=False) as pipe:
             for run in runs:
                 pipe.hget(self._keys.state(run.job_id), "cancel")
-            flags = await pipe.execute()
+            flags = await pipe.execute(raise_on_error=False)  # one job's keys fail it alone
         for run, flag in zip(runs, flags, strict=True):
-            if flag:
+            if flag and not isinstance(flag, Exception):
                 run.cancel("cancel requested")
 
     async def _reap_lost(self) -> None:
@@ -166,56 +167,70 @@ class Fleet:
         )
         stranded: set[str] = set()
         for raw in oldest:
-            arq_id = raw.decode() if isinstance(raw, bytes) else str(raw)
+            arq_id = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
             try:
                 job_id = self._keys.job_id_from_arq(arq_id)
             except ValueError:
                 continue
-            in_progress = in_progress_key_prefix + arq_id
-            if job_id in self.runs or not await self._redis.exists(in_progress):
-                continue
-            attempt, terminal = await self._state(job_id)
-            if terminal:
-                continue
-            member = f"{attempt}:{job_id}"
-            if attempt and await self._redis.zscore(self._keys.running(), member) is not None:
-                continue
-            stranded.add(job_id)
-            first_seen = self._suspects.setdefault(job_id, now)
-            if now - first_seen >= self._lease_ms / 1000:
-                await self._redis.delete(in_progress)
-                logger.warning("job %s was stranded before its first claim; freed again", job_id)
+            async with _one_job(f"checking stranded job {job_id}"):
+                await self._check_stranded(job_id, arq_id, now, stranded)
         self._suspects = {k: v for k, v in self._suspects.items() if k in stranded}
+
+    async def _check_stranded(
+        self, job_id: str, arq_id: str, now: float, stranded: set[str]
+    ) -> None:
+        in_progress = in_progress_key_prefix + arq_id
+        if job_id in self.runs or not await self._redis.exists(in_progress):
+            return
+        attempt, terminal = await self._state(job_id)
+        if terminal:
+            return
+        member = f"{attempt}:{job_id}"
+        if attempt and await self._redis.zscore(self._keys.running(), member) is not None:
+            return
+        stranded.add(job_id)
+        first_seen = self._suspects.setdefault(job_id, now)
+        if now - first_seen >= self._lease_ms / 1000:
+            await self._redis.delete(in_progress)
+            logger.warning("job %s was stranded before its first claim; freed again", job_id)
 
     async def _reap_expired(self) -> None:
         expired = await self._redis.zrangebyscore(
             self._keys.running(), "-inf", f"({await self._server_ms()}", start=0, num=REAP_BATCH
         )
         for raw in expired:
-            member = raw.decode() if isinstance(raw, bytes) else str(raw)
-            attempt, _, job_id = member.partition(":")
-            arq_id = self._arq_id(job_id)
-            current, terminal = await self._state(job_id)
-            keys = [
-                self._keys.running(),
-                in_progress_key_prefix + arq_id,
-                job_key_prefix + arq_id,
-                self._queue_name,
-            ]
-            now = int(time.time() * 1000)
-            args: list[str | bytes | int] = [
-                member,
-                attempt,
-                arq_id,
-                arq_job(now),
-                expires_extra_ms,
-                current,
-                "1" if terminal else "",
-            ]
-            if await self._reap(keys=keys, args=args):
-                logger.warning(
-                    "job %s attempt %s lost its worker; freed for a retry", job_id, attempt
-                )
+            member = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+            try:
+                await self._reap_member(member)
+            except Exception as exc:  # its job's data is bad: drop the lease, not the round
+                if is_transient(exc):
+                    raise
+                logger.error("dropping the unusable lease %r: %r", member, exc)
+                await self._redis.zrem(self._keys.running(), member)
+
+    async def _reap_member(self, member: str) -> None:
+        attempt, _, job_id = member.partition(":")
+        check_job_id(job_id)
+        arq_id = self._arq_id(job_id)
+        current, terminal = await self._state(job_id)
+        keys = [
+            self._keys.running(),
+            in_progress_key_prefix + arq_id,
+            job_key_prefix + arq_id,
+            self._queue_name,
+        ]
+        now = int(time.time() * 1000)
+        args: list[str | bytes | int] = [
+            member,
+            attempt,
+            arq_id,
+            arq_job(now),
+            expires_extra_ms,
+            current,
+            "1" if terminal else "",
+        ]
+        if await self._reap(keys=keys, args=args):
+            logger.warning("job %s attempt %s lost its worker; freed for a retry", job_id, attempt)
 
     async def _state(self, job_id: str) -> tuple[int, bool]:
         """The job's current attempt and whether it has ended, from its stream's state."""
@@ -229,7 +244,7 @@ class Fleet:
             if self._on_wake is not None:
                 self._on_wake()
             return
-        run = self.runs.get(data.decode())
+        run = self.runs.get(data.decode(errors="replace"))
         if run is not None:
             run.cancel("cancel requested")
 
@@ -256,3 +271,15 @@ class Fleet:
                 logger.warning("pub/sub listener lost Redis (%r); reconnecting", exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+
+
+@contextlib.asynccontextmanager
+async def _one_job(doing: str) -> AsyncIterator[None]:
+    """Let one job's bad data fail only its own step of a round over many jobs; a lost link
+    ends the round (the next one tries again)."""
+    try:
+        yield
+    except Exception as exc:
+        if is_transient(exc):
+            raise
+        logger.error("%s failed: %r", doing, exc)

@@ -20,14 +20,13 @@ from collections import defaultdict
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import ClusterError, NoScriptError, RedisError, ResponseError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import NoScriptError, RedisError
 
 from streamq import metrics, scripts
 from streamq.connections import is_cluster
 from streamq.events import Event, encode, is_terminal
 from streamq.exceptions import StreamQError
+from streamq.redis_errors import is_transient
 from streamq.scripts import script_sha
 
 logger = logging.getLogger("streamq.publisher")
@@ -43,11 +42,6 @@ class PublishFailed(StreamQError):
 
 class EntryRejected(StreamQError):
     """This job's entry cannot be written: it cannot be encoded, or Redis refused it."""
-
-
-# Error replies that say Redis as a whole cannot take writes right now, not that one job's
-# keys are wrong: those are retried like a lost connection.
-TRANSIENT_REPLIES = ("BUSY", "LOADING", "MASTERDOWN", "OOM", "READONLY", "TRYAGAIN", "CLUSTERDOWN")
 
 
 class StreamWriter:
@@ -164,9 +158,16 @@ class Publisher:
             await self._wakeup.wait()
             self._wakeup.clear()
             batch, self._pending, oldest = self._pending, [], self._oldest
-            if batch:
+            if not batch:
+                continue
+            try:
                 await self._write_with_retries(batch)
                 metrics.batch_written(len(batch), time.monotonic() - oldest)
+            except Exception as exc:  # a bug here must not leave every writer waiting forever
+                logger.exception("publishing a batch failed")
+                for writer, _ in batch:
+                    writer.failure = writer.failure or PublishFailed(f"publishing failed: {exc!r}")
+            finally:
                 async with self._progress:
                     self._done += len(batch)
                     self._progress.notify_all()
@@ -188,7 +189,7 @@ class Publisher:
                 results = [exc] * len(by_writer)
             retry: dict[StreamWriter, list[bytes | str]] = {}
             for (writer, args), result in zip(by_writer.items(), results, strict=True):
-                if _is_transient(result):
+                if is_transient(result):
                     retry[writer] = args
                 else:
                     self._settle(writer, result)
@@ -247,12 +248,3 @@ class Publisher:
                 pipe.evalsha(self._append_sha, 3, *call)
             results: list[Any] = await pipe.execute(raise_on_error=False)
             return results
-
-
-def _is_transient(result: object) -> bool:
-    """Whether a write that failed with ``result`` may succeed when sent again."""
-    if isinstance(result, NoScriptError | RedisConnectionError | RedisTimeoutError | OSError):
-        return True
-    if isinstance(result, ResponseError):
-        return str(result).startswith(TRANSIENT_REPLIES)
-    return isinstance(result, ClusterError | TimeoutError)

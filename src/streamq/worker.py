@@ -46,6 +46,7 @@ from streamq.queue import (
     serialize_job,
     wake_channel,
 )
+from streamq.redis_errors import is_transient
 from streamq.runner import JobRunner
 from streamq.settings import Settings
 
@@ -251,6 +252,9 @@ class WorkerRuntime:
         except (RedisError, OSError) as exc:
             # Any other exception counts as the job's failure to arq, which then deletes the
             # job: a Redis blip (or failover) during the claim would strand it, queued forever.
+            if not is_transient(exc):  # its own keys are unusable (WRONGTYPE...): no retry helps
+                logger.error("job %s: Redis refused its keys (%r); dropped", job_id, exc)
+                return {"outcome": "redis_refused"}
             logger.warning("job %s: Redis failed (%r); queued again", job_id, exc)
             raise Retry(defer=PUBLISH_RETRY_DELAY) from exc
         return {"outcome": outcome}
