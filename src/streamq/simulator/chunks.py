@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import Any, Final
 
+from streamq.simulator import logprobs
 from streamq.simulator._http import json_bytes
-from streamq.simulator.reply import Reply
+from streamq.simulator.reply import Choice, Reply
 
 FINGERPRINT: Final = "fp_streamqsim"
 
@@ -14,7 +16,12 @@ FINGERPRINT: Final = "fp_streamqsim"
 def completion(reply: Reply) -> dict[str, Any]:
     """The non-streaming ``chat.completion`` object."""
     choices = [
-        {"index": i, "message": c.message(), "logprobs": None, "finish_reason": c.finish_reason}
+        {
+            "index": i,
+            "message": c.message(),
+            "logprobs": _choice_logprobs(c, reply.top_logprobs),
+            "finish_reason": c.finish_reason,
+        }
         for i, c in enumerate(reply.choices)
     ]
     return {
@@ -40,11 +47,15 @@ class ChunkEncoder:
         )
         self._heads = [self._head + b'{"index":%d,"delta":' % i for i in range(len(reply.choices))]
         self._usage_null = b',"usage":null' if reply.include_usage else b""
-        self._tail = b',"logprobs":null,"finish_reason":null}]' + self._usage_null + b"}"
+        self._after_logprobs = b',"finish_reason":null}]' + self._usage_null + b"}"
+        self._tail = b',"logprobs":null' + self._after_logprobs
 
-    def delta(self, index: int, delta: bytes) -> bytes:
-        """A chunk carrying the encoded delta object ``delta`` for choice ``index``."""
-        return self._heads[index] + delta + self._tail
+    def delta(self, index: int, delta: bytes, logprobs: bytes | None = None) -> bytes:
+        """A chunk carrying the encoded delta object ``delta`` (and ``logprobs`` object) for
+        choice ``index``."""
+        if logprobs is None:
+            return self._heads[index] + delta + self._tail
+        return self._heads[index] + delta + b',"logprobs":' + logprobs + self._after_logprobs
 
     def finish(self, index: int, reason: str, *, with_usage: bool) -> bytes:
         """The chunk that ends choice ``index``, optionally carrying the usage."""
@@ -62,15 +73,35 @@ class ChunkEncoder:
         usage_on_finish = options.usage_in_last_choice_chunk
         last = max(range(len(choices)), key=lambda i: (choices[i].count, i))
         deltas = [choice.deltas() for choice in choices]
+        top = reply.top_logprobs
+        probs = [_chunk_logprobs(choice, top) for choice in choices]
         # Choices are interleaved: step k carries token k of every choice that still has one.
         for step in range(reply.longest + 1):
             first = step > 0
             for i, choice in enumerate(choices):
                 if step < choice.count:
-                    yield self.delta(i, next(deltas[i])), True, first
+                    yield self.delta(i, next(deltas[i]), next(probs[i])), True, first
                     first = False
                 elif step == choice.count:
                     with_usage = usage_on_finish and i == last
                     yield self.finish(i, choice.finish_reason, with_usage=with_usage), False, False
         if reply.include_usage and not usage_on_finish:
             yield self._head + b'],"usage":' + json_bytes(reply.usage()) + b"}", False, False
+
+
+def _chunk_logprobs(choice: Choice, top: int | None) -> Iterator[bytes | None]:
+    """The encoded ``logprobs`` object of each content-bearing chunk (None: ``null``)."""
+    if top is None or choice.pieces is None:
+        return itertools.repeat(None)
+    return (
+        None if entry is None else json_bytes(entry)
+        for entry in logprobs.per_piece(choice.pieces(), top)
+    )
+
+
+def _choice_logprobs(choice: Choice, top: int | None) -> dict[str, Any] | None:
+    if top is None:
+        return None
+    if choice.pieces is None:
+        return {"content": None, "refusal": None}
+    return logprobs.joined(choice.pieces(), top)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from streamq.simulator import logprobs
 from streamq.simulator._http import json_bytes
 from streamq.simulator.config import SimulatorConfig
 from streamq.simulator.errors import HTTPFailure
@@ -43,6 +44,8 @@ class Choice:
     finish_reason: str
     reasoning_tokens: int = 0
     role_content: bytes = b'""'  # "content" in the role-only first delta
+    # ``(delta field, text)`` of each content-bearing chunk, for text choices (log probabilities)
+    pieces: Callable[[], Iterator[tuple[str, str]]] | None = None
 
 
 def cut_pairs(pieces: Iterable[tuple[str, str]]) -> Iterator[tuple[str, str]]:
@@ -72,9 +75,11 @@ def _text_choice(
 ) -> Choice:
     """A choice made of ``(delta field, text)`` pieces, such as ``("content", " word")``."""
 
+    def cut() -> Iterator[tuple[str, str]]:
+        return cut_pairs(pieces()) if split_surrogates else pieces()
+
     def deltas() -> Iterator[bytes]:
-        cut = cut_pairs(pieces()) if split_surrogates else pieces()
-        return (_text_delta(name, text) for name, text in cut)
+        return (_text_delta(name, text) for name, text in cut())
 
     def message() -> dict[str, Any]:
         texts: dict[str, list[str]] = {"content": [], "refusal": [], "reasoning_content": []}
@@ -85,7 +90,7 @@ def _text_choice(
             del joined["reasoning_content"]
         return {"role": "assistant", **joined}
 
-    return Choice(count, deltas, message, finish_reason, reasoning_tokens)
+    return Choice(count, deltas, message, finish_reason, reasoning_tokens, pieces=cut)
 
 
 def _resolve_tools(body: Mapping[str, Any], count: int) -> list[dict[str, Any]]:
@@ -205,6 +210,7 @@ class Reply:
     fault: str | None
     prompt_tokens: int
     choices: list[Choice]
+    top_logprobs: int | None = None  # None: no log probabilities asked for
     id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex[:24]}")
     created: int = field(default_factory=lambda: int(time.time()))
 
@@ -234,6 +240,7 @@ class Reply:
             fault=fault,
             prompt_tokens=count_prompt_tokens(body["messages"]),
             choices=[_choice(body, key, mode, seed, i, max_tokens, options) for i in range(n)],
+            top_logprobs=logprobs.requested(body),
         )
 
     @property
