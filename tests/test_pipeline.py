@@ -418,3 +418,33 @@ async def test_read_timeout_bounds_the_wait(settings: Settings, redis: Redis) ->
         job = await sq.enqueue_chat("anyone?")
         with pytest.raises(ReadTimeout):
             await job.result(timeout=0.3)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {"n": 2},
+        {"tools": TOOLS, "tool_choice": "required"},
+        {"extra_body": {"simulator": {"mode": "reasoning"}}},
+    ],
+    ids=["text", "n=2", "tools", "reasoning"],
+)
+async def test_a_buffered_job_gets_the_same_answer_in_one_piece(
+    sq: StreamQ, params: dict[str, Any]
+) -> None:
+    """`buffered=True` asks the upstream for the whole answer at once: the same result (with
+    the usage such a call reports), each choice's text in one event."""
+    streamed = await (await sq.enqueue_chat("whole", **params)).result()
+    job = await sq.enqueue_chat("whole", buffered=True, **params)
+    whole = await job.result()
+    assert [(c.text, c.reasoning, c.finish_reason) for c in whole.choices] == [
+        (c.text, c.reasoning, c.finish_reason) for c in streamed.choices
+    ]
+    assert [(t.name, t.arguments) for t in whole.tool_calls] == [
+        (t.name, t.arguments) for t in streamed.tool_calls
+    ]
+    assert whole.usage is not None
+    assert whole.usage["completion_tokens"] > 0
+    deltas = [e async for e in job.events() if isinstance(e, Delta)]
+    assert len(deltas) == len([c for c in whole.choices if c.text])

@@ -96,6 +96,7 @@ class StreamQ:
         job_id: str | None = None,
         deadline: float | None = None,
         idle_timeout: float | None = None,
+        buffered: bool = False,
         **params: Any,
     ) -> ChatJob:
         """Enqueue one user turn, after an optional system prompt and history."""
@@ -106,6 +107,7 @@ class StreamQ:
             job_id=job_id,
             deadline=deadline,
             idle_timeout=idle_timeout,
+            buffered=buffered,
             **params,
         )
 
@@ -116,6 +118,7 @@ class StreamQ:
         job_id: str | None = None,
         deadline: float | None = None,
         idle_timeout: float | None = None,
+        buffered: bool = False,
         **params: Any,
     ) -> ChatJob:
         """Enqueue a chat completion over ``messages``; extra OpenAI parameters travel with it.
@@ -124,11 +127,13 @@ class StreamQ:
         starts nothing. Invalid input raises :class:`~streamq.InvalidRequest` before anything
         reaches Redis. ``model`` defaults to the worker's ``OPENAI_MODEL``; ``deadline`` (total
         seconds, retries included) and ``idle_timeout`` (seconds without upstream data) default
-        to the worker's ``STREAMQ_JOB_TIMEOUT`` and ``STREAMQ_IDLE_TIMEOUT``.
+        to the worker's ``STREAMQ_JOB_TIMEOUT`` and ``STREAMQ_IDLE_TIMEOUT``. ``buffered`` asks
+        the upstream for the whole answer at once (``stream=false``): the stream then carries
+        each choice in one piece, and the usage of servers that report it only so.
         """
         self._check_open()
         job_id, request = validated_job(
-            self.settings, messages, model, job_id, deadline, idle_timeout, params
+            self.settings, messages, model, job_id, deadline, idle_timeout, params, buffered
         )
         is_new = await self._enqueue_new(job_id, request)
         if not is_new and not await self._has_ended(job_id):
@@ -183,9 +188,10 @@ def validated_job(
     deadline: float | None,
     idle_timeout: float | None,
     params: Mapping[str, Any],
+    buffered: bool = False,
 ) -> tuple[str, str]:
     """The job's id (a new one when None) and its request as stored; raises InvalidRequest."""
-    options = {"deadline": deadline, "idle_timeout": idle_timeout}
+    options = {"deadline": deadline, "idle_timeout": idle_timeout, "buffered": buffered}
     request = build_request(messages, model, params, options, max_bytes=settings.max_request_bytes)
     return uuid.uuid4().hex if job_id is None else check_job_id(job_id), request.to_json()
 

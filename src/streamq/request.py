@@ -30,7 +30,9 @@ RESERVED = frozenset(
 FORMAT_VERSION = 1
 # Deeper JSON is refused with a clear error before anything recurses into it (json, the SDK).
 MAX_DEPTH = 64
-OPTIONS = frozenset({"deadline", "idle_timeout"})  # seconds; None: the worker's settings
+# deadline, idle_timeout: seconds (None: the worker's settings); buffered: ask the upstream for
+# the whole answer at once (stream=false), for callers that want only the result.
+OPTIONS = frozenset({"deadline", "idle_timeout", "buffered"})
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,7 @@ class ChatRequest:
     messages: list[dict[str, Any]]
     model: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
-    options: dict[str, float] = field(default_factory=dict)  # streamq's own: deadline, ...
+    options: dict[str, Any] = field(default_factory=dict)  # streamq's own: deadline, ...
 
     def to_json(self) -> str:
         """The request as stored in Redis."""
@@ -174,12 +176,17 @@ def _check_content(message: dict[str, Any], where: str) -> None:
     )
 
 
-def _check_options(options: Mapping[str, Any]) -> dict[str, float]:
-    checked: dict[str, float] = {}
+def _check_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    checked: dict[str, Any] = {}
     for name, value in options.items():
         if name not in OPTIONS:
             raise InvalidRequest(f"unknown option {name!r}; expected one of {sorted(OPTIONS)}")
-        if value is None:
+        if value is None or value is False:
+            continue
+        if name == "buffered":
+            if value is not True:
+                raise InvalidRequest(f"buffered must be true or false, got {value!r}")
+            checked[name] = True
             continue
         if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value < 1e7:
             raise InvalidRequest(f"{name} must be a positive number of seconds, got {value!r}")

@@ -225,6 +225,8 @@ class JobRunner:
         if deadline <= 0:
             return Outcome(_timeout_error(f"the job's deadline passed ({deadline:+.1f}s)", False))
         idle = request.options.get("idle_timeout") or self.settings.idle_timeout
+        if request.options.get("buffered"):
+            idle = deadline  # nothing arrives until the whole answer does
         run.task = asyncio.create_task(self._stream(run, writer, request, model, deadline, idle))
         if run.cancel_reason:  # requested while the task was being created
             run.task.cancel()
@@ -258,7 +260,9 @@ class JobRunner:
             ):
                 with self.clients.lease() as client, metrics.streaming():
                     async with asyncio.timeout(idle) as quiet:
-                        async for event in stream_chat(client, request, model, fast=fast):
+                        buffered = bool(request.options.get("buffered"))
+                        events = stream_chat(client, request, model, fast=fast, buffered=buffered)
+                        async for event in events:
                             now = loop.time()
                             if (quiet.when() or now) < now + idle:
                                 quiet.reschedule(now + idle + slack)

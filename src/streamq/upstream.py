@@ -59,13 +59,19 @@ class _Progress:
 
 
 async def stream_chat(
-    client: AsyncOpenAI, request: ChatRequest, model: str, *, fast: bool = True
+    client: AsyncOpenAI,
+    request: ChatRequest,
+    model: str,
+    *,
+    fast: bool = True,
+    buffered: bool = False,
 ) -> AsyncIterator[Event]:
     """Yield the events of one completion, ending with :class:`Done`.
 
     The SDK makes the request either way (auth, base URL, headers, errors before the body).
     ``fast`` reads the body with streamq's own SSE parser instead of building a pydantic
-    model per chunk; both give the same events. Raises the SDK's errors, or
+    model per chunk; both give the same events. ``buffered`` asks for the whole answer at once
+    (``stream=false``) and yields it as one piece per choice. Raises the SDK's errors, or
     :class:`IncompleteStream` for a stream that ended early.
     """
     arguments: dict[str, Any] = {
@@ -76,7 +82,10 @@ async def stream_chat(
         **request.params,
     }
     translator = _Translator(model, choices=request.params.get("n") or 1)
-    chunks = _fast_chunks(client, arguments) if fast else _sdk_chunks(client, arguments)
+    if buffered:
+        chunks = _whole_answer(client, arguments)
+    else:
+        chunks = _fast_chunks(client, arguments) if fast else _sdk_chunks(client, arguments)
     try:
         async for chunk in chunks:
             for event in translator.feed(chunk):
@@ -92,6 +101,20 @@ async def _sdk_chunks(client: AsyncOpenAI, arguments: dict[str, Any]) -> AsyncIt
     async with stream:
         async for chunk in stream:
             yield chunk.model_dump(warnings=False)
+
+
+async def _whole_answer(client: AsyncOpenAI, arguments: dict[str, Any]) -> AsyncIterator[Any]:
+    """A non-streamed completion, as the one chunk a stream of it would add up to."""
+    arguments = {**arguments, "stream": False}
+    del arguments["stream_options"]
+    completion = (await client.chat.completions.create(**arguments)).model_dump(warnings=False)
+    choices = []
+    for choice in completion.get("choices") or ():
+        message = choice.get("message") or {}
+        calls = [{**call, "index": i} for i, call in enumerate(message.get("tool_calls") or ())]
+        delta = {**message, "tool_calls": calls}
+        choices.append({**choice, "delta": delta})
+    yield {**completion, "choices": choices}
 
 
 async def _fast_chunks(client: AsyncOpenAI, arguments: dict[str, Any]) -> AsyncIterator[Any]:

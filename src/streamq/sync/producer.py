@@ -91,6 +91,7 @@ class StreamQ:
         job_id: str | None = None,
         deadline: float | None = None,
         idle_timeout: float | None = None,
+        buffered: bool = False,
         **params: Any,
     ) -> ChatJob:
         """Enqueue one user turn, after an optional system prompt and history."""
@@ -101,6 +102,7 @@ class StreamQ:
             job_id=job_id,
             deadline=deadline,
             idle_timeout=idle_timeout,
+            buffered=buffered,
             **params,
         )
 
@@ -111,6 +113,7 @@ class StreamQ:
         job_id: str | None = None,
         deadline: float | None = None,
         idle_timeout: float | None = None,
+        buffered: bool = False,
         **params: Any,
     ) -> ChatJob:
         """Enqueue a chat completion over ``messages``, as :meth:`streamq.StreamQ.enqueue`.
@@ -120,7 +123,7 @@ class StreamQ:
         """
         self._check_open()
         job_id, request = validated_job(
-            self.settings, messages, model, job_id, deadline, idle_timeout, params
+            self.settings, messages, model, job_id, deadline, idle_timeout, params, buffered
         )
         keys, args = enqueue_call(self.settings, job_id, request, timestamp_ms())
         is_new = self._enqueue(keys, args)
