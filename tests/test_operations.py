@@ -221,7 +221,8 @@ async def test_the_documented_acl_users_are_enough_for_every_role(
     """Producer, worker and reader each run as the ACL user docs/operations.md gives them:
     enqueue, duplicate ids, cancel, stream, read and follow, with nothing in ACL LOG."""
     users = documented_acl_users(settings.key_prefix)
-    assert [user[2] for user in users] == ["streamq-producer", "streamq-reader", "streamq-worker"]
+    names = ["streamq-producer", "streamq-gateway", "streamq-reader", "streamq-worker"]
+    assert [user[2] for user in users] == names
     with LocalRedis() as server:
         async with Redis.from_url(server.url) as admin:
             for user in users:
@@ -263,7 +264,8 @@ async def test_the_documented_acl_users_are_enough_for_every_role(
                         await asyncio.sleep(1.5)  # a heartbeat, the reaper and presence ran
             finally:
                 denied = await admin.execute_command("ACL", "LOG")
-                assert not denied, [(e[b"username"], e[b"object"]) for e in map(pairs, denied)]
+                fields = (b"username", b"context", b"reason", b"object")
+                assert not denied, [[e[f] for f in fields] for e in map(pairs, denied)]
 
 
 def pairs(flat: list[Any]) -> dict[bytes, Any]:
