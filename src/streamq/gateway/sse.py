@@ -8,8 +8,6 @@ One frame per stream entry: ``id:`` its cursor, ``event:`` its type, ``data:`` t
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -21,6 +19,7 @@ from streamq import metrics
 from streamq.consumer import EventStream, check_cursor
 from streamq.events import TERMINAL_TYPES, Event, as_text, entry_order, event_to_dict
 from streamq.exceptions import InvalidCursor, JobNotFound, ReadTimeout
+from streamq.gateway.pump import Pump
 
 T = TypeVar("T")
 
@@ -67,7 +66,7 @@ async def paced(
     """``source``'s items, ``None`` after every ``keepalive`` seconds without one; stops after
     ``max_seconds`` (when set) even if ``source`` has more."""
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
-    pending: asyncio.Future[T] | None = None
+    pump = Pump(source)
     try:
         while True:
             wait = keepalive
@@ -75,23 +74,14 @@ async def paced(
                 wait = min(wait, deadline - time.monotonic())
                 if wait <= 0:
                     return
-            if pending is None:
-                pending = asyncio.ensure_future(anext(source))
-            done, _ = await asyncio.wait({pending}, timeout=wait)
-            if not done:
-                if deadline is None or time.monotonic() < deadline:
-                    yield None
-                continue
-            item, pending = pending, None
             try:
-                yield item.result()
+                item = await pump.next(wait)
             except StopAsyncIteration:
                 return
+            if item is not None or deadline is None or time.monotonic() < deadline:
+                yield item
     finally:
-        if pending is not None:
-            pending.cancel()
-            with contextlib.suppress(BaseException):
-                await pending
+        await pump.aclose()
 
 
 async def event_stream_body(
