@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx2
 import pytest
+from openai import AsyncOpenAI
 
 from streamq import Settings
 from streamq.gateway import GatewayConfig, create_app
@@ -39,3 +40,10 @@ async def client_b(gateway: GatewayThread) -> AsyncIterator[httpx2.AsyncClient]:
     headers = {"Authorization": f"Bearer {TOKEN_B}"}
     async with httpx2.AsyncClient(base_url=gateway.url, headers=headers, timeout=30) as http:
         yield http
+
+
+@pytest.fixture
+async def sdk(gateway: GatewayThread) -> AsyncIterator[AsyncOpenAI]:
+    """The openai SDK with the gateway as its base URL and tenant A's token as its key."""
+    async with AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key=TOKEN_A, max_retries=0) as client:
+        yield client

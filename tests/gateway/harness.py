@@ -128,3 +128,27 @@ async def read_events(
 def text_of(events: list[Frame]) -> str:
     """The joined delta text of ``events``."""
     return "".join(frame.json()["text"] for frame in events if frame.event == "delta")
+
+
+async def door_stream(
+    client: httpx2.AsyncClient, body: dict[str, Any]
+) -> tuple[httpx2.Response, list[Frame]]:
+    """POST a streamed chat completion: the response and its frames, keep-alives included
+    (none when it is not a 200)."""
+    body = {**body, "stream": True}
+    async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+        if response.status_code != 200:
+            await response.aread()
+            return response, []
+        return response, [frame async for frame in frames(response)]
+
+
+def chunks_of(events: list[Frame]) -> list[dict[str, Any]]:
+    """The JSON bodies of a door stream's data frames, before any ``[DONE]``."""
+    bodies = []
+    for frame in events:
+        if frame.data == "[DONE]":
+            break
+        if frame.data:
+            bodies.append(frame.json())
+    return bodies

@@ -31,6 +31,11 @@ class GatewayConfig:
     its body within ``body_timeout``; each tenant holds at most ``max_streams`` responses that
     follow a job (event streams, chat completions) and makes at most ``rate_limit`` requests a
     second, in bursts of ``rate_burst`` (``None``: no limit). Limits count per gateway process.
+
+    The OpenAI door: a streamed answer's head waits up to ``header_hold`` seconds for the job's
+    first chunk or its end, so a failure before any text gets its HTTP status (``None``: send
+    the head at once); ``models`` is what ``GET /v1/models`` lists (empty: the worker's
+    default model, ``OPENAI_MODEL``).
     """
 
     tokens: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -43,6 +48,8 @@ class GatewayConfig:
     max_streams: int | None = 100
     rate_limit: float | None = 50.0
     rate_burst: int = 100
+    header_hold: float | None = 20.0
+    models: tuple[str, ...] = ()
 
     @classmethod
     def from_env(
@@ -58,11 +65,7 @@ class GatewayConfig:
         return cls(
             tokens=parse_tokens(env.get("STREAMQ_GATEWAY_TOKENS", "")),
             allow_anonymous=allow_anonymous,
-            cors_origins=tuple(
-                origin.strip()
-                for origin in env.get("STREAMQ_GATEWAY_CORS_ORIGINS", "").split(",")
-                if origin.strip()
-            ),
+            cors_origins=_names(env.get("STREAMQ_GATEWAY_CORS_ORIGINS", "")),
             keepalive=read.number("STREAMQ_GATEWAY_KEEPALIVE", cls.keepalive, float),
             # 0.0 only when unset: the reader refuses zero and negative values.
             max_stream_seconds=read.number("STREAMQ_GATEWAY_MAX_STREAM_SECONDS", 0.0, float)
@@ -72,6 +75,8 @@ class GatewayConfig:
             max_streams=_limit(read, "STREAMQ_GATEWAY_MAX_STREAMS", 100, int),
             rate_limit=_limit(read, "STREAMQ_GATEWAY_RATE_LIMIT", 50.0, float),
             rate_burst=read.number("STREAMQ_GATEWAY_RATE_BURST", cls.rate_burst, int),
+            header_hold=_limit(read, "STREAMQ_GATEWAY_HEADER_HOLD", 20.0, float),
+            models=_names(env.get("STREAMQ_GATEWAY_MODELS", "")),
         )
 
     def __post_init__(self) -> None:
@@ -83,7 +88,8 @@ class GatewayConfig:
             raise ConfigError(
                 f"max_stream_seconds must be positive or None, got {self.max_stream_seconds!r}"
             )
-        for name in ("header_timeout", "body_timeout", "max_streams", "rate_limit", "rate_burst"):
+        limits = ("header_timeout", "body_timeout", "max_streams", "rate_limit", "rate_burst")
+        for name in (*limits, "header_hold"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ConfigError(f"{name} must be a positive number, got {value!r}")
@@ -98,6 +104,11 @@ class GatewayConfig:
     def open(self) -> bool:
         """Whether requests need no token (no tokens configured, anonymous access allowed)."""
         return not self.tokens and self.allow_anonymous
+
+
+def _names(raw: str) -> tuple[str, ...]:
+    """A comma-separated list, without blanks."""
+    return tuple(name.strip() for name in raw.split(",") if name.strip())
 
 
 def _limit(read: _Reader, name: str, default: T, kind: Callable[[str], T]) -> T | None:
