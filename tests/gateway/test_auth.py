@@ -133,7 +133,9 @@ async def test_cors_is_off_unless_configured(settings: Settings, gateway: Gatewa
             )
             assert "access-control-allow-origin" not in other.headers
             simple = await client.get("/openapi.json", headers={"Origin": origin})
-            assert "X-Streamq-Job-Id" in simple.headers["access-control-expose-headers"]
+            exposed = simple.headers["access-control-expose-headers"]
+            assert "X-Streamq-Job-Id" in exposed
+            assert "x-request-id" in exposed
     async with httpx2.AsyncClient(base_url=gateway.url) as client:
         closed = await client.get("/openapi.json", headers={"Origin": origin})
         assert "access-control-allow-origin" not in closed.headers
@@ -153,4 +155,6 @@ async def test_the_page_and_schema_are_public(gateway: GatewayThread) -> None:
             "/v1/jobs/{job_id}",
             "/v1/jobs/{job_id}/events",
             "/v1/chat/completions",
+            "/v1/models",
+            "/v1/models/{model}",
         }

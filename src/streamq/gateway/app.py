@@ -12,13 +12,16 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
 from streamq import metrics
 from streamq.exceptions import ConfigError
-from streamq.gateway import jobs, openai_compat
+from streamq.gateway import jobs, models, openai_compat
 from streamq.gateway.config import GatewayConfig
 from streamq.gateway.errors import EXCEPTION_HANDLERS
 from streamq.gateway.openapi import openapi_schema
+from streamq.gateway.request_id import HEADER as REQUEST_ID_HEADER
+from streamq.gateway.request_id import RequestId
 from streamq.gateway.state import Gateway
 from streamq.gateway.timeouts import BodyTimeout
 from streamq.settings import Settings
@@ -66,6 +69,7 @@ def create_app(
         Route("/openapi.json", openapi, methods=["GET"]),
         *jobs.routes(gateway),
         *openai_compat.routes(gateway),
+        *models.routes(gateway),
     ]
     middleware = [Middleware(BodyTimeout, seconds=config.body_timeout)]
     if metrics.available():  # the metrics extra is installed: GET /metrics, request metrics
@@ -80,10 +84,10 @@ def create_app(
                 allow_origins=config.cors_origins,
                 allow_methods=["GET", "POST", "DELETE"],
                 allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
-                expose_headers=["Location", openai_compat.JOB_ID_HEADER],
+                expose_headers=["Location", openai_compat.JOB_ID_HEADER, REQUEST_ID_HEADER],
             )
         )
-    app = Starlette(
+    app = _App(
         routes=routes,
         middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,
@@ -91,3 +95,10 @@ def create_app(
     )
     app.state.gateway = gateway
     return app
+
+
+class _App(Starlette):
+    """Starlette with the request id outside even its server-error handler, so a 500 has one."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return RequestId(super().build_middleware_stack())

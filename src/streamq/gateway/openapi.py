@@ -120,9 +120,25 @@ COMPLETION = {
         "object": {"const": "chat.completion"},
         "created": {"type": "integer"},
         "model": {"type": ["string", "null"]},
+        "system_fingerprint": {"type": ["string", "null"]},
         "choices": {"type": "array", "items": {"type": "object"}},
         "usage": {"type": ["object", "null"]},
     },
+}
+MODEL = {
+    "type": "object",
+    "required": ["id", "object", "created", "owned_by"],
+    "properties": {
+        "id": {"type": "string"},
+        "object": {"const": "model"},
+        "created": {"type": "integer"},
+        "owned_by": {"type": "string"},
+    },
+}
+MODEL_LIST = {
+    "type": "object",
+    "required": ["object", "data"],
+    "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": MODEL}},
 }
 ERROR = {
     "type": "object",
@@ -253,20 +269,45 @@ def openapi_schema() -> dict[str, Any]:
                         "X-Streamq-Job-Id",
                         "content": {
                             JSON: {"schema": COMPLETION},
-                            # SSE data: chat.completion.chunk objects or an error, then [DONE].
+                            # SSE data: chat.completion.chunk objects, then [DONE] or an error.
                             SSE: {"schema": {}},
                         },
                     },
                     **BODY_ERRORS,
+                    **COMMON_ERRORS,
                     "404": _error("the upstream does not know the model"),
                     "409": _error("the job was cancelled, or its Idempotency-Key id is taken"),
-                    "502": _error("the upstream failed"),
+                    "500": _error("a bug in streamq (the worker logged it)"),
+                    "502": _error("the upstream failed, or refused the worker's key"),
+                    "503": _error("Redis is unavailable, or the job was lost"),
                     "504": _error("the job timed out"),
-                    **COMMON_ERRORS,
                     "429": _error(
                         "the upstream's rate limit, or the tenant's request rate or stream "
                         "limit (with Retry-After)"
                     ),
+                },
+            }
+        },
+        "/v1/models": {
+            "get": {
+                "summary": "The models the fleet serves",
+                "operationId": "listModels",
+                "security": security,
+                "responses": {"200": _json("the models", MODEL_LIST), **COMMON_ERRORS},
+            }
+        },
+        "/v1/models/{model}": {
+            "get": {
+                "summary": "One model",
+                "operationId": "retrieveModel",
+                "security": security,
+                "parameters": [
+                    {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {
+                    "200": _json("the model", MODEL),
+                    "404": _error("the fleet does not serve this model"),
+                    **COMMON_ERRORS,
                 },
             }
         },
