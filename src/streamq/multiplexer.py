@@ -53,7 +53,7 @@ class _Follower:
 
 
 class Multiplexer:
-    """Reads many jobs' streams over one connection; use as an async context manager.
+    """Reads many jobs' streams with one blocking read; use as an async context manager.
 
     ``async for event in mux.follow(job_id, after=cursor)`` behaves like
     ``job.events(after=cursor)``: every event after the cursor, up to the terminal one.
