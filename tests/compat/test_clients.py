@@ -82,24 +82,22 @@ class Row:
 
 
 ROWS = (
-    Row("openai (Python) create(stream=True)", "openai-py", "create-stream", xfail={ERROR: ITEM_3}),
+    Row("openai (Python) create(stream=True)", "openai-py", "create-stream"),
     Row("openai (Python) create()", "openai-py", "create"),
-    Row("openai (Python) .stream()", "openai-py", "stream-helper", xfail={ERROR: ITEM_3}),
+    Row("openai (Python) .stream()", "openai-py", "stream-helper"),
     Row("openai (Python) parse()", "openai-py", "parse"),
     Row(
         "openai (Node) create({stream: true})",
         "openai-node",
         "create-stream",
-        xfail={ERROR: ITEM_3},
     ),
     Row("openai (Node) create()", "openai-node", "create"),
-    Row("openai (Node) .stream()", "openai-node", "stream-helper", xfail={ERROR: ITEM_3}),
+    Row("openai (Node) .stream()", "openai-node", "stream-helper"),
     Row(
         "ai + @ai-sdk/openai .chat() streamText",
         "vercel-ai",
         "openai-streamText",
         {CHOICES: NO_N},
-        {RESTART: ITEM_1},
     ),
     Row(
         "ai + @ai-sdk/openai .chat() generateText",
@@ -112,7 +110,6 @@ ROWS = (
         "vercel-ai",
         "compatible-streamText",
         {CHOICES: NO_N},
-        {ERROR: ITEM_3, RESTART: ITEM_1},
     ),
     Row(
         "ai + @ai-sdk/openai-compatible generateText",
@@ -125,17 +122,15 @@ ROWS = (
         "langchain",
         "stream",
         {CHOICES: LANGCHAIN_STREAM_N},
-        {ERROR: ITEM_3},
     ),
     Row(
         "langchain-openai astream",
         "langchain",
         "astream",
         {CHOICES: LANGCHAIN_STREAM_N},
-        {ERROR: ITEM_3},
     ),
     Row("langchain-openai invoke", "langchain", "invoke"),
-    Row("litellm completion(stream=True)", "litellm", "completion-stream", xfail={ERROR: ITEM_3}),
+    Row("litellm completion(stream=True)", "litellm", "completion-stream"),
     Row("litellm completion()", "litellm", "completion"),
 )
 

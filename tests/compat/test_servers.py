@@ -89,7 +89,6 @@ SERVERS = (
         _aimock_content("surrogate"),
         1,
         404,
-        xfail={ERROR_STREAM: ITEM_3},
     ),
     Server(
         "LiteLLM proxy -> aimock",
@@ -105,7 +104,6 @@ SERVERS = (
             'stream with `{"error": {"message": "str is not valid UTF-8: surrogates not '
             'allowed"}}` (its JSON encoder refuses lone surrogates), whatever comes after it'
         },
-        xfail={ERROR_STREAM: ITEM_3},
     ),
     Server(
         "@dwmkerr/mock-llm",
@@ -121,7 +119,6 @@ SERVERS = (
             TOOLS: "mock-llm streams `content` only (and the worker always streams)",
             RESTART: "mock-llm has no way to break a stream off",
         },
-        xfail={ERROR_STREAM: ITEM_3},
     ),
 )
 
