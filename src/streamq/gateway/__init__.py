@@ -4,11 +4,13 @@
 with ``streamq serve`` or uvicorn, or mount it in your own Starlette or FastAPI app.
 ``docs/gateway.md`` describes the endpoints.
 
-Modules: ``app`` (wiring), ``jobs`` (``/v1/jobs``), ``openai_compat`` (``/v1/chat/completions``),
-``sse`` (event frames, keep-alives, resume), ``auth`` (tokens to tenants), ``tenancy`` (job
-ownership, idempotency keys), ``limits`` (per-tenant rate and streams), ``timeouts`` (slow
-clients), ``body`` (reading JSON bodies), ``chat_body``, ``errors``, ``openapi``, ``config``,
-``state``, ``server`` (``streamq serve``) and ``static/`` (the chat page).
+Modules: ``app`` (wiring), ``jobs`` (``/v1/jobs``), ``openai_compat`` (``/v1/chat/completions``)
+with ``door`` (answering from the job's events), ``chunks``, ``completion`` and ``failures``
+(error statuses), ``models`` (``/v1/models``), ``sse`` (event frames, keep-alives, resume),
+``pump`` (timed reads), ``auth`` (tokens to tenants), ``tenancy`` (job ownership, idempotency
+keys), ``limits`` (per-tenant rate and streams), ``timeouts`` (slow clients), ``request_id``,
+``body`` (reading JSON bodies), ``chat_body``, ``errors``, ``openapi``, ``config``, ``state``,
+``server`` (``streamq serve``) and ``static/`` (the chat page).
 """
 
 from streamq.gateway.app import create_app
