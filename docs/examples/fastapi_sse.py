@@ -9,7 +9,7 @@
 Each SSE event carries one streamq event: ``id:`` is its cursor, ``event:`` its type and
 ``data:`` the event as JSON. A browser's ``EventSource`` reconnects on its own and sends the
 last id it saw as ``Last-Event-ID``; the stream resumes right after it. Every open stream is
-served by one multiplexer: a thousand viewers need two Redis connections, not a thousand.
+served by one multiplexer: a thousand viewers need three Redis connections, not a thousand.
 """
 
 from __future__ import annotations

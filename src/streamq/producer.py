@@ -166,7 +166,7 @@ class StreamQ:
         )
 
     def multiplexer(self) -> Multiplexer:
-        """A reader that follows many jobs over one connection (``async with`` it)."""
+        """A reader that follows many jobs over one blocking read (``async with`` it)."""
         self._check_open()
         return Multiplexer(
             self._redis,
