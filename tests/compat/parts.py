@@ -127,6 +127,11 @@ def litellm_proxy(name: str, upstream: str, model: str, workdir: Path) -> Server
         f"      model: openai/{model}\n"
         f"      api_base: {upstream}\n"
         f"      api_key: {UPSTREAM_KEY}\n"
+        # No retries or cooldowns of its own: after one failure (the error cells) the proxy
+        # would refuse every request for 5 s ("No deployments available").
+        "router_settings:\n"
+        "  num_retries: 0\n"
+        "  disable_cooldowns: true\n"
         "general_settings:\n"
         f"  master_key: {LITELLM_MASTER_KEY}\n"
     )

@@ -53,16 +53,6 @@ LANGCHAIN_STREAM_N = (
     "LangChain's ChatOpenAI streams one choice: it reads `choices[0]` of each chunk (and refuses "
     "`n > 1` with `streaming=True`)"
 )
-# The door's known defects (issue 10), to be fixed in src: the cells assert OpenAI's behaviour.
-ITEM_1 = (
-    "issue 10 item 1: after a restart mid-answer the door sends an error frame and then the "
-    "next attempt's chunks; a client that goes on reading after the error frame shows the "
-    "text of both attempts"
-)
-ITEM_3 = (
-    "issue 10 item 3: an error before any text comes back as HTTP 200 and an error frame, "
-    "not as the HTTP status (404 here)"
-)
 
 
 @dataclass(frozen=True)
@@ -73,6 +63,8 @@ class Row:
     client: str  # "openai-py" (in this process) or a driver's name
     entry: str
     not_applicable: dict[str, str] = field(default_factory=dict)
+    # feature -> a known defect of streamq's that fails the cell: a strict xfail, which turns
+    # into a failure once the defect is fixed (the two of issue 10 were fixed by 3e824b8).
     xfail: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -86,18 +78,11 @@ ROWS = (
     Row("openai (Python) create()", "openai-py", "create"),
     Row("openai (Python) .stream()", "openai-py", "stream-helper"),
     Row("openai (Python) parse()", "openai-py", "parse"),
-    Row(
-        "openai (Node) create({stream: true})",
-        "openai-node",
-        "create-stream",
-    ),
+    Row("openai (Node) create({stream: true})", "openai-node", "create-stream"),
     Row("openai (Node) create()", "openai-node", "create"),
     Row("openai (Node) .stream()", "openai-node", "stream-helper"),
     Row(
-        "ai + @ai-sdk/openai .chat() streamText",
-        "vercel-ai",
-        "openai-streamText",
-        {CHOICES: NO_N},
+        "ai + @ai-sdk/openai .chat() streamText", "vercel-ai", "openai-streamText", {CHOICES: NO_N}
     ),
     Row(
         "ai + @ai-sdk/openai .chat() generateText",
@@ -117,18 +102,8 @@ ROWS = (
         "compatible-generateText",
         {CHOICES: NO_N},
     ),
-    Row(
-        "langchain-openai stream",
-        "langchain",
-        "stream",
-        {CHOICES: LANGCHAIN_STREAM_N},
-    ),
-    Row(
-        "langchain-openai astream",
-        "langchain",
-        "astream",
-        {CHOICES: LANGCHAIN_STREAM_N},
-    ),
+    Row("langchain-openai stream", "langchain", "stream", {CHOICES: LANGCHAIN_STREAM_N}),
+    Row("langchain-openai astream", "langchain", "astream", {CHOICES: LANGCHAIN_STREAM_N}),
     Row("langchain-openai invoke", "langchain", "invoke"),
     Row("litellm completion(stream=True)", "litellm", "completion-stream"),
     Row("litellm completion()", "litellm", "completion"),

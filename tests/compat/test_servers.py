@@ -32,10 +32,6 @@ ERROR_STREAM, ERROR = "error before text (stream)", "error (non-stream)"
 RESTART, SURROGATES = "restart mid-answer", "surrogate pair cut in two"
 FEATURES = (STREAM, NON_STREAM, TOOLS, USAGE, ERROR_STREAM, ERROR, RESTART, SURROGATES)
 
-ITEM_3 = (
-    "issue 10 item 3: an error before any text comes back as HTTP 200 and an error frame, "
-    "not as the HTTP status"
-)
 TOOL: ChatCompletionFunctionToolParam = {
     "type": "function",
     "function": {
@@ -75,7 +71,7 @@ class Server:
     error_status: int | None  # the status of its "unknown model" error (None: not an HTTP one)
     usage: bool = True  # whether it reports token usage in streams
     not_applicable: dict[str, str] = field(default_factory=dict)
-    xfail: dict[str, str] = field(default_factory=dict)
+    xfail: dict[str, str] = field(default_factory=dict)  # feature -> a known streamq defect
 
 
 AIMOCK_HELLO = _aimock_content("")
