@@ -168,9 +168,11 @@ def door(name: str, redis_url: str, upstream: str, model: str, api_key: str) -> 
         read_timeout=30,
     )
     config = GatewayConfig(tokens={TOKEN: "compat"}, rate_limit=None)
+    log = log_file(f"worker-{name}")
+    log.write_bytes(b"")  # worker_processes appends: keep one session's output
     try:
         with (
-            worker_processes(settings, 1, log=log_file(f"worker-{name}")),
+            worker_processes(settings, 1, log=log),
             GatewayThread(create_app(settings, config)) as gateway,
         ):
             yield Door(name, f"{gateway.url}/v1", gateway.url, TOKEN, settings)

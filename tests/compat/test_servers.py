@@ -68,7 +68,7 @@ class Server:
     hello: str  # its answer to anything its fixtures do not match
     surrogates: str  # its answer to "surrogate", with pairs cut in two by...
     chunk_size: int  # ...its chunk size, in UTF-16 code units
-    error_status: int | None  # the status of its "unknown model" error (None: not an HTTP one)
+    error_status: int  # the HTTP status its "unknown model" error stands for
     usage: bool = True  # whether it reports token usage in streams
     not_applicable: dict[str, str] = field(default_factory=dict)
     xfail: dict[str, str] = field(default_factory=dict)  # feature -> a known streamq defect
@@ -109,7 +109,7 @@ SERVERS = (
         _mock_llm_content(""),
         _mock_llm_content("surrogate"),
         3,
-        None,  # it streams its errors as HTTP 200 with an error frame
+        404,  # streamed as HTTP 200 and an error frame with `"code": "model_not_found"`
         usage=False,
         not_applicable={
             TOOLS: "mock-llm streams `content` only (and the worker always streams)",
@@ -138,8 +138,9 @@ GRID = register(
             "whole; the job must show attempt 2 and the client text of one attempt only.",
             "surrogate pair cut in two: the server slices text by UTF-16 code units, so an "
             "emoji's two halves arrive in two chunks (`\\ud83d`, then `\\ude00`).",
-            "mock-llm, error before text: it streams the error as HTTP 200 with an error "
-            "frame, so the status the client must see is the door's own (any HTTP error).",
+            "mock-llm, errors: it streams them as HTTP 200 and an error frame (`code: "
+            "model_not_found`); the worker reads the status from the frame, and the client "
+            "must get that 404 all the same.",
         ],
     ),
 )
@@ -251,16 +252,14 @@ def test_error_before_text_stream(server: Server, sdk: openai.OpenAI) -> None:
         error = exc
     assert text == ""
     assert isinstance(error, openai.APIStatusError), repr(error)
-    if server.error_status is not None:
-        assert error.status_code == server.error_status
+    assert error.status_code == server.error_status
 
 
 @pytest.mark.parametrize("server", cells(ERROR))
 def test_error_non_stream(server: Server, sdk: openai.OpenAI) -> None:
     with pytest.raises(openai.APIStatusError) as raised:
         sdk.chat.completions.create(model=server.model, messages=ask("use an unknown model"))
-    if server.error_status is not None:
-        assert raised.value.status_code == server.error_status
+    assert raised.value.status_code == server.error_status
 
 
 @pytest.mark.parametrize("server", cells(RESTART))
