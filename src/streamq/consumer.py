@@ -272,6 +272,14 @@ class ChatJob:
         expiry = await self._redis.zscore(self._keys.running(), f"{status.attempt}:{self.id}")
         return with_lease(status, expiry, await self._redis.time())
 
+    async def last_entry(self) -> tuple[str, str] | None:
+        """The cursor and type of the newest entry of the job's stream; None while it has none."""
+        newest = await self._streams.xrevrange(self._keys.events(self.id), count=1)
+        if not newest:
+            return None
+        entry_id, fields = newest[0]
+        return as_text(entry_id), as_text(fields.get(b"type", b""))
+
     async def exists(self) -> bool:
         """Whether the job is known: enqueued and not yet expired."""
         if await self._redis.exists(self._keys.request(self.id)):

@@ -93,8 +93,7 @@ class JobEndpoints:
         """``GET /v1/jobs/{id}/events``: the job's events as SSE, resumable by cursor."""
         job = await self._job(request)
         cursor = request.headers.get("last-event-id") or request.query_params.get("after")
-        redis = await self.gateway.redis()
-        after, ended = await resume_point(redis, self.gateway.keys.events(job.id), cursor)
+        after, ended = await resume_point(job, cursor)
         if ended:
             return Response(status_code=204)  # tells an EventSource to stop reconnecting
         config = self.gateway.config

@@ -13,11 +13,9 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
-from redis.asyncio import Redis
-
 from streamq import metrics
-from streamq.consumer import EventStream, check_cursor
-from streamq.events import TERMINAL_TYPES, Event, as_text, entry_order, event_to_dict
+from streamq.consumer import ChatJob, EventStream, check_cursor
+from streamq.events import TERMINAL_TYPES, Event, entry_order, event_to_dict
 from streamq.exceptions import InvalidCursor, JobNotFound, ReadTimeout
 from streamq.gateway.pump import Pump
 
@@ -41,7 +39,7 @@ def event_frame(event: Event) -> bytes:
     return frame(body["type"], body, event.cursor)
 
 
-async def resume_point(redis: Redis, key: str, cursor: str | None) -> tuple[str, bool]:
+async def resume_point(job: ChatJob, cursor: str | None) -> tuple[str, bool]:
     """The validated cursor and whether the job already ended at or before it.
 
     A cursor the stream cannot have produced (after its newest entry, or any cursor before the
@@ -50,14 +48,14 @@ async def resume_point(redis: Redis, key: str, cursor: str | None) -> tuple[str,
     after = check_cursor(cursor)
     if after == "0-0":
         return after, False
-    newest = await redis.xrevrange(key, count=1)
-    if not newest:
+    newest = await job.last_entry()  # on the streams' Redis, which may not be the queue's
+    if newest is None:
         raise InvalidCursor(f"cursor {after} is not from this job's stream (it has no entries)")
-    entry_id, fields = newest[0]
-    if entry_order(after) > entry_order(as_text(entry_id)):
+    entry_id, entry_type = newest
+    if entry_order(after) > entry_order(entry_id):
         raise InvalidCursor(f"cursor {after} is after the newest entry of this job's stream")
-    ended = as_text(fields.get(b"type", b"")) in TERMINAL_TYPES
-    return after, ended and entry_order(after) == entry_order(as_text(entry_id))
+    ended = entry_type in TERMINAL_TYPES
+    return after, ended and entry_order(after) == entry_order(entry_id)
 
 
 async def paced(

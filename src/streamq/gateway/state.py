@@ -38,6 +38,7 @@ class Gateway:
         self._redis = redis
         self._owns_redis = redis is None
         self._tenants: TenantJobs | None = None
+        self._sq: StreamQ | None = None
         self._lock = asyncio.Lock()
 
     async def tenants(self) -> TenantJobs:
@@ -47,7 +48,8 @@ class Gateway:
                 if self._tenants is None:
                     redis = self._redis or redis_from_url(self.settings.redis_url)
                     self._redis = redis
-                    self._tenants = TenantJobs(redis, StreamQ(redis, self.settings), self.settings)
+                    self._sq = StreamQ(redis, self.settings)
+                    self._tenants = TenantJobs(redis, self._sq, self.settings)
         return self._tenants
 
     async def redis(self) -> Redis:
@@ -67,7 +69,10 @@ class Gateway:
         return tenant
 
     async def aclose(self) -> None:
-        """Close the Redis client if the gateway opened it."""
+        """Close the Redis clients the gateway opened (the streams' own, with STREAMS_URL)."""
+        if self._sq is not None:
+            await self._sq.aclose()  # closes only what it opened itself
+            self._sq, self._tenants = None, None
         if self._owns_redis and self._redis is not None:
             await self._redis.aclose()
             self._redis, self._tenants = None, None
