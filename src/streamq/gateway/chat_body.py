@@ -7,12 +7,12 @@ from typing import Any
 
 from streamq.gateway.errors import ApiError
 
-OPTION_NAMES = ("deadline", "idle_timeout")
+OPTION_NAMES = ("deadline", "idle_timeout", "buffered")
 
 
 @dataclass(frozen=True)
 class ChatBody:
-    """Messages, model, streamq options (deadline, idle_timeout) and the OpenAI parameters.
+    """Messages, model, streamq options (deadline, idle_timeout, buffered) and OpenAI parameters.
 
     Validation of the values is :func:`streamq.request.build_request`'s job, as for any producer.
     """

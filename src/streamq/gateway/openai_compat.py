@@ -38,6 +38,8 @@ def routes(gateway: Gateway) -> list[Route]:
         body = await read_json_object(request, gateway.settings.max_request_bytes)
         stream, include_usage = _stream_flags(body)
         _move_provider_fields(body)
+        if not stream:  # the whole answer at once: with the usage servers report only so
+            body.setdefault("buffered", True)
         job = await enqueue(gateway, request, body)
         headers = {JOB_ID_HEADER: job.id}
         requested = body.get("model")
