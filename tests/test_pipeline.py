@@ -17,6 +17,7 @@ from streamq import (
     InvalidCursor,
     JobFailed,
     JobNotFound,
+    Meta,
     ReadTimeout,
     Refusal,
     Reset,
@@ -64,13 +65,14 @@ async def test_messages_are_system_then_history_then_user(sq: StreamQ, redis: Re
 
 
 async def test_events_come_in_order_with_one_terminal_event(sq: StreamQ) -> None:
-    """A start event, every delta in sequence, then exactly one `done` event."""
+    """A start event, the upstream's meta, every delta in sequence, then exactly one `done`."""
     job = await sq.enqueue_chat("order please")
     events = [event async for event in job.events()]
     assert isinstance(events[0], Start)
     assert events[0].job_id == job.id
+    assert isinstance(events[1], Meta)
     assert isinstance(events[-1], Done)
-    assert all(isinstance(e, Delta) for e in events[1:-1])
+    assert all(isinstance(e, Delta) for e in events[2:-1])
     assert [e.seq for e in events] == list(range(len(events)))
     assert {e.attempt for e in events} == {1}
     cursors = [tuple(map(int, e.cursor.split("-"))) for e in events]
@@ -358,7 +360,7 @@ async def test_a_finished_stream_gives_back_its_preallocated_space(
     job = await sq.enqueue_chat("compact", extra_body={"simulator": {"reply_tokens": 20}})
     await job.result()
     events_key = Keys(settings.key_prefix).events(job.id)
-    assert await redis.xlen(events_key) == 22  # start, 20 deltas, done
+    assert await redis.xlen(events_key) == 23  # start, meta, 20 deltas, done
     assert await redis.memory_usage(events_key, samples=0) < 2048
     assert 0 < await redis.ttl(events_key) <= settings.stream_ttl
     assert await redis.keys(f"{events_key}*") == [events_key.encode()]
