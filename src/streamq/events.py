@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -173,9 +174,17 @@ class Error(Event):
     code: str
     message: str
     retryable: bool = False
+    retry_after: float | None = None  # seconds, when the upstream said when to try again
 
     def data(self) -> str:
-        return _json({"code": self.code, "message": self.message, "retryable": self.retryable})
+        body: dict[str, Any] = {
+            "code": self.code,
+            "message": self.message,
+            "retryable": self.retryable,
+        }
+        if self.retry_after is not None:
+            body["retry_after"] = self.retry_after
+        return _json(body)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -356,8 +365,14 @@ def _error(body: dict[str, Any], base: dict[str, Any], fields: dict[str, str]) -
         code=str(body["code"]),
         message=str(body["message"]),
         retryable=bool(body.get("retryable", False)),
+        retry_after=_optional_seconds(body.get("retry_after")),
         **base,
     )
+
+
+def _optional_seconds(value: object) -> float | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+    return float(value) if ok and math.isfinite(value) else None  # type: ignore[arg-type]
 
 
 def _optional_str(value: object) -> str | None:

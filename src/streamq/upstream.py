@@ -20,6 +20,7 @@ from openai.types.chat import ChatCompletionChunk
 
 from streamq.events import Delta, Done, Error, Event, Meta, Reasoning, Refusal, ToolCallDelta
 from streamq.request import ChatRequest
+from streamq.retry import retry_after
 from streamq.sse import SSEParser
 from streamq.surrogates import SurrogateJoiner, repair
 
@@ -323,7 +324,8 @@ def error_event(exc: BaseException, *, secret: str | None = None) -> Error:
         message = f"upstream answered HTTP {exc.status_code}: {_upstream_message(exc)}"
     if secret and len(secret) >= MIN_SECRET_LENGTH:
         message = message.replace(secret, "***")
-    return Error(code=code, message=message[:2000], retryable=retryable)
+    hinted = retry_after(exc)
+    return Error(code=code, message=message[:2000], retryable=retryable, retry_after=hinted)
 
 
 def _classify(exc: BaseException) -> tuple[str, bool]:

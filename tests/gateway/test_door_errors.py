@@ -89,3 +89,16 @@ async def test_after_the_hold_a_failure_is_an_error_frame(settings: Settings) ->
     [error] = chunks_of(frames)
     assert error["error"]["code"] == "timeout"
     assert all(frame.data != "[DONE]" for frame in frames)
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "no-stream"])
+async def test_an_upstream_429_passes_its_retry_after_on(sdk: AsyncOpenAI, stream: bool) -> None:
+    """The upstream's retry-after travels in the job's error event to the door's 429."""
+    with pytest.raises(openai.RateLimitError) as raised:
+        await sdk.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=MESSAGES,
+            stream=stream,
+            extra_body={"simulator": {"fault": "http_429", "retry_after": 7}},
+        )
+    assert raised.value.response.headers["retry-after"] == "7"

@@ -7,6 +7,7 @@ not 401/403, which would tell the client to fix its key. docs/gateway.md has the
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 from streamq.events import Cancelled, Error
@@ -48,4 +49,7 @@ def failure(event: Error | Cancelled, headers: Mapping[str, str] | None = None) 
     """The error answer for a job that ended with ``event``."""
     if isinstance(event, Cancelled):
         return ApiError(409, "cancelled", CANCELLED_MESSAGE, headers)
-    return ApiError(status_of(event.code), event.code, event.message, headers)
+    status = status_of(event.code)
+    if status == 429 and event.retry_after is not None:  # the upstream's own hint
+        headers = {**(headers or {}), "Retry-After": str(math.ceil(event.retry_after))}
+    return ApiError(status, event.code, event.message, headers)
