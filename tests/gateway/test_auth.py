@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 
 from streamq import ConfigError, Settings
 from streamq.gateway import GatewayConfig, create_app
-from streamq.gateway.config import parse_tokens
+from streamq.gateway.config import check_token, parse_tokens
 from tests.gateway.harness import TOKEN_A, TOKEN_B, TOKENS, GatewayThread
 from tests.processes import dump_keys
 
@@ -158,3 +158,10 @@ async def test_the_page_and_schema_are_public(gateway: GatewayThread) -> None:
             "/v1/models",
             "/v1/models/{model}",
         }
+
+
+@pytest.mark.parametrize("tenant", ["acme\n", "acme\r", "\nacme", ""])
+def test_tenant_names_with_newlines_are_refused(tenant: str) -> None:
+    """A tenant name is matched whole: a trailing newline is not a valid name."""
+    with pytest.raises(ConfigError, match="tenant"):
+        check_token("x" * 32, tenant)

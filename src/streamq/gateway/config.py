@@ -11,7 +11,7 @@ from typing import TypeVar
 from streamq.exceptions import ConfigError
 from streamq.settings import _merged_environment, _Reader
 
-TENANT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+TENANT_PATTERN = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")  # \Z: no trailing newline
 MIN_TOKEN_LENGTH = 16
 ANONYMOUS = "anonymous"
 OFF = "off"
