@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
+
 from streamq.exceptions import InvalidRequest
 
 # \A and \Z, not ^ and $: a "$" also matches before a trailing newline.
@@ -62,6 +64,18 @@ class Keys:
         """A hash of the fleet's job and delta counts for one minute (Unix time // 60)."""
         return f"{self.prefix}:counters:{minute}"
 
+    def default_queue(self) -> str:
+        """The arq queue (a sorted set of arq job ids) when ``STREAMQ_QUEUE`` is not set."""
+        return f"{self.prefix}:queue"
+
+    def admission_slots(self, account: str, model: str) -> str:
+        """Sorted set of the fleet's generations of ``model`` for one API key's digest."""
+        return f"{self.prefix}:admission:{account}:{model}:slots"
+
+    def admission_pause(self, account: str, model: str) -> str:
+        """Set while the fleet pauses ``model`` after a 429 (expires with the pause)."""
+        return f"{self.prefix}:admission:{account}:{model}:paused"
+
     def cancel_channel(self) -> str:
         """Pub/sub channel on which cancel requests reach the workers."""
         return f"{self.prefix}:cancel"
@@ -70,9 +84,36 @@ class Keys:
         """The id arq knows the job by: prefixed, since arq's own keys are global."""
         return f"{self.prefix}:{job_id}"
 
+    def arq_job(self, job_id: str) -> str:
+        """arq's key for the queued job (its JSON envelope)."""
+        return arq_job_key(self.arq_job_id(job_id))
+
+    def arq_result(self, job_id: str) -> str:
+        """arq's key for the job's result (streamq keeps none, but arq checks it)."""
+        return result_key_prefix + self.arq_job_id(job_id)
+
+    def arq_in_progress(self, job_id: str) -> str:
+        """arq's marker of a job some worker has started."""
+        return arq_in_progress_key(self.arq_job_id(job_id))
+
     def job_id_from_arq(self, arq_job_id: str) -> str:
         """The streamq job id inside an arq job id (validated: it may not come from a producer)."""
         prefix = f"{self.prefix}:"
         if not arq_job_id.startswith(prefix):
             raise InvalidRequest(f"arq job {arq_job_id!r} is not under prefix {self.prefix!r}")
         return check_job_id(arq_job_id[len(prefix) :])
+
+
+def arq_job_key(arq_job_id: str) -> str:
+    """arq's key for the envelope of the job arq knows as ``arq_job_id``."""
+    return job_key_prefix + arq_job_id
+
+
+def arq_in_progress_key(arq_job_id: str) -> str:
+    """arq's in-progress marker of the job arq knows as ``arq_job_id``."""
+    return in_progress_key_prefix + arq_job_id
+
+
+def wake_channel(queue_name: str) -> str:
+    """Pub/sub channel a producer publishes on after enqueueing, to wake idle workers."""
+    return f"{queue_name}:wake"
