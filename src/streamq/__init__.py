@@ -37,8 +37,7 @@ from streamq.exceptions import (
 from streamq.multiplexer import Multiplexer
 from streamq.producer import StreamQ
 from streamq.settings import Settings
-
-__version__ = "0.1.0"
+from streamq.version import __version__
 
 __all__ = [
     "Cancelled",

@@ -13,17 +13,15 @@ from redis.exceptions import RedisError
 
 from streamq import metrics, ops
 from streamq.connections import redis_from_url
-from streamq.consumer import ChatJob
-from streamq.events import Cancelled, Delta, Error, Reset, event_to_dict, is_terminal
+from streamq.events import Error, event_to_dict, is_terminal
 from streamq.exceptions import ConfigError, JobFailed, StreamQError
 from streamq.keys import check_job_id
 from streamq.logs import configure_logging
 from streamq.producer import StreamQ
 from streamq.settings import LOG_FORMATS, LOG_LEVELS, Settings
+from streamq.terminal import EXIT_JOB_FAILED, print_text
 
-EXIT_JOB_FAILED = 1
 EXIT_USAGE = 2
-EXIT_RESTARTED = 3  # the job started again after text was printed (--on-restart exit)
 ON_RESTART = ("exit", "final")
 EXIT_INTERRUPTED = 130
 
@@ -269,46 +267,6 @@ def run_cancel(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(cancel())
 
 
-async def print_text(job: ChatJob, after: str | None = None, on_restart: str = "exit") -> int:
-    """Write the job's content deltas to stdout; notices go to stderr.
-
-    stdout never holds text of two attempts. A restart before any text is followed silently;
-    after text, ``on_restart`` decides: ``exit`` stops with :data:`EXIT_RESTARTED` and says
-    which cursor the new attempt follows; ``final`` holds all text back and prints the last
-    attempt's at the end; ``follow`` (the demo, for a person at a terminal) prints a notice and
-    the new attempt's text on a fresh line.
-    """
-    held: list[str] = []
-    printed = False
-    async with job.events(after=after) as events:
-        async for event in events:
-            if isinstance(event, Delta) and event.choice == 0:
-                if on_restart == "final":
-                    held.append(event.text)
-                    continue
-                sys.stdout.write(event.text)
-                sys.stdout.flush()
-                printed = True
-            elif isinstance(event, Reset):
-                held.clear()
-                if not printed:
-                    continue
-                notice = f"\nstreamq: job {job.id} restarted (attempt {event.attempt})"
-                if on_restart == "exit":
-                    follow = f"streamq tail {job.id} --from {event.cursor}"
-                    print(f"{notice} after text was printed; its new answer: {follow}",
-                          file=sys.stderr)  # fmt: skip
-                    return EXIT_RESTARTED
-                print(notice, file=sys.stderr)
-                printed = False
-            elif isinstance(event, Error | Cancelled):
-                detail = f"[{event.code}] {event.message}" if isinstance(event, Error) else ""
-                print(f"\nstreamq: job {job.id} {event.type} {detail}".rstrip(), file=sys.stderr)
-                return EXIT_JOB_FAILED
-    sys.stdout.write("".join(held) + "\n")
-    return 0
-
-
 def run_simulate(args: argparse.Namespace, settings: Settings) -> int:
     from streamq.simulator import SimulatorConfig, serve
 
@@ -340,7 +298,12 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
         auth = "no authentication" if config.open else f"{len(config.tokens)} token(s)"
         print(f"streamq gateway serving {url} ({auth})", file=sys.stderr, flush=True)
 
-    serve(settings, config, args.host, args.port, demo=args.demo, on_ready=ready)
+    if args.demo:
+        from streamq.demo import serve_demo
+
+        serve_demo(settings, config, args.host, args.port, on_ready=ready)
+    else:
+        serve(settings, config, args.host, args.port, on_ready=ready)
     return 0
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any, cast
 
 import redis
-from arq.connections import ArqRedis
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
@@ -21,7 +20,6 @@ from redis.retry import Retry as SyncRetry
 from redis.sentinel import Sentinel as SyncSentinel
 from redis.sentinel import SentinelConnectionPool as SyncSentinelPool
 
-from streamq.queue import deserialize_job, serialize_job
 from streamq.redis_urls import CLUSTER_SCHEMES, SENTINEL_SCHEMES, SentinelURL, cluster_nodes
 
 SOCKET_TIMEOUT = 10.0
@@ -126,15 +124,3 @@ def sync_redis_from_url(url: str, **overrides: Any) -> redis.Redis:
         sync_pool = SyncSentinelPool(target.service, manager, **_node_options(target, options))  # type: ignore[no-untyped-call]
         return redis.Redis.from_pool(sync_pool)
     return redis.Redis.from_pool(redis.ConnectionPool.from_url(url, **options))
-
-
-def arq_redis(url: str, queue_name: str) -> ArqRedis:
-    """arq's client (JSON jobs) on the same resilient pool."""
-    client = ArqRedis(
-        pool_or_conn=pool_from_url(url),
-        job_serializer=serialize_job,
-        job_deserializer=deserialize_job,
-        default_queue_name=queue_name,
-    )
-    client.auto_close_connection_pool = True
-    return client

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
+from streamq.clock import server_time_ms
 from streamq.keys import Keys
-from streamq.presence import server_time_ms
 
 KEEP_MINUTES = 120
 

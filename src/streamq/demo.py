@@ -12,19 +12,24 @@ import contextlib
 import sys
 import uuid
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 
-from streamq.cli import print_text
 from streamq.keys import Keys
 from streamq.local_redis import LocalRedis, redis_answers
 from streamq.producer import StreamQ
 from streamq.settings import Settings
 from streamq.simulator import SimulatorConfig, SimulatorThread
+from streamq.terminal import print_text
 from streamq.worker import running_worker
+
+if TYPE_CHECKING:
+    from streamq.gateway import GatewayConfig
 
 DEMO_TOKENS_PER_SECOND = 40.0
 DEMO_REPLY_TOKENS = 60
+SERVE_DEMO_REPLY_TOKENS = 120  # the chat page's answers: long enough to watch them stream
 
 
 def run_demo(prompt: str, settings: Settings) -> int:
@@ -33,6 +38,25 @@ def run_demo(prompt: str, settings: Settings) -> int:
         settings = throwaway_parts(stack, settings, DEMO_REPLY_TOKENS, notice)
         return asyncio.run(_pipeline(prompt, settings))
     raise AssertionError("unreachable")
+
+
+def serve_demo(
+    settings: Settings,
+    config: GatewayConfig,
+    host: str,
+    port: int,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """``streamq serve --demo``: the gateway with what it lacks, as ``streamq demo`` has: a
+    throwaway ``redis-server``, the simulator, and an in-process worker."""
+    from streamq.gateway.server import serve
+
+    def say(message: str) -> None:
+        print(f"streamq serve: {message}", file=sys.stderr, flush=True)
+
+    with contextlib.ExitStack() as stack:
+        settings = throwaway_parts(stack, settings, SERVE_DEMO_REPLY_TOKENS, say)
+        serve(settings, config, host, port, alongside=running_worker, on_ready=on_ready)
 
 
 def throwaway_parts(

@@ -25,8 +25,9 @@ from redis.asyncio import Redis
 
 from streamq import scripts
 from streamq._tasks import cancel_and_wait
+from streamq.clock import server_time_ms
 from streamq.keys import Keys, check_job_id
-from streamq.presence import WorkerPresence, announce, server_time_ms, withdraw
+from streamq.presence import WorkerPresence, announce, withdraw
 from streamq.queue import arq_job
 from streamq.redis_errors import is_transient
 

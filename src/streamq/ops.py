@@ -11,12 +11,13 @@ from typing import Any
 from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix
 from redis.asyncio import Redis
 
+from streamq.clock import server_time_ms
 from streamq.connections import streams_from_url
 from streamq.consumer import ChatJob
 from streamq.counters import RecentCounts, recent_counts
 from streamq.events import Delta, Done, Error, Start, decode_entry, entry_order
 from streamq.keys import Keys
-from streamq.presence import WorkerPresence, alive_workers, server_time_ms
+from streamq.presence import WorkerPresence, alive_workers
 from streamq.settings import Settings
 
 OLDEST_SCAN = 100  # queue entries looked at to find the oldest one no worker has started

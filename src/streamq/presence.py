@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 
 from redis.asyncio import Redis
 
+from streamq.clock import server_time_ms
 from streamq.keys import Keys
 
 
@@ -58,9 +59,3 @@ async def alive_workers(redis: Redis, keys: Keys) -> list[WorkerPresence]:
     values = await redis.mget([keys.worker(worker_id) for worker_id in ids])
     alive = [WorkerPresence.from_json(value) for value in values if value is not None]
     return sorted(alive, key=lambda presence: presence.started_at)
-
-
-async def server_time_ms(redis: Redis) -> int:
-    """Redis's clock in milliseconds: the one clock all workers agree on."""
-    seconds, micros = await redis.time()
-    return int(seconds) * 1000 + int(micros) // 1000

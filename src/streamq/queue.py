@@ -6,9 +6,11 @@ import json
 import time
 from typing import Any
 
-from arq.connections import RedisSettings
+from arq.connections import ArqRedis, RedisSettings
 from arq.jobs import serialize_job as arq_serialize_job
 
+from streamq.connections import pool_from_url
+from streamq.keys import wake_channel as wake_channel  # its home is keys.py
 from streamq.redis_urls import SENTINEL_SCHEMES, SentinelURL
 
 JOB_FUNCTION = "streamq_chat"
@@ -101,6 +103,13 @@ def redis_settings(url: str) -> RedisSettings:
     return RedisSettings.from_dsn(url)
 
 
-def wake_channel(queue_name: str) -> str:
-    """Pub/sub channel a producer publishes on after enqueueing, to wake idle workers."""
-    return f"{queue_name}:wake"
+def arq_redis(url: str, queue_name: str) -> ArqRedis:
+    """arq's client (JSON jobs) on the same resilient pool."""
+    client = ArqRedis(
+        pool_or_conn=pool_from_url(url),
+        job_serializer=serialize_job,
+        job_deserializer=deserialize_job,
+        default_queue_name=queue_name,
+    )
+    client.auto_close_connection_pool = True
+    return client

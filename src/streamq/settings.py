@@ -64,8 +64,8 @@ class Settings:
         file, as with ``python-dotenv``'s ``load_dotenv``. A bad value raises :class:`ConfigError`
         naming the variable and what it accepts.
         """
-        env = _merged_environment(environ, env_file)
-        read = _Reader(env)
+        env = merged_environment(environ, env_file)
+        read = EnvReader(env)
         prefix = read.key_prefix("STREAMQ_KEY_PREFIX", cls.key_prefix)
         return cls(
             redis_url=read.redis_url("REDIS_URL", cls.redis_url),
@@ -118,9 +118,10 @@ class Settings:
             raise ConfigError(f"metrics_port must be 0 (off) to {MAX_PORT}: {self.metrics_port}")
 
 
-def _merged_environment(
+def merged_environment(
     environ: Mapping[str, str] | None, env_file: str | os.PathLike[str] | None
 ) -> dict[str, str]:
+    """``environ`` (default: ``os.environ``) over the ``.env`` file (default: ``./.env``)."""
     if env_file is not None and not Path(env_file).is_file():
         raise ConfigError(f"--env-file {os.fspath(env_file)!r} does not exist")
     path = Path(env_file) if env_file is not None else Path(".env")
@@ -128,7 +129,7 @@ def _merged_environment(
     return {**from_file, **(os.environ if environ is None else environ)}
 
 
-class _Reader:
+class EnvReader:
     """Parses one variable at a time; every failure names the variable and the accepted values."""
 
     def __init__(self, env: Mapping[str, str]) -> None:

@@ -28,27 +28,28 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
-from streamq import __version__, metrics, scripts
+from streamq import metrics, scripts
 from streamq.admission import Admission
 from streamq.clients import ClientPool
-from streamq.connections import arq_redis, streams_from_url
+from streamq.connections import streams_from_url
 from streamq.events import Error
 from streamq.exceptions import ConfigError, InvalidRequest
 from streamq.fleet import Fleet
-from streamq.keys import Keys
+from streamq.keys import Keys, wake_channel
 from streamq.presence import WorkerPresence
 from streamq.publisher import Fenced, Publisher, PublishFailed
 from streamq.queue import (
     JOB_FUNCTION,
     REJECTED_FUNCTION,
+    arq_redis,
     deserialize_worker_job,
     redis_settings,
     serialize_job,
-    wake_channel,
 )
 from streamq.redis_errors import is_transient
 from streamq.runner import JobRunner
 from streamq.settings import Settings
+from streamq.version import __version__
 
 logger = logging.getLogger("streamq.worker")
 

@@ -18,8 +18,8 @@ import random
 import sys
 
 from streamq.clients import ClientPool
-from streamq.connections import arq_redis
 from streamq.keys import Keys
+from streamq.queue import arq_redis
 from streamq.settings import Settings
 from streamq.worker import WorkerRuntime, openai_client
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from streamq.exceptions import ConfigError
-from streamq.settings import _merged_environment, _Reader
+from streamq.settings import EnvReader, merged_environment
 
 TENANT_PATTERN = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")  # \Z: no trailing newline
 MIN_TOKEN_LENGTH = 16
@@ -60,8 +60,8 @@ class GatewayConfig:
         allow_anonymous: bool = False,
     ) -> GatewayConfig:
         """Read ``STREAMQ_GATEWAY_*`` from ``environ`` (default: ``os.environ`` over ``./.env``)."""
-        env = _merged_environment(environ, env_file)
-        read = _Reader(env)
+        env = merged_environment(environ, env_file)
+        read = EnvReader(env)
         return cls(
             tokens=parse_tokens(env.get("STREAMQ_GATEWAY_TOKENS", "")),
             allow_anonymous=allow_anonymous,
@@ -111,7 +111,7 @@ def _names(raw: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in raw.split(",") if name.strip())
 
 
-def _limit(read: _Reader, name: str, default: T, kind: Callable[[str], T]) -> T | None:
+def _limit(read: EnvReader, name: str, default: T, kind: Callable[[str], T]) -> T | None:
     """A positive limit, or ``None`` for ``off``."""
     if read.text(name, "").lower() == OFF:
         return None

@@ -1,27 +1,24 @@
-"""``streamq serve``: the gateway under uvicorn, and with ``--demo`` everything it needs.
+"""``streamq serve``: the gateway under uvicorn until a signal stops it.
 
-``--demo`` adds what is missing, as ``streamq demo`` does: a throwaway ``redis-server`` when
-``REDIS_URL`` does not answer, the simulator when no upstream is configured, and an in-process
-worker; without tokens configured it serves without authentication.
+``alongside`` runs something for as long as the server does (``streamq serve --demo`` runs an
+in-process worker that way: :func:`streamq.demo.serve_demo`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
 
 import uvicorn
 
-from streamq.demo import throwaway_parts
 from streamq.gateway.app import create_app
 from streamq.gateway.config import GatewayConfig
 from streamq.gateway.timeouts import uvicorn_config
 from streamq.settings import Settings
-from streamq.worker import running_worker
 
-DEMO_REPLY_TOKENS = 120
 # Seconds open event streams get at shutdown; clients resume elsewhere with Last-Event-ID.
 SHUTDOWN_GRACE = 5
 
@@ -32,14 +29,12 @@ def serve(
     host: str,
     port: int,
     *,
-    demo: bool = False,
+    alongside: Callable[[Settings], AbstractAsyncContextManager[Any]] | None = None,
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
-    """Serve the gateway until interrupted (SIGINT/SIGTERM)."""
-    with contextlib.ExitStack() as stack:
-        if demo:
-            settings = throwaway_parts(stack, settings, DEMO_REPLY_TOKENS, notice)
-        asyncio.run(_serve(settings, config, host, port, demo=demo, on_ready=on_ready))
+    """Serve the gateway until interrupted (SIGINT/SIGTERM), with ``alongside(settings)``
+    entered on the same loop for as long."""
+    asyncio.run(_serve(settings, config, host, port, alongside=alongside, on_ready=on_ready))
 
 
 async def _serve(
@@ -48,7 +43,7 @@ async def _serve(
     host: str,
     port: int,
     *,
-    demo: bool,
+    alongside: Callable[[Settings], AbstractAsyncContextManager[Any]] | None,
     on_ready: Callable[[str], None] | None,
 ) -> None:
     app = create_app(settings, config)
@@ -63,16 +58,11 @@ async def _serve(
         )
     )
     async with contextlib.AsyncExitStack() as stack:
-        if demo:
-            await stack.enter_async_context(running_worker(settings))
+        if alongside is not None:
+            await stack.enter_async_context(alongside(settings))
         task = asyncio.create_task(server.serve())
         while not server.started and not task.done():  # noqa: ASYNC110 (uvicorn has no event)
             await asyncio.sleep(0.05)
         if server.started and on_ready is not None:
             on_ready(f"http://{host}:{port}/")
         await task
-
-
-def notice(message: str) -> None:
-    """One line on stderr."""
-    print(f"streamq serve: {message}", file=sys.stderr, flush=True)
