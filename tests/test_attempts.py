@@ -21,12 +21,13 @@ from streamq import (
     StreamQ,
     scripts,
 )
+from streamq.exceptions import Fenced, PublishFailed
 from streamq.keys import Keys
-from streamq.publisher import Fenced, Publisher, PublishFailed, StreamWriter
+from streamq.publisher import Publisher, StreamWriter
 from streamq.request import chat_messages
 from streamq.simulator import simulated_text
 from streamq.worker import running_worker
-from tests.processes import worker_processes
+from tests.harness.processes import worker_processes
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from redis.asyncio import Redis
 
 from streamq import Error, InvalidRequest, JobFailed, Settings, StreamQ
-from streamq.events import EventDecodeError, decode
+from streamq.events import decode
+from streamq.exceptions import EventDecodeError
 from streamq.keys import Keys
 from streamq.queue import JOB_FUNCTION, deserialize_job
 from streamq.request import ChatRequest, chat_messages

@@ -19,13 +19,14 @@ from redis.asyncio import Redis
 
 from streamq import Delta, InvalidRequest, JobFailed, Settings, StreamQ
 from streamq import sync as streamq_sync
+from streamq.exceptions import EntryRejected
 from streamq.keys import Keys, check_job_id
-from streamq.publisher import EntryRejected, Publisher, StreamWriter
+from streamq.publisher import Publisher, StreamWriter
 from streamq.queue import JOB_FUNCTION, REJECTED_FUNCTION, deserialize_worker_job
 from streamq.request import ChatRequest, chat_messages
 from streamq.simulator import simulated_text
 from streamq.worker import running_worker
-from tests.processes import worker_processes
+from tests.harness.processes import worker_processes
 
 ROCKET = "\U0001f680"
 ENDLESS = 3600.0  # a publisher retry window no test may wait out

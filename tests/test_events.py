@@ -20,13 +20,13 @@ from streamq import (
     UnknownEvent,
 )
 from streamq.events import (
-    EventDecodeError,
     decode,
     decode_entry,
     encode,
     event_to_dict,
     is_terminal,
 )
+from streamq.exceptions import EventDecodeError
 
 EVENTS: list[Event] = [
     Start(job_id="j1", model="gpt-4o-mini", worker="host:1", started_at=1.5),

@@ -22,36 +22,13 @@ from redis.asyncio import Redis
 from streamq import metrics
 from streamq._tasks import cancel_and_wait
 from streamq.keys import Keys
+from streamq.scripts import ACQUIRE, ACQUIRED, PAUSE
 
 logger = logging.getLogger("streamq.admission")
 
 ANY_MODEL = "*"
 POLL_MIN = 0.05  # seconds between tries while waiting: a release wakes waiters sooner
 POLL_MAX = 1.0
-
-# KEYS: slots, pause. ARGV: member, limit, lease (ms).
-# -> 1 acquired; 0 all slots taken; a negative number: the model is paused for that many ms.
-ACQUIRE = """
-local paused = redis.call('PTTL', KEYS[2])
-if paused > 0 then return -paused end
-local time = redis.call('TIME')
-local now = time[1] * 1000 + math.floor(time[2] / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local lease = tonumber(ARGV[3])
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
-  redis.call('ZADD', KEYS[1], now + lease, ARGV[1])
-  redis.call('PEXPIRE', KEYS[1], lease * 2)
-  return 1
-end
-return 0
-"""
-
-# KEYS: pause. ARGV: ms. Pauses the model unless it is already paused for longer.
-PAUSE = """
-if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
-  redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
-end
-"""
 
 
 class Admission:
@@ -74,7 +51,7 @@ class Admission:
         # Limits are per provider account: different keys get different slots. Only a short
         # digest of the key names them; the key itself never reaches Redis.
         digest = hashlib.sha256((api_key or "").encode()).hexdigest()[:12]
-        self._scope = f"{keys.prefix}:admission:{digest}"
+        self._account = digest
         self._held: dict[str, str] = {}  # member -> slots key
         self._released = asyncio.Event()
         self._acquire = redis.register_script(ACQUIRE)
@@ -106,11 +83,11 @@ class Admission:
         if limit is None:
             yield
             return
-        key, pause = self._slots_key(model), f"{self._scope}:{model}:paused"
+        key, pause = self._slots_key(model), self._keys.admission_pause(self._account, model)
         delay, waiting_since = POLL_MIN, time.monotonic()
         while True:
             got = int(await self._acquire(keys=[key, pause], args=[member, limit, self._lease_ms]))
-            if got == 1:
+            if got == ACQUIRED:
                 break
             wait = -got / 1000 if got < 0 else delay * random.uniform(0.5, 1.0)
             self._released.clear()
@@ -132,11 +109,11 @@ class Admission:
         if self.limit(model) is None or seconds <= 0:
             return
         ms = max(1, int(seconds * 1000))
-        await self._pause(keys=[f"{self._scope}:{model}:paused"], args=[ms])
+        await self._pause(keys=[self._keys.admission_pause(self._account, model)], args=[ms])
         logger.warning("model %s rate-limited: the fleet waits %.2fs", model, seconds)
 
     def _slots_key(self, model: str) -> str:
-        return f"{self._scope}:{model}:slots"
+        return self._keys.admission_slots(self._account, model)
 
     async def _renew(self) -> None:
         while True:

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from streamq.exceptions import StreamQError
+from streamq.exceptions import EventDecodeError
 
 WIRE_VERSION = "1"
 TEXT_TYPES = frozenset({"delta", "reasoning", "refusal"})
@@ -233,10 +233,6 @@ def encode(event: Event, *, attempt: int, seq: int) -> dict[str, str]:
     if logprobs is not None:
         entry["logprobs"] = json.dumps(logprobs, ensure_ascii=False, separators=(",", ":"))
     return entry
-
-
-class EventDecodeError(StreamQError):
-    """A stream entry does not follow the wire format."""
 
 
 def decode(cursor: str, fields: dict[str, str]) -> Event:

@@ -6,16 +6,55 @@ StreamQError
 │   └── InvalidCursor    a resume cursor is not a stream entry id
 ├── JobNotFound          no job with this id exists (never existed, or expired)
 ├── JobFailed            the job ended with an ``error`` event
+├── JobCancelled         the job ended with a ``cancelled`` event
+├── JobRestarted         a new attempt replaced the one whose text was already yielded
 ├── ReadTimeout          a reader waited longer than its timeout for the next event
-└── ClientClosed         a closed ``StreamQ`` client was used
+├── ClientClosed         a closed ``StreamQ`` client was used
+├── EventDecodeError     a stream entry does not follow the wire format
+└── (inside a worker, never raised to a client)
+    ├── Fenced           another attempt took over the job, or it ended: stop writing
+    ├── PublishFailed    entries could not be written to Redis within the retry window
+    └── EntryRejected    this job's entry cannot be encoded, or Redis refused it
+
+Events are data, not errors: :class:`streamq.Error` is the ``error`` event that
+:class:`JobFailed` carries. This module imports nothing of streamq's, so every part can use it.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from streamq.events import Cancelled, Error
+
+class ErrorEvent(Protocol):
+    """What :class:`JobFailed` carries: the job's ``error`` event (:class:`streamq.Error`)."""
+
+    @property
+    def code(self) -> str: ...
+    @property
+    def message(self) -> str: ...
+    @property
+    def retryable(self) -> bool: ...
+    @property
+    def retry_after(self) -> float | None: ...
+    @property
+    def cursor(self) -> str: ...
+    @property
+    def attempt(self) -> int: ...
+
+
+class CancelledEvent(Protocol):
+    """What :class:`JobCancelled` carries: the ``cancelled`` event (:class:`streamq.Cancelled`)."""
+
+    @property
+    def reason(self) -> str: ...
+    @property
+    def deltas(self) -> int: ...
+    @property
+    def usage(self) -> dict[str, Any] | None: ...
+    @property
+    def cursor(self) -> str: ...
+    @property
+    def attempt(self) -> int: ...
 
 
 class StreamQError(Exception):
@@ -45,7 +84,7 @@ class JobNotFound(StreamQError, LookupError):
 class JobFailed(StreamQError):
     """The job ended with an ``error`` event, available as ``.error``."""
 
-    def __init__(self, job_id: str, error: Error) -> None:
+    def __init__(self, job_id: str, error: ErrorEvent) -> None:
         super().__init__(f"job {job_id!r} failed: [{error.code}] {error.message}")
         self.job_id = job_id
         self.error = error
@@ -54,7 +93,7 @@ class JobFailed(StreamQError):
 class JobCancelled(StreamQError):
     """The job ended with a ``cancelled`` event, available as ``.event``."""
 
-    def __init__(self, job_id: str, event: Cancelled) -> None:
+    def __init__(self, job_id: str, event: CancelledEvent) -> None:
         super().__init__(f"job {job_id!r} was cancelled")
         self.job_id = job_id
         self.event = event
@@ -79,3 +118,19 @@ class ReadTimeout(StreamQError, TimeoutError):
 
 class ClientClosed(StreamQError, RuntimeError):
     """The ``StreamQ`` client was closed and cannot be used again."""
+
+
+class EventDecodeError(StreamQError):
+    """A stream entry does not follow the wire format."""
+
+
+class Fenced(StreamQError):
+    """Another attempt took over this job, or it already ended: this writer must stop."""
+
+
+class PublishFailed(StreamQError):
+    """Entries could not be written to Redis within the retry window."""
+
+
+class EntryRejected(StreamQError):
+    """This job's entry cannot be written: it cannot be encoded, or Redis refused it."""

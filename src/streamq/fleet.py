@@ -20,14 +20,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from arq.constants import expires_extra_ms, in_progress_key_prefix, job_key_prefix
+from arq.constants import expires_extra_ms
 from redis.asyncio import Redis
 
 from streamq import scripts
 from streamq._tasks import cancel_and_wait
 from streamq.clock import server_time_ms
-from streamq.keys import Keys, check_job_id
+from streamq.keys import Keys, arq_in_progress_key, arq_job_key, check_job_id
 from streamq.presence import WorkerPresence, announce, withdraw
+from streamq.protocol import lease_member
 from streamq.queue import arq_job
 from streamq.redis_errors import is_transient
 
@@ -54,7 +55,7 @@ class Run:
     @property
     def member(self) -> str:
         """The attempt's member in the ``running`` sorted set."""
-        return f"{self.attempt}:{self.job_id}"
+        return lease_member(self.attempt, self.job_id)
 
     def cancel(self, reason: str) -> None:
         """Stop the attempt's generation (closing the upstream stream)."""
@@ -180,13 +181,13 @@ class Fleet:
     async def _check_stranded(
         self, job_id: str, arq_id: str, now: float, stranded: set[str]
     ) -> None:
-        in_progress = in_progress_key_prefix + arq_id
+        in_progress = arq_in_progress_key(arq_id)
         if job_id in self.runs or not await self._redis.exists(in_progress):
             return
         attempt, terminal = await self._state(job_id)
         if terminal:
             return
-        member = f"{attempt}:{job_id}"
+        member = lease_member(attempt, job_id)
         if attempt and await self._redis.zscore(self._keys.running(), member) is not None:
             return
         stranded.add(job_id)
@@ -216,8 +217,8 @@ class Fleet:
         current, terminal = await self._state(job_id)
         keys = [
             self._keys.running(),
-            in_progress_key_prefix + arq_id,
-            job_key_prefix + arq_id,
+            arq_in_progress_key(arq_id),
+            arq_job_key(arq_id),
             self._queue_name,
         ]
         now = int(time.time() * 1000)

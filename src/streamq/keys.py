@@ -44,6 +44,18 @@ class Keys:
         """A hash of the job's control state: current attempt, last seq, terminal type."""
         return f"{self.prefix}:{{{job_id}}}:state"
 
+    def compacting(self, job_id: str) -> str:
+        """Scratch key the append script copies a finished stream through (gone at once)."""
+        return f"{self.prefix}:{{{job_id}}}:events:compacting"
+
+    def job_keys(self) -> str:
+        """A SCAN pattern matching every per-job key under the prefix."""
+        return f"{self.prefix}:{{*"
+
+    def arq_job_ids(self) -> str:
+        """A pattern matching the ids arq knows streamq's jobs by (see :meth:`arq_job_id`)."""
+        return f"{self.prefix}:*"
+
     def owner(self, job_id: str) -> str:
         """The tenant that created the job through the HTTP gateway (``streamq.gateway``)."""
         return f"{self.prefix}:{{{job_id}}}:owner"

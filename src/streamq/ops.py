@@ -8,7 +8,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix
+from arq.constants import abort_jobs_ss
 from redis.asyncio import Redis
 
 from streamq.clock import server_time_ms
@@ -16,7 +16,8 @@ from streamq.connections import streams_from_url
 from streamq.consumer import ChatJob
 from streamq.counters import RecentCounts, recent_counts
 from streamq.events import Delta, Done, Error, Start, decode_entry, entry_order
-from streamq.keys import Keys
+from streamq.exceptions import InvalidRequest
+from streamq.keys import Keys, arq_in_progress_key, arq_job_key
 from streamq.presence import WorkerPresence, alive_workers
 from streamq.settings import Settings
 
@@ -59,7 +60,7 @@ async def fleet_stats(redis: Redis, settings: Settings, minutes: int = 5) -> Fle
         in_queue, running, oldest = await pipe.execute()
     async with redis.pipeline(transaction=False) as pipe:
         for arq_id, _ in oldest:
-            pipe.exists(in_progress_key_prefix + arq_id.decode())
+            pipe.exists(arq_in_progress_key(arq_id.decode()))
         started = await pipe.execute()
     now_ms = await server_time_ms(redis)
     waiting = [score for (_, score), busy in zip(oldest, started, strict=True) if not busy]
@@ -224,21 +225,25 @@ async def _purge(redis: Redis, streams: Redis, settings: Settings, dry_run: bool
     if expired and not dry_run:
         await redis.zrem(keys.workers(), *expired)
 
-    async for key in redis.scan_iter(match=f"{keys.prefix}:{{*", count=SCAN_COUNT):
+    async for key in redis.scan_iter(match=keys.job_keys(), count=SCAN_COUNT):
         if await redis.ttl(key) == -1:
             report.keys_without_ttl += 1
             if not dry_run:
                 await redis.expire(key, settings.stream_ttl)
 
-    ours = [m async for m, _ in redis.zscan_iter(abort_jobs_ss, match=f"{keys.prefix}:*")]
+    ours = [m async for m, _ in redis.zscan_iter(abort_jobs_ss, match=keys.arq_job_ids())]
     report.abort_entries = len(ours)
     if ours and not dry_run:
         await redis.zrem(abort_jobs_ss, *ours)
 
-    for prefix in (job_key_prefix, in_progress_key_prefix):
-        async for key in redis.scan_iter(match=f"{prefix}{keys.prefix}:*", count=SCAN_COUNT):
-            arq_id = key.decode()[len(prefix) :]
-            job_id = keys.job_id_from_arq(arq_id)
+    for arq_key in (arq_job_key, arq_in_progress_key):
+        prefix = arq_key("")
+        async for key in redis.scan_iter(match=arq_key(keys.arq_job_ids()), count=SCAN_COUNT):
+            arq_id = key.decode(errors="replace")[len(prefix) :]
+            try:
+                job_id = keys.job_id_from_arq(arq_id)
+            except InvalidRequest:  # not a job of ours (or not a valid id): not ours to clean
+                continue
             ended = await streams.hexists(keys.state(job_id), "terminal")  # type: ignore[misc]
             gone = not await redis.exists(keys.request(job_id))
             queued = await redis.zscore(settings.queue_name, arq_id) is not None

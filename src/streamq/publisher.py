@@ -25,35 +25,32 @@ from redis.exceptions import NoScriptError, RedisError
 from streamq import metrics, scripts
 from streamq.connections import is_cluster
 from streamq.events import Event, encode, is_terminal
-from streamq.exceptions import StreamQError
+from streamq.exceptions import EntryRejected, Fenced, PublishFailed
 from streamq.redis_errors import is_transient
 from streamq.scripts import script_sha
 
 logger = logging.getLogger("streamq.publisher")
 
 
-class Fenced(StreamQError):
-    """Another attempt took over this job, or it already ended: this writer must stop."""
-
-
-class PublishFailed(StreamQError):
-    """Entries could not be written to Redis within the retry window."""
-
-
-class EntryRejected(StreamQError):
-    """This job's entry cannot be written: it cannot be encoded, or Redis refused it."""
-
-
 class StreamWriter:
     """Writes one attempt of one job: stamps each event with the attempt and its sequence."""
 
-    def __init__(self, publisher: Publisher, events_key: str, state_key: str, attempt: int) -> None:
+    def __init__(
+        self,
+        publisher: Publisher,
+        events_key: str,
+        state_key: str,
+        attempt: int,
+        scratch_key: str | None = None,
+    ) -> None:
         self.publisher = publisher
         self.events_key = events_key
         self.state_key = state_key
+        # Keys.compacting(job_id): where a finished stream is copied to give back its space.
+        self.scratch_key = scratch_key or events_key + ":compacting"
         self.attempt = attempt
         self.seq = -1
-        self.failure: StreamQError | None = None
+        self.failure: Fenced | PublishFailed | EntryRejected | None = None
         self._last_ticket = 0
 
     async def emit(self, event: Event) -> None:
@@ -218,12 +215,12 @@ class Publisher:
         if isinstance(result, BaseException):
             logger.error("Redis refused entries of %s: %r", writer.events_key, result)
             writer.failure = EntryRejected(f"Redis refused this job's entries: {result}")
-        elif result == -3:
+        elif result == scripts.LOST:
             writer.failure = PublishFailed(
                 f"{writer.events_key} lost this attempt's claim or entries (a failover?)"
             )
-        elif result != 1:
-            reason = "another attempt owns the job" if result == -1 else "the job ended"
+        elif result != scripts.APPENDED:
+            reason = "another attempt owns the job" if result == scripts.FENCED else "the job ended"
             writer.failure = Fenced(f"write to {writer.events_key} refused: {reason}")
 
     async def _write(self, by_writer: dict[StreamWriter, list[bytes | str]]) -> list[Any]:
@@ -233,7 +230,7 @@ class Publisher:
             (
                 writer.events_key,
                 writer.state_key,
-                writer.events_key + ":compacting",
+                writer.scratch_key,
                 str(writer.attempt),
                 str(self._ttl),
                 *args,

@@ -25,10 +25,11 @@ from streamq.admission import Admission
 from streamq.clients import ClientPool
 from streamq.counters import count_job_end
 from streamq.events import Cancelled, Delta, Done, Error, Event, Reset, Start
-from streamq.exceptions import InvalidRequest
+from streamq.exceptions import EntryRejected, Fenced, InvalidRequest, PublishFailed
 from streamq.fleet import Fleet, Run
 from streamq.keys import Keys
-from streamq.publisher import EntryRejected, Fenced, Publisher, PublishFailed, StreamWriter
+from streamq.protocol import lease_member
+from streamq.publisher import Publisher, StreamWriter
 from streamq.request import ChatRequest
 from streamq.retry import RetryPolicy, retry_after
 from streamq.settings import Settings
@@ -104,7 +105,11 @@ class JobRunner:
                 if cancel:
                     run.cancel("cancel requested")
                 writer = StreamWriter(
-                    self.publisher, self.keys.events(job_id), self.keys.state(job_id), attempt
+                    self.publisher,
+                    self.keys.events(job_id),
+                    self.keys.state(job_id),
+                    attempt,
+                    self.keys.compacting(job_id),
                 )
                 try:
                     outcome = await self._attempt(
@@ -164,7 +169,7 @@ class JobRunner:
         if not attempt:
             return 0, claimed[1], 0, None
         keys = [self.keys.running(), self.keys.request(job_id)]
-        raw_request = await self._lease(keys=keys, args=[lease_ms, f"{attempt}:{job_id}"])
+        raw_request = await self._lease(keys=keys, args=[lease_ms, lease_member(attempt, job_id)])
         return attempt, claimed[1], int(claimed[2]), raw_request
 
     async def _ended(self, run: Run, outcome: Outcome) -> None:

@@ -1,9 +1,11 @@
-"""Lua scripts that make a job's stream safe against zombies and retries.
+"""Every Lua script streamq runs, with the codes it answers.
 
-The job's state hash holds ``attempt`` (the attempt allowed to write), ``seq`` (the last entry
-it wrote) and ``terminal`` (the type of the terminal entry, once written). Every write goes
-through :data:`APPEND`, so a worker that lost its job cannot interleave with the new attempt,
-a retried batch never duplicates an entry, and nothing follows the terminal entry.
+Most make a job's stream safe against zombies and retries; ACQUIRE and PAUSE share the fleet's
+per-model slots. The job's state hash holds ``attempt`` (the attempt allowed to write), ``seq``
+(the last entry it wrote) and ``terminal`` (the type of the terminal entry, once written).
+Every write goes through :data:`APPEND`, so a worker that lost its job cannot interleave with
+the new attempt, a retried batch never duplicates an entry, and nothing follows the terminal
+entry.
 """
 
 from __future__ import annotations
@@ -117,6 +119,12 @@ end
 return 'cancelling'
 """
 
+# What APPEND answers.
+APPENDED = 1
+FENCED = -1  # another attempt owns the job
+ENDED = -2  # the job ended (before this call, or by an entry of it: later entries are dropped)
+LOST = -3  # this attempt's claim or earlier entries are missing (lost in a failover)
+
 # KEYS: events, state, scratch (for the copy). ARGV: attempt, ttl, then per entry: seq,
 # terminal type or '', field count, fields... -> 1 written, -1 fenced (another attempt owns the
 # job), -2 the job ended (before this call, or by an entry of it: later entries are dropped),
@@ -160,6 +168,34 @@ if ended and redis.pcall('COPY', KEYS[1], KEYS[3]) == 1 then
 end
 if ended and i <= #ARGV then return -2 end
 return 1
+"""
+
+
+# What ACQUIRE answers when a slot was taken.
+ACQUIRED = 1
+
+# KEYS: slots, pause. ARGV: member, limit, lease (ms).
+# -> ACQUIRED (1); 0 all slots taken; a negative number: the model is paused for that many ms.
+ACQUIRE = """
+local paused = redis.call('PTTL', KEYS[2])
+if paused > 0 then return -paused end
+local time = redis.call('TIME')
+local now = time[1] * 1000 + math.floor(time[2] / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local lease = tonumber(ARGV[3])
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], now + lease, ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], lease * 2)
+  return 1
+end
+return 0
+"""
+
+# KEYS: pause. ARGV: ms. Pauses the model unless it is already paused for longer.
+PAUSE = """
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+end
 """
 
 

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from dotenv import dotenv_values
 
 from streamq.exceptions import ConfigError
+from streamq.keys import Keys
 from streamq.redis_urls import CLUSTER_SCHEMES, SENTINEL_SCHEMES, SentinelURL, cluster_nodes
 
 T = TypeVar("T")
@@ -72,7 +73,7 @@ class Settings:
             openai_api_key=env.get("OPENAI_API_KEY") or None,
             openai_base_url=read.http_url("OPENAI_BASE_URL"),
             openai_model=read.text("OPENAI_MODEL", cls.openai_model),
-            queue_name=read.text("STREAMQ_QUEUE", f"{prefix}:queue"),
+            queue_name=read.text("STREAMQ_QUEUE", Keys(prefix).default_queue()),
             key_prefix=prefix,
             concurrency=read.number("STREAMQ_CONCURRENCY", cls.concurrency, int),
             stream_ttl=read.number("STREAMQ_STREAM_TTL", cls.stream_ttl, int),

@@ -20,7 +20,6 @@ from typing import Any
 
 import httpx2
 from arq.connections import ArqRedis, log_redis_info
-from arq.constants import in_progress_key_prefix
 from arq.utils import timestamp_ms
 from arq.worker import Retry, Worker, func
 from openai import AsyncOpenAI, DefaultAsyncHttpxClient
@@ -33,11 +32,11 @@ from streamq.admission import Admission
 from streamq.clients import ClientPool
 from streamq.connections import streams_from_url
 from streamq.events import Error
-from streamq.exceptions import ConfigError, InvalidRequest
+from streamq.exceptions import ConfigError, Fenced, InvalidRequest, PublishFailed
 from streamq.fleet import Fleet
-from streamq.keys import Keys, wake_channel
+from streamq.keys import Keys, arq_in_progress_key, wake_channel
 from streamq.presence import WorkerPresence
-from streamq.publisher import Fenced, Publisher, PublishFailed
+from streamq.publisher import Publisher
 from streamq.queue import (
     JOB_FUNCTION,
     REJECTED_FUNCTION,
@@ -147,7 +146,7 @@ class StreamQWorker(Worker):
             # still going: arq cannot track two runs of one id, and that run may well finish it.
             return False
         in_progress_ms = int(self.in_progress_timeout_s * 1000)
-        keys = [in_progress_key_prefix + job_id, self.queue_name]
+        keys = [arq_in_progress_key(job_id), self.queue_name]
         if self._start_script is None:
             self._start_script = self.pool.register_script(scripts.START)
         args: list[str | int] = [job_id, timestamp_ms(), in_progress_ms]

@@ -112,8 +112,10 @@ def job_links(request: Request, job_id: str) -> dict[str, str]:
     return {"url": f"{root}/v1/jobs/{job_id}", "events_url": f"{root}/v1/jobs/{job_id}/events"}
 
 
-def terminal_dict(event: Event) -> dict[str, Any]:
-    """An ``error`` or ``cancelled`` event without its stream bookkeeping."""
+def terminal_dict(event: object) -> dict[str, Any]:
+    """An ``error`` or ``cancelled`` event (as JobFailed/JobCancelled carry) without its stream
+    bookkeeping."""
+    assert isinstance(event, Event)
     body = event_to_dict(event)
     return {k: v for k, v in body.items() if k not in ("type", "attempt", "seq")}
 
