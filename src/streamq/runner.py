@@ -40,6 +40,17 @@ IDLE_SLACK = 1.0  # seconds
 logger = logging.getLogger("streamq.worker")
 
 
+@dataclass(frozen=True)
+class Claim:
+    """A claimed attempt: its number (0: the job had ended), whether a cancel was asked, the
+    seconds since the job's first attempt started, and the job's request."""
+
+    attempt: int
+    cancel: bool
+    elapsed: float
+    request: bytes | None
+
+
 @dataclass
 class Outcome:
     """How an attempt ended: ``event`` is terminal unless the attempt will be retried."""
@@ -83,64 +94,82 @@ class JobRunner:
 
         With ``rejection`` (its queue entry was unreadable) the job ends at once with that error.
         """
-        previous: Run | None = None
+        previous: Run | None = None  # a failed attempt: its lease holds the job until the claim
         while True:
-            attempt, cancel, elapsed_ms, raw_request = await self._claim_attempt(job_id)
-            if not attempt:
-                if previous is not None:
-                    await self.fleet.release(previous)
-                return "already_ended"
-            run = Run(job_id, attempt)
-            self.fleet.track(run)
-            logger.info(
-                "job %s attempt %d started",
-                job_id,
-                attempt,
-                extra={"job_id": job_id, "attempt": attempt, "transition": "started"},
-            )
-            metrics.attempt_started(attempt)
-            if previous is not None:  # only now: until the new claim, the old lease holds the job
+            claim = await self._claim_attempt(job_id)
+            if previous is not None:
                 await self.fleet.release(previous)
+            if not claim.attempt:
+                return "already_ended"
+            run = self._begin(job_id, claim)
             try:
-                if cancel:
-                    run.cancel("cancel requested")
-                writer = StreamWriter(
-                    self.publisher,
-                    self.keys.events(job_id),
-                    self.keys.state(job_id),
-                    attempt,
-                    self.keys.compacting(job_id),
-                )
-                try:
-                    outcome = await self._attempt(
-                        run, writer, raw_request, elapsed_ms / 1000, rejection
-                    )
-                except EntryRejected as exc:  # this job's data, not Redis: end it, retry nothing
-                    logger.error("job %s: %s", job_id, exc)
-                    await writer.recover()
-                    outcome = Outcome(Error(code="unpublishable", message=str(exc)), exc)
-                delay = self._retry_delay(run, outcome, elapsed_ms / 1000)
+                writer, outcome = await self._attempt_once(run, claim, rejection)
+                delay = self._retry_delay(run, outcome, claim.elapsed)
                 if delay is None:
-                    await self._write_terminal(run, writer, outcome)
-                    await self._keep_request(job_id)
-                    await self.fleet.release(run)
-                    await self._ended(run, outcome)
-                    return _name(outcome)
-                await writer.sync()
-                metrics.attempt_ended(_transition(run, "retrying", outcome))
-                logger.info(
-                    "job %s attempt %d: retrying in %.2fs",
-                    job_id,
-                    attempt,
-                    delay,
-                    extra=_transition(run, "retrying", outcome, retry_in=round(delay, 3)),
-                )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(run.cancelled.wait(), delay)
-                previous = run
+                    return await self._end(run, writer, outcome)
+                await self._wait_to_retry(run, writer, outcome, delay)
             except BaseException:
                 await self.fleet.release(run)
                 raise
+            previous = run
+
+    def _begin(self, job_id: str, claim: Claim) -> Run:
+        """Track the claimed attempt (its lease was taken by the claim) and say it started."""
+        run = Run(job_id, claim.attempt)
+        self.fleet.track(run)
+        if claim.cancel:
+            run.cancel("cancel requested")
+        logger.info(
+            "job %s attempt %d started",
+            job_id,
+            claim.attempt,
+            extra={"job_id": job_id, "attempt": claim.attempt, "transition": "started"},
+        )
+        metrics.attempt_started(claim.attempt)
+        return run
+
+    async def _attempt_once(
+        self, run: Run, claim: Claim, rejection: Error | None
+    ) -> tuple[StreamWriter, Outcome]:
+        """Stream one attempt; its outcome (an ``EntryRejected`` ends the job, retry nothing)."""
+        keys = self.keys
+        writer = StreamWriter(
+            self.publisher,
+            keys.events(run.job_id),
+            keys.state(run.job_id),
+            run.attempt,
+            keys.compacting(run.job_id),
+        )
+        try:
+            return writer, await self._attempt(run, writer, claim.request, claim.elapsed, rejection)
+        except EntryRejected as exc:  # this job's data, not Redis
+            logger.error("job %s: %s", run.job_id, exc)
+            await writer.recover()
+            return writer, Outcome(Error(code="unpublishable", message=str(exc)), exc)
+
+    async def _end(self, run: Run, writer: StreamWriter, outcome: Outcome) -> str:
+        """Write the terminal event, let the job go and count its end."""
+        await self._write_terminal(run, writer, outcome)
+        await self._keep_request(run.job_id)
+        await self.fleet.release(run)
+        await self._ended(run, outcome)
+        return _name(outcome)
+
+    async def _wait_to_retry(
+        self, run: Run, writer: StreamWriter, outcome: Outcome, delay: float
+    ) -> None:
+        """Wait out the backoff before the next attempt (a cancel request ends it early)."""
+        await writer.sync()
+        metrics.attempt_ended(_transition(run, "retrying", outcome))
+        logger.info(
+            "job %s attempt %d: retrying in %.2fs",
+            run.job_id,
+            run.attempt,
+            delay,
+            extra=_transition(run, "retrying", outcome, retry_in=round(delay, 3)),
+        )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(run.cancelled.wait(), delay)
 
     async def _write_terminal(self, run: Run, writer: StreamWriter, outcome: Outcome) -> None:
         """Write the attempt's terminal event (a ``done`` already is) and wait for it."""
@@ -151,9 +180,8 @@ class JobRunner:
         except EntryRejected as exc:  # Redis refuses this job's stream itself (tampered keys)
             logger.error("job %s: could not write its terminal event: %s", run.job_id, exc)
 
-    async def _claim_attempt(self, job_id: str) -> tuple[int, Any, int, bytes | None]:
-        """Start the job's next attempt: (attempt or 0 if it had ended, cancel flag, ms since
-        its first attempt, its request)."""
+    async def _claim_attempt(self, job_id: str) -> Claim:
+        """Start the job's next attempt (``attempt`` 0: the job had ended)."""
         lease_ms = int(self.settings.lease * 1000)
         if self.streams is self.redis:  # one Redis: one round trip
             claimed = await self._claim(
@@ -161,16 +189,16 @@ class JobRunner:
                 args=[self.settings.stream_ttl, lease_ms, job_id],
             )
             raw_request = claimed[3] if len(claimed) > 3 else None
-            return int(claimed[0]), claimed[1], int(claimed[2]), raw_request
+            return Claim(int(claimed[0]), bool(claimed[1]), int(claimed[2]) / 1000, raw_request)
         claimed = await self._claim_state(
             keys=[self.keys.state(job_id)], args=[self.settings.stream_ttl]
         )
         attempt = int(claimed[0])
         if not attempt:
-            return 0, claimed[1], 0, None
+            return Claim(0, bool(claimed[1]), 0.0, None)
         keys = [self.keys.running(), self.keys.request(job_id)]
         raw_request = await self._lease(keys=keys, args=[lease_ms, lease_member(attempt, job_id)])
-        return attempt, claimed[1], int(claimed[2]), raw_request
+        return Claim(attempt, bool(claimed[1]), int(claimed[2]) / 1000, raw_request)
 
     async def _ended(self, run: Run, outcome: Outcome) -> None:
         """Log the job's end (no prompt or completion text) and count it for `streamq stats`."""
