@@ -207,51 +207,88 @@ async def purge(redis: Redis, settings: Settings, *, dry_run: bool = False) -> P
 
 
 async def _purge(redis: Redis, streams: Redis, settings: Settings, dry_run: bool) -> PurgeReport:
-    keys = Keys(settings.key_prefix)
+    purge = _Purge(redis, streams, settings, dry_run)
     report = PurgeReport()
-
-    leases = [raw.decode() for raw in await redis.zrange(keys.running(), 0, -1)]
-    for member in leases:
-        _, _, job_id = member.partition(":")
-        state = await streams.hmget(keys.state(job_id), ["attempt", "terminal"])  # type: ignore[misc]
-        if state[0] is None or state[1] is not None:
-            report.stale_leases += 1
-            if not dry_run:
-                await redis.zrem(keys.running(), member)
-
-    now_ms = await server_time_ms(redis)
-    expired = await redis.zrangebyscore(keys.workers(), "-inf", f"({now_ms}")
-    report.stale_workers = len(expired)
-    if expired and not dry_run:
-        await redis.zrem(keys.workers(), *expired)
-
-    async for key in redis.scan_iter(match=keys.job_keys(), count=SCAN_COUNT):
-        if await redis.ttl(key) == -1:
-            report.keys_without_ttl += 1
-            if not dry_run:
-                await redis.expire(key, settings.stream_ttl)
-
-    ours = [m async for m, _ in redis.zscan_iter(abort_jobs_ss, match=keys.arq_job_ids())]
-    report.abort_entries = len(ours)
-    if ours and not dry_run:
-        await redis.zrem(abort_jobs_ss, *ours)
-
-    for arq_key in (arq_job_key, arq_in_progress_key):
-        prefix = arq_key("")
-        async for key in redis.scan_iter(match=arq_key(keys.arq_job_ids()), count=SCAN_COUNT):
-            arq_id = key.decode(errors="replace")[len(prefix) :]
-            try:
-                job_id = keys.job_id_from_arq(arq_id)
-            except InvalidRequest:  # not a job of ours (or not a valid id): not ours to clean
-                continue
-            ended = await streams.hexists(keys.state(job_id), "terminal")  # type: ignore[misc]
-            gone = not await redis.exists(keys.request(job_id))
-            queued = await redis.zscore(settings.queue_name, arq_id) is not None
-            if ended or (gone and not queued):
-                report.orphaned_arq_keys += 1
-                if not dry_run:
-                    await redis.delete(key)
+    report.stale_leases = await purge.stale_leases()
+    report.stale_workers = await purge.stale_workers()
+    report.keys_without_ttl = await purge.keys_without_ttl()
+    report.abort_entries = await purge.abort_entries()
+    report.orphaned_arq_keys = await purge.orphaned_arq_keys()
     return report
+
+
+class _Purge:
+    """The five clean-ups of :func:`purge`; each counts what it found (and, unless a dry run,
+    removed)."""
+
+    def __init__(self, redis: Redis, streams: Redis, settings: Settings, dry_run: bool) -> None:
+        self.redis, self.streams, self.settings = redis, streams, settings
+        self.keys = Keys(settings.key_prefix)
+        self.dry_run = dry_run
+
+    async def stale_leases(self) -> int:
+        """Leases of attempts whose job ended or whose state expired."""
+        found = 0
+        for raw in await self.redis.zrange(self.keys.running(), 0, -1):
+            member = raw.decode(errors="replace")
+            _, _, job_id = member.partition(":")
+            state = self.keys.state(job_id)
+            attempt, terminal = await self.streams.hmget(state, ["attempt", "terminal"])  # type: ignore[misc]
+            if attempt is None or terminal is not None:
+                found += 1
+                if not self.dry_run:
+                    await self.redis.zrem(self.keys.running(), member)
+        return found
+
+    async def stale_workers(self) -> int:
+        """Worker index entries whose presence expired."""
+        now_ms = await server_time_ms(self.redis)
+        expired = await self.redis.zrangebyscore(self.keys.workers(), "-inf", f"({now_ms}")
+        if expired and not self.dry_run:
+            await self.redis.zrem(self.keys.workers(), *expired)
+        return len(expired)
+
+    async def keys_without_ttl(self) -> int:
+        """Job keys that lost their TTL: given the stream TTL back, not deleted."""
+        found = 0
+        async for key in self.redis.scan_iter(match=self.keys.job_keys(), count=SCAN_COUNT):
+            if await self.redis.ttl(key) == -1:
+                found += 1
+                if not self.dry_run:
+                    await self.redis.expire(key, self.settings.stream_ttl)
+        return found
+
+    async def abort_entries(self) -> int:
+        """This prefix's entries in arq's abort set (streamq cancels through its own scripts)."""
+        match = self.keys.arq_job_ids()
+        ours = [m async for m, _ in self.redis.zscan_iter(abort_jobs_ss, match=match)]
+        if ours and not self.dry_run:
+            await self.redis.zrem(abort_jobs_ss, *ours)
+        return len(ours)
+
+    async def orphaned_arq_keys(self) -> int:
+        """arq job and in-progress keys of jobs that ended or whose request expired."""
+        found = 0
+        for arq_key in (arq_job_key, arq_in_progress_key):
+            prefix = arq_key("")
+            pattern = arq_key(self.keys.arq_job_ids())
+            async for key in self.redis.scan_iter(match=pattern, count=SCAN_COUNT):
+                arq_id = key.decode(errors="replace")[len(prefix) :]
+                if await self._orphaned(arq_id):
+                    found += 1
+                    if not self.dry_run:
+                        await self.redis.delete(key)
+        return found
+
+    async def _orphaned(self, arq_id: str) -> bool:
+        try:
+            job_id = self.keys.job_id_from_arq(arq_id)
+        except InvalidRequest:  # not a job of ours (or not a valid id): not ours to clean
+            return False
+        ended = await self.streams.hexists(self.keys.state(job_id), "terminal")  # type: ignore[misc]
+        gone = not await self.redis.exists(self.keys.request(job_id))
+        queued = await self.redis.zscore(self.settings.queue_name, arq_id) is not None
+        return bool(ended or (gone and not queued))
 
 
 def stats_text(stats: FleetStats) -> str:
