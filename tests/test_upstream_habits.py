@@ -12,7 +12,7 @@ import pytest
 from openai import AsyncOpenAI
 
 from streamq import Delta, Done, Event, Meta, ToolCallDelta
-from streamq.consumer import _ResultBuilder
+from streamq.protocol import ResultBuilder
 from streamq.request import ChatRequest
 from streamq.upstream import IncompleteStream, error_event, stream_chat
 
@@ -63,7 +63,7 @@ async def replay(
 
 
 def assemble(events: list[Event]) -> Any:
-    builder = _ResultBuilder()
+    builder = ResultBuilder()
     for event in events[:-1]:
         builder.add(event)
     done = events[-1]

@@ -25,10 +25,11 @@ from redis.exceptions import RedisError, ResponseError
 
 from streamq._tasks import cancel_and_wait
 from streamq.connections import is_cluster
-from streamq.consumer import ChatJob, check_cursor, ended_by, max_block, read_interrupted
+from streamq.consumer import ChatJob, ended_by
 from streamq.events import Event, as_text, decode_entry, entry_order, is_terminal
 from streamq.exceptions import ClientClosed, JobNotFound, ReadTimeout
 from streamq.keys import Keys
+from streamq.protocol import check_cursor, max_block, read_interrupted
 
 logger = logging.getLogger("streamq.multiplexer")
 
