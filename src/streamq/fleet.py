@@ -28,7 +28,7 @@ from streamq._tasks import cancel_and_wait
 from streamq.clock import server_time_ms
 from streamq.keys import Keys, arq_in_progress_key, arq_job_key, check_job_id
 from streamq.presence import WorkerPresence, announce, withdraw
-from streamq.protocol import lease_member
+from streamq.protocol import lease_member, lease_parts
 from streamq.queue import arq_job
 from streamq.redis_errors import is_transient
 
@@ -211,7 +211,7 @@ class Fleet:
                 await self._redis.zrem(self._keys.running(), member)
 
     async def _reap_member(self, member: str) -> None:
-        attempt, _, job_id = member.partition(":")
+        attempt, job_id = lease_parts(member)
         check_job_id(job_id)
         arq_id = self._arq_id(job_id)
         current, terminal = await self._state(job_id)

@@ -19,6 +19,7 @@ from streamq.events import Delta, Done, Error, Start, decode_entry, entry_order
 from streamq.exceptions import InvalidRequest
 from streamq.keys import Keys, arq_in_progress_key, arq_job_key
 from streamq.presence import WorkerPresence, alive_workers
+from streamq.protocol import lease_parts
 from streamq.settings import Settings
 
 OLDEST_SCAN = 100  # queue entries looked at to find the oldest one no worker has started
@@ -231,7 +232,7 @@ class _Purge:
         found = 0
         for raw in await self.redis.zrange(self.keys.running(), 0, -1):
             member = raw.decode(errors="replace")
-            _, _, job_id = member.partition(":")
+            _, job_id = lease_parts(member)
             state = self.keys.state(job_id)
             attempt, terminal = await self.streams.hmget(state, ["attempt", "terminal"])  # type: ignore[misc]
             if attempt is None or terminal is not None:

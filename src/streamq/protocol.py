@@ -84,6 +84,12 @@ def lease_member(attempt: int | str, job_id: str) -> str:
     return f"{attempt}:{job_id}"
 
 
+def lease_parts(member: str) -> tuple[str, str]:
+    """``(attempt, job_id)`` of a :func:`lease_member` (as read back, unchecked)."""
+    attempt, _, job_id = member.partition(":")
+    return attempt, job_id
+
+
 # Enqueueing
 
 
