@@ -67,24 +67,33 @@ class LocalRedis:
         args: Sequence[str] = (),
         url: str | None = None,
         config_file: str | os.PathLike[str] | None = None,
+        directory: str | os.PathLike[str] | None = None,
     ) -> None:
         """``args`` are extra ``redis-server`` options, e.g. ``("--appendonly", "yes")``;
         ``url`` is how to reach it when those change that (TLS, ACL users); ``config_file``
-        comes first on the command line, as redis-server wants (a sentinel needs one)."""
+        comes first on the command line, as redis-server wants (a sentinel needs one);
+        ``directory`` holds its files and is kept (an append-only file survives a restart
+        there), where by default a temporary one is deleted on stop."""
         self.port = port or free_port()
         self.url = url or f"redis://127.0.0.1:{self.port}/0"
         self.args = tuple(args)
         self.config = [os.fspath(config_file)] if config_file is not None else []
+        self.directory = Path(directory) if directory is not None else None
         self._process: subprocess.Popen[bytes] | None = None
         self._dir: tempfile.TemporaryDirectory[str] | None = None
 
     def start(self, timeout: float = 10.0) -> LocalRedis:
         """Start the server and wait until it answers."""
-        self._dir = tempfile.TemporaryDirectory(prefix="streamq-redis-")
+        if self.directory is not None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            where = str(self.directory)
+        else:
+            self._dir = tempfile.TemporaryDirectory(prefix="streamq-redis-")
+            where = self._dir.name
         command = [
             find_redis_binary(), *self.config,
             "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--dir", self._dir.name, "--logfile", str(Path(self._dir.name) / "redis.log"),
+            "--dir", where, "--logfile", str(Path(where) / "redis.log"),
             *self.args,
         ]  # fmt: skip
         self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
