@@ -9,65 +9,48 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import signal
 import socket
 import subprocess
-import sys
-import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
+from tests.harness.processes import (
+    ROOT,
+    WORKER,
+    clean_environment,
+    exited,
+    python_command,
+    spawn,
+    stop,
+)
+from tests.harness.waiting import poll_until
 
 from benchmarks.common import NAIVE_WORKER_NAME, Endpoints
 from streamq.local_redis import LocalRedis, free_port
 from streamq.queue import wake_channel
 
-ROOT = Path(__file__).resolve().parent.parent
+__all__ = ["ROOT", "Agent", "Processes", "StartFailed"]
+
 STOP_TIMEOUT = 10.0
-# Runs the real command (same pid, via exec) after asking Linux to SIGTERM it should the
-# benchmark die without cleaning up (PR_SET_PDEATHSIG); a no-op elsewhere.
-DIE_WITH_PARENT = (
-    "import ctypes, os, sys\n"
-    "if sys.platform == 'linux': ctypes.CDLL(None).prctl(1, 15)\n"
-    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
-)
-
-
-def python_command(*args: str) -> list[str]:
-    """``python ARGS``, stopped by the kernel if the benchmark process dies."""
-    return [sys.executable, "-c", DIE_WITH_PARENT, *args]
+READY_TIMEOUT = 30.0
 
 
 class StartFailed(RuntimeError):
     """A benchmark process did not come up."""
 
 
-def child_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """Our environment without any streamq/OpenAI/Redis settings, plus ``extra``."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("OPENAI_", "STREAMQ_", "REDIS_URL"))
-    }
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    env.update(extra or {})
-    return env
-
-
 async def wait_until(
     check: Callable[[], Awaitable[bool]], what: str, process: subprocess.Popen[bytes] | None
 ) -> None:
     """Poll ``check`` until it is true; fail after 30 s or when ``process`` exits."""
-    deadline = time.monotonic() + 30
-    while not await check():
-        if process is not None and process.poll() is not None:
-            raise StartFailed(f"{what} exited with code {process.returncode}")
-        if time.monotonic() > deadline:
-            raise StartFailed(f"{what} did not become ready within 30 s")
-        await asyncio.sleep(0.05)
+    give_up = None if process is None else partial(exited, process)
+    try:
+        await poll_until(check, READY_TIMEOUT, what, interval=0.05, give_up=give_up)
+    except AssertionError as exc:
+        raise StartFailed(str(exc)) from None
 
 
 class Agent:
@@ -84,9 +67,11 @@ class Agent:
         log = log_dir / f"{role}.log"
         with log.open("wb") as output:
             process = await asyncio.create_subprocess_exec(
-                *python_command("-m", "benchmarks.agent", role, endpoints.to_json()),
+                *python_command(
+                    "-m", "benchmarks.agent", role, endpoints.to_json(), die_with_parent=True
+                ),
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=output,
-                cwd=log_dir, env=child_environment(), limit=2**26,
+                cwd=log_dir, env=clean_environment(), limit=2**26,
             )  # fmt: skip
         agent = cls(role, process, log)
         await agent._receive(60.0)
@@ -130,11 +115,8 @@ class Processes:
         self.agents: dict[str, Agent] = {}
 
     def spawn(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        with (self.log_dir / f"{name}.log").open("wb") as output:
-            process = subprocess.Popen(
-                python_command(*args), stdout=output, stderr=subprocess.STDOUT,
-                cwd=self.log_dir, env=env,
-            )  # fmt: skip
+        log = self.log_dir / f"{name}.log"
+        process = spawn(args, log=log, env=env, cwd=self.log_dir, die_with_parent=True)
         self.popens[name] = process
         return process
 
@@ -146,7 +128,7 @@ class Processes:
         """``python -m streamq simulate`` in its own process; returns its base URL."""
         port = free_port()
         process = self.spawn(
-            "simulator", ["-m", "streamq", "simulate", "--port", str(port)], child_environment()
+            "simulator", ["-m", "streamq", "simulate", "--port", str(port)], clean_environment()
         )
 
         async def listening() -> bool:
@@ -161,7 +143,7 @@ class Processes:
         self, endpoints: Endpoints, redis: Redis, concurrency: int
     ) -> subprocess.Popen[bytes]:
         """One real ``python -m streamq worker``, default settings but for concurrency."""
-        env = child_environment(
+        env = clean_environment(
             {
                 "REDIS_URL": endpoints.redis_url,
                 "OPENAI_BASE_URL": endpoints.base_url,
@@ -171,7 +153,7 @@ class Processes:
                 "STREAMQ_CONCURRENCY": str(concurrency),
             }
         )
-        process = self.spawn("streamq-worker", ["-m", "streamq", "worker"], env)
+        process = self.spawn("streamq-worker", list(WORKER), env)
         channel = wake_channel(endpoints.queue_name)
 
         async def subscribed() -> bool:
@@ -186,7 +168,7 @@ class Processes:
     ) -> subprocess.Popen[bytes]:
         process = self.spawn(
             "naive-worker", ["-m", "benchmarks.naive_worker", endpoints.to_json()],
-            child_environment(),
+            clean_environment(),
         )  # fmt: skip
 
         async def blocked() -> bool:
@@ -213,16 +195,8 @@ class Processes:
     async def aclose(self) -> None:
         """Stop agents, then workers and the simulator (SIGTERM, then SIGKILL), then Redis."""
         await asyncio.gather(*(agent.stop() for agent in self.agents.values()))
-        await asyncio.gather(*(asyncio.to_thread(_stop, p) for p in self.popens.values()))
+        await asyncio.gather(
+            *(asyncio.to_thread(stop, p, STOP_TIMEOUT) for p in self.popens.values())
+        )
         if self.redis_server is not None:
             self.redis_server.stop()
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -11,20 +10,16 @@ import redis as redis_lib
 from redis.asyncio import Redis
 
 from streamq import Settings, StreamQ
-from streamq.local_redis import LocalRedis, redis_answers
 from streamq.simulator import SimulatorConfig, SimulatorThread
 from streamq.worker import running_worker
+from tests.harness.redis_servers import suite_redis_url
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """REDIS_URL when it answers, else a redis-server of our own on a free port."""
-    url = os.environ.get("REDIS_URL")
-    if url and redis_answers(url):
+    with suite_redis_url() as url:
         yield url
-        return
-    with LocalRedis() as server:
-        yield server.url
 
 
 @pytest.fixture(scope="session")

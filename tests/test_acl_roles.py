@@ -19,9 +19,10 @@ from streamq.local_redis import LocalRedis
 from streamq.request import chat_messages
 from streamq.simulator import simulated_text
 from streamq.sync import StreamQ as SyncStreamQ
-from tests.faults.harness import poll_until
-from tests.gateway.harness import TOKEN_A, TOKENS, GatewayThread, read_events
-from tests.processes import run_cli, worker_processes
+from tests.gateway.sse import read_events
+from tests.harness.gateway import TOKEN_A, TOKENS, GatewayThread
+from tests.harness.processes import run_cli, worker_processes
+from tests.harness.waiting import poll_until
 from tests.test_operations import documented_acl_users, pairs
 
 P = "pfx"
@@ -163,7 +164,7 @@ async def test_every_role_path_runs_with_nothing_denied(
                     await sq.enqueue_chat("paused", extra_body={"simulator": paused}),
                 ]
                 survivor = await sq.enqueue_chat("survive", extra_body={"simulator": slow})
-                await kill_the_worker_of(survivor.id, sq, workers)
+                await kill_the_worker_of(survivor.id, sq, workers.processes)
                 await asyncio.to_thread(sync_producer_round, producer)
                 await gateway_round(as_user("gateway"))
                 async with StreamQ.from_url(reader.redis_url, reader) as readonly:

@@ -10,7 +10,8 @@ from streamq import Delta, Settings, Start, StreamQ
 from streamq.request import chat_messages
 from streamq.simulator import SimulatorThread, simulated_text
 from streamq.worker import running_worker
-from tests.processes import worker_processes
+from tests.harness.processes import worker_processes
+from tests.harness.waiting import STARTUP, poll_until
 
 PACED = {"simulator": {"tokens_per_second": 200, "reply_tokens": 20}}
 
@@ -53,13 +54,11 @@ async def test_a_429_pauses_the_model_for_the_whole_fleet(
     assert waited >= 0.5, f"the second job's request went out {waited:.2f}s after its start"
 
 
-async def wait_for_key(redis: Redis, pattern: str, timeout: float = 10) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        if [key async for key in redis.scan_iter(match=pattern)]:
-            return
-        assert asyncio.get_running_loop().time() < deadline, f"no key matches {pattern}"
-        await asyncio.sleep(0.01)
+async def wait_for_key(redis: Redis, pattern: str) -> None:
+    async def found() -> bool:
+        return bool([key async for key in redis.scan_iter(match=pattern)])
+
+    await poll_until(found, STARTUP, f"a key matching {pattern}", interval=0.01)
 
 
 def sq_key(sq: StreamQ) -> str:

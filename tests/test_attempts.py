@@ -133,7 +133,7 @@ async def test_a_stopped_worker_hands_the_job_back_and_readers_see_a_reset(
     with contextlib.ExitStack() as workers:
         [first] = workers.enter_context(
             worker_processes(settings, 1, env={"STREAMQ_DRAIN_TIMEOUT": "1"})
-        )
+        ).processes
         job = await sq.enqueue_chat("hand me back", extra_body=slow)
         seen: list[str] = []
 
@@ -170,8 +170,11 @@ async def test_read_timeout_counts_only_waiting_not_the_readers_own_work(sq: Str
     steady = {"simulator": {"tokens_per_second": 40, "reply_tokens": 12}}
     async with running_worker(sq.settings):
         job = await sq.enqueue_chat("steady", extra_body=steady)
-        async for _ in job.events(timeout=0.25):
-            await asyncio.sleep(0.1)
+        async with job.events() as events:  # however long the start takes
+            first = await anext(aiter(events))
+        # Then 13 events read at 0.1 s each: the read outlasts its 0.5 s timeout many times.
+        async for _ in job.events(after=first.cursor, timeout=0.5):
+            await asyncio.sleep(0.1)  # the reader's own work
 
 
 async def test_the_same_job_id_under_two_prefixes_runs_twice(
@@ -213,7 +216,8 @@ async def test_a_killed_workers_job_restarts_within_the_lease(
     """SIGKILL the worker mid-stream: within about one lease another worker starts it over."""
     slow = {"simulator": {"tokens_per_second": 20, "reply_tokens": 40}}
     expected = simulated_text(chat_messages("survive"), length=40)
-    with worker_processes(settings, 2, env={"STREAMQ_LEASE": "2"}) as processes:
+    with worker_processes(settings, 2, env={"STREAMQ_LEASE": "2"}) as workers:
+        processes = workers.processes
         job = await sq.enqueue_chat("survive", extra_body=slow)
         start = None
         async for event in job.events():

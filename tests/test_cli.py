@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import sys
 
 import pytest
 from openai import AsyncOpenAI
@@ -17,7 +16,9 @@ from streamq.demo import DEMO_REPLY_TOKENS
 from streamq.local_redis import free_port
 from streamq.request import chat_messages
 from streamq.simulator import simulated_text
-from tests.processes import run_cli, settings_environment
+from tests.harness.processes import STOP_TIMEOUT, run_cli, settings_environment, start_cli
+from tests.harness.redis_servers import blocked_in
+from tests.harness.waiting import STARTUP, poll_until
 
 
 async def test_help_lists_every_command(settings: Settings) -> None:
@@ -100,19 +101,14 @@ async def test_ctrl_c_exits_cleanly(settings: Settings) -> None:
     other = settings.replace(queue_name=settings.queue_name + ":idle")
     async with StreamQ.from_url(settings.redis_url, other) as sq:
         job = await sq.enqueue_chat("nobody serves this queue")
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "streamq", "tail", job.id,
-        env=settings_environment(other),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    async with Redis.from_url(settings.redis_url) as redis:
-        for _ in range(200):  # wait until the tail is blocked reading, past start-up
-            clients = await redis.client_list()
-            if any("b" in c["flags"] and c["cmd"] == "xread" for c in clients):
-                break
-            await asyncio.sleep(0.05)
+    process = await start_cli(settings_environment(other), "tail", job.id)
+    async with Redis.from_url(settings.redis_url) as redis:  # past start-up: blocked reading
+        await poll_until(
+            lambda: blocked_in(redis, process.pid), STARTUP, "the tail to block in XREAD",
+            give_up=lambda: None if process.returncode is None else "the tail exited",
+        )  # fmt: skip
     process.send_signal(signal.SIGINT)
-    _, err = await asyncio.wait_for(process.communicate(), 10)
+    _, err = await asyncio.wait_for(process.communicate(), STOP_TIMEOUT)
     assert process.returncode == 130
     assert b"Traceback" not in err
 
@@ -135,13 +131,12 @@ async def test_demo_streams_an_answer(settings: Settings, redis_up: bool) -> Non
 async def test_simulate_serves_an_openai_compatible_api(settings: Settings) -> None:
     """`streamq simulate` serves /v1/models and streams chat completions over HTTP."""
     port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "streamq", "simulate", "--port", str(port),
-        env=settings_environment(settings), stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+    process = await start_cli(
+        settings_environment(settings), "simulate", "--port", str(port), stdout=None
+    )
     try:
         assert process.stderr is not None
-        line = await asyncio.wait_for(process.stderr.readline(), 10)
+        line = await asyncio.wait_for(process.stderr.readline(), STARTUP)
         assert f"127.0.0.1:{port}" in line.decode()
         client = AsyncOpenAI(api_key="sk-any", base_url=f"http://127.0.0.1:{port}/v1")
         async with client:
@@ -153,7 +148,7 @@ async def test_simulate_serves_an_openai_compatible_api(settings: Settings) -> N
         assert text == simulated_text([{"role": "user", "content": "hi"}])
     finally:
         process.send_signal(signal.SIGINT)
-        await asyncio.wait_for(process.wait(), 10)
+        await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
 
 
 @pytest.mark.usefixtures("worker")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import subprocess
 from collections.abc import Iterator
@@ -17,7 +18,8 @@ from streamq.keys import Keys
 from streamq.local_redis import LocalRedis, find_redis_binary, free_port
 from streamq.request import chat_messages
 from streamq.simulator import simulated_text
-from tests.processes import run_cli, worker_processes
+from tests.harness.processes import run_cli, worker_processes
+from tests.harness.waiting import STARTUP, poll_until_sync
 
 JOBS = 500
 
@@ -50,10 +52,16 @@ def cluster() -> Iterator[list[LocalRedis]]:
             timeout=60,
         )
         for node in nodes:
-            with redis_lib.Redis(port=node.port) as client:
-                while client.cluster("info")["cluster_state"] != "ok":
-                    asyncio.run(asyncio.sleep(0.1))
+            poll_until_sync(
+                functools.partial(cluster_ok, node.port), STARTUP, "the cluster to be ok",
+                interval=0.1,
+            )  # fmt: skip
         yield nodes
+
+
+def cluster_ok(port: int) -> bool:
+    with redis_lib.Redis(port=port) as client:
+        return bool(client.cluster("info")["cluster_state"] == "ok")
 
 
 def cluster_url(nodes: list[LocalRedis]) -> str:

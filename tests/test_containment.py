@@ -237,7 +237,7 @@ async def test_hostile_envelopes_kill_no_worker_and_end_their_jobs(
                 assert "malformed" in failed.value.error.message
             job = await sq.enqueue_chat("still alive?")
             assert (await job.result()).text == simulated_text(chat_messages("still alive?"))
-        assert [w.poll() for w in workers] == [None, None]
+        assert [w.poll() for w in workers.processes] == [None, None]
     assert not marker.exists()
 
 

@@ -4,13 +4,13 @@ and the Node.js reader, against a real Redis, worker and simulator."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -23,8 +23,9 @@ from streamq import Delta, Settings, StreamQ
 from streamq.local_redis import free_port
 from streamq.request import chat_messages
 from streamq.simulator import simulated_text
-from tests.processes import settings_environment
-from tests.worker_thread import worker_thread
+from tests.harness.loop_thread import worker_thread
+from tests.harness.processes import exited, settings_environment, stop
+from tests.harness.waiting import STARTUP, poll_until_sync
 
 EXAMPLES = Path(__file__).parents[1] / "docs" / "examples"
 NODE_READER = EXAMPLES / "node_reader"
@@ -51,23 +52,21 @@ def sse_app(settings: Settings) -> Iterator[str]:
         subprocess.Popen(command, env=settings_environment(settings), cwd=cwd) as server,
     ):
         try:
-            wait_for_port(port, server)
+            poll_until_sync(
+                lambda: port_open(port), STARTUP, "the example app to listen",
+                give_up=functools.partial(exited, server),
+            )  # fmt: skip
             yield f"http://127.0.0.1:{port}"
         finally:
-            server.terminate()
-            server.wait(timeout=10)
+            stop(server)
 
 
-def wait_for_port(port: int, process: subprocess.Popen[bytes], seconds: float = 20) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        assert process.poll() is None, "the server exited"
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.05)
+def port_open(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
 
 
 def post_json(url: str, body: dict[str, Any]) -> tuple[int, Any]:
@@ -145,7 +144,7 @@ async def test_background_script_prints_the_answer(settings: Settings) -> None:
             env=settings_environment(settings), cwd=cwd,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )  # fmt: skip
-        out, err = await asyncio.wait_for(script.communicate(), 30)
+        out, err = await asyncio.wait_for(script.communicate(), STARTUP)
     assert script.returncode == 0, err.decode()
     assert out.decode() == expected("Write a haiku") + "\n"
 
@@ -181,7 +180,7 @@ async def run_reader(
         *command, settings.redis_url, job_id, *options,
         env=settings_environment(settings), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
-    out, err = await asyncio.wait_for(process.communicate(), 30)
+    out, err = await asyncio.wait_for(process.communicate(), STARTUP)
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
 

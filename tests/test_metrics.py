@@ -20,9 +20,10 @@ from streamq.events import Delta, Event, Start, decode_entry
 from streamq.gateway import GatewayConfig, create_app
 from streamq.keys import Keys
 from streamq.local_redis import free_port
-from streamq.presence import alive_workers
-from tests.gateway.harness import TOKEN_A, TOKENS, GatewayThread, read_events
-from tests.processes import run_cli, settings_environment, worker_processes
+from tests.gateway.sse import read_events
+from tests.harness.gateway import TOKEN_A, TOKENS, GatewayThread
+from tests.harness.processes import live_workers, run_cli, settings_environment, worker_processes
+from tests.harness.waiting import STARTUP, poll_until
 
 SLOW_START = {"simulator": {"time_to_first_token": 0.3}}
 FAIL = {"simulator": {"fault": "http_400"}}
@@ -54,28 +55,25 @@ async def scrape(url: str, token: str | None = None) -> Scrape:
     return Scrape(response.text)
 
 
-async def scrape_until(url: str, ready: Callable[[Scrape], bool], timeout: float = 10) -> Scrape:
+async def scrape_until(
+    url: str, ready: Callable[[Scrape], bool], timeout: float = STARTUP
+) -> Scrape:
     """Scrape until ``ready`` holds (a job's end is counted just after its stream ends)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
+    found: list[Scrape] = []
+
+    async def got_there() -> bool:
         with contextlib.suppress(httpx2.TransportError):
-            found = await scrape(url)
-            if ready(found):
-                return found
-        assert asyncio.get_running_loop().time() < deadline, "metrics never got there"
-        await asyncio.sleep(0.05)
+            found[:] = [await scrape(url)]
+            return ready(found[0])
+        return False
+
+    await poll_until(got_there, timeout, "the metrics to get there", interval=0.05)
+    return found[0]
 
 
 async def entries(redis: Redis, settings: Settings, job_id: str) -> list[Event]:
     raw = await redis.xrange(Keys(settings.key_prefix).events(job_id))
     return [decode_entry(cursor.decode(), fields) for cursor, fields in raw]
-
-
-async def wait_for_processes(redis: Redis, settings: Settings, count: int) -> None:
-    deadline = asyncio.get_running_loop().time() + 20
-    while len(await alive_workers(redis, Keys(settings.key_prefix))) < count:
-        assert asyncio.get_running_loop().time() < deadline, "the workers did not start"
-        await asyncio.sleep(0.05)
 
 
 def pid_of(events: list[Event]) -> int:
@@ -91,10 +89,12 @@ async def test_a_fleet_serves_its_processes_metrics_added_up(
     port = free_port()
     url = f"http://127.0.0.1:{port}/metrics"
     fleet = ["-m", "streamq", "worker", "--processes", "2", "--concurrency", "1"]
-    env = {"STREAMQ_LEASE": "2", "STREAMQ_DRAIN_TIMEOUT": "1", "STREAMQ_MODEL_LIMITS": "*=5"}
-    log = tmp_path / "fleet.log"
-    with worker_processes(settings, 1, [*fleet, "--metrics-port", str(port)], env, log):
-        await wait_for_processes(redis, settings, 2)
+    # A lease long enough that nothing takes the killed process's job up again while the test
+    # watches its stream leave the gauge.
+    env = {"STREAMQ_LEASE": "10", "STREAMQ_DRAIN_TIMEOUT": "1", "STREAMQ_MODEL_LIMITS": "*=5"}
+    command = [*fleet, "--metrics-port", str(port)]
+    with worker_processes(settings, 1, command, env, tmp_path) as workers:
+        await live_workers(redis, settings, 2)
         retried = {"fault": "http_429", "retry_after": 0.1, "fault_times": 1}
         retried |= {"fault_key": uuid.uuid4().hex, "time_to_first_token": 0.3}
         bodies = [SLOW_START] * 4 + [{"simulator": retried}, FAIL]
@@ -135,10 +135,10 @@ async def test_a_fleet_serves_its_processes_metrics_added_up(
         job = await sq.enqueue_chat("metrics: a slow one", extra_body=slow)
         await scrape_until(url, lambda s: s("streamq_streams_in_flight") == 1)
         os.kill(pid_of(await entries(redis, settings, job.id)), signal.SIGKILL)
-        # Well within the 2 s lease, before another process can take the job up again.
-        after = await scrape_until(url, lambda s: s("streamq_streams_in_flight") == 0, 1.5)
+        # The supervisor notices at once; the job can be taken up again only after 10 s.
+        after = await scrape_until(url, lambda s: s("streamq_streams_in_flight") == 0, 8)
         assert after.total("streamq_jobs_total") == 6  # the dead process's counts stay
-    assert "ended with signal 9" in log.read_text()
+    assert "ended with signal 9" in workers.logs()
 
 
 async def test_metrics_without_the_extra_fail_at_start(settings: Settings, tmp_path: Path) -> None:
@@ -147,7 +147,7 @@ async def test_metrics_without_the_extra_fail_at_start(settings: Settings, tmp_p
     hidden.mkdir()
     (hidden / "__init__.py").write_text("raise ImportError('not installed, for this test')\n")
     env = {**settings_environment(settings), "PYTHONPATH": str(tmp_path)}
-    code, _, err = await run_cli(settings, "worker", "--metrics-port", "9", env=env, timeout=20)
+    code, _, err = await run_cli(settings, "worker", "--metrics-port", "9", env=env)
     assert code == 2
     assert "pip install 'streamq[metrics]'" in err
 

@@ -16,7 +16,7 @@ from streamq.keys import Keys
 from streamq.multiplexer import Multiplexer, _Follower
 from streamq.request import chat_messages
 from streamq.simulator import simulated_text
-from tests.faults.harness import poll_until
+from tests.harness.waiting import poll_until
 
 
 @pytest.mark.usefixtures("worker")
@@ -75,6 +75,7 @@ async def test_a_new_follower_does_not_wait_for_the_blocked_read(
         background.cancel()
         await asyncio.gather(background, return_exceptions=True)
     assert await _unblock_calls(redis) == unblocks
+    assert await waiting.cancel() == "cancelling"  # the worker need not drain it
 
 
 async def _blocked(redis: Redis, name: str) -> bool:

@@ -15,10 +15,12 @@ from redis.asyncio import Redis
 from streamq import Delta, JobFailed, Settings, StreamQ
 from streamq.keys import Keys
 from streamq.local_redis import LocalRedis
+from streamq.presence import alive_workers
 from streamq.request import chat_messages
 from streamq.simulator import simulated_text
 from streamq.worker import running_worker
-from tests.processes import run_cli, worker_processes
+from tests.harness.processes import STOP_TIMEOUT, live_workers, run_cli, worker_processes
+from tests.harness.waiting import STARTUP, poll_until
 
 FAIL = {"simulator": {"fault": "http_400"}}
 
@@ -29,27 +31,20 @@ async def cli_json(settings: Settings, *args: str) -> tuple[int, Any]:
     return code, json.loads(out)
 
 
-async def wait_for_workers(settings: Settings, count: int, timeout: float = 20) -> list[Any]:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        _, stats = await cli_json(settings, "stats")
-        if len(stats["workers"]) == count:
-            return list(stats["workers"])
-        assert asyncio.get_running_loop().time() < deadline, stats
-        await asyncio.sleep(0.2)
-
-
 async def test_stats_shows_workers_and_a_dead_one_disappears(
-    sq: StreamQ, settings: Settings
+    sq: StreamQ, redis: Redis, settings: Settings
 ) -> None:
     """Each worker process is listed with its pid; a SIGKILLed one is gone within its lease."""
-    with worker_processes(settings, 2, env={"STREAMQ_LEASE": "1"}) as processes:
-        workers = await wait_for_workers(settings, 2)
-        assert {w["pid"] for w in workers} == {p.pid for p in processes}
-        assert all(w["in_flight"] == 0 and w["version"] for w in workers)
-        processes[0].send_signal(signal.SIGKILL)
-        [survivor] = await wait_for_workers(settings, 1, timeout=5)
-        assert survivor["pid"] == processes[1].pid
+    with worker_processes(settings, 2, env={"STREAMQ_LEASE": "2"}) as pool:
+        processes = pool.processes
+        await live_workers(redis, settings, 2)
+        _, stats = await cli_json(settings, "stats")
+        assert {w["pid"] for w in stats["workers"]} == {p.pid for p in processes}
+        assert all(w["in_flight"] == 0 and w["version"] for w in stats["workers"])
+        pool.kill(processes[0])
+        await live_workers(redis, settings, 1)  # its presence expired with its lease
+        _, stats = await cli_json(settings, "stats")
+        assert [w["pid"] for w in stats["workers"]] == [processes[1].pid]
 
 
 async def test_stats_counts_outcomes_failures_and_throughput(
@@ -73,14 +68,22 @@ async def test_stats_counts_outcomes_failures_and_throughput(
 
 
 async def test_stats_sees_the_oldest_queued_job(sq: StreamQ, settings: Settings) -> None:
-    """With no worker, enqueued jobs are counted as queued, with the oldest one's age."""
+    """With no worker, enqueued jobs are counted as queued, with the oldest one's age, which
+    grows while they wait."""
     for i in range(3):
         await sq.enqueue_chat(f"waiting {i}")
-    await asyncio.sleep(0.3)
-    _, stats = await cli_json(settings, "stats")
+    seen: list[dict[str, Any]] = []
+
+    async def aged() -> bool:
+        seen.append((await cli_json(settings, "stats"))[1])
+        return bool(seen[-1]["oldest_queued_age_s"] >= 0.3)
+
+    await poll_until(aged, STARTUP, "the oldest queued job to be 0.3 s old")
+    ages = [stats["oldest_queued_age_s"] for stats in seen]
+    assert ages == sorted(ages)
+    stats = seen[-1]
     assert stats["queued"] == 3
     assert stats["running"] == 0
-    assert stats["oldest_queued_age_s"] >= 0.3
     code, out, _ = await run_cli(settings, "stats")
     assert code == 0
     assert "3 queued" in out
@@ -120,7 +123,8 @@ async def test_health_is_redis_for_readiness_and_a_local_worker_for_liveness(
     assert code == 1
     assert "no live streamq worker" in report["problems"][0]
     with worker_processes(settings, 1):
-        await wait_for_workers(settings, 1)
+        async with Redis.from_url(settings.redis_url) as redis:
+            await live_workers(redis, settings, 1)
         assert (await run_cli(settings, "health", "--worker"))[0] == 0
     unreachable = settings.replace(redis_url="redis://127.0.0.1:1/0")
     code, report = await cli_json(unreachable, "health")
@@ -162,11 +166,13 @@ async def test_json_logs_have_one_line_per_transition_without_text(
     sq: StreamQ, settings: Settings, tmp_path: Path
 ) -> None:
     """With STREAMQ_LOG_FORMAT=json every line is JSON; job lines carry timings, never text."""
-    log = tmp_path / "worker.log"
-    with worker_processes(settings, 1, env={"STREAMQ_LOG_FORMAT": "json"}, log=log):
+    env = {"STREAMQ_LOG_FORMAT": "json"}
+    with worker_processes(settings, 1, env=env, log_dir=tmp_path) as workers:
         job = await sq.enqueue_chat("a secret question 4711")
         result = await job.result(timeout=30)
-    lines = [json.loads(line) for line in log.read_text().splitlines() if line]
+    [worker] = workers.processes
+    text = workers.log(worker)
+    lines = [json.loads(line) for line in text.splitlines() if line]
     mine = [line for line in lines if line.get("job_id") == job.id]
     assert [line["transition"] for line in mine] == ["started", "ended"]
     ended = mine[-1]
@@ -175,33 +181,33 @@ async def test_json_logs_have_one_line_per_transition_without_text(
     assert ended["usage"] == result.usage
     assert ended["duration_s"] >= ended["ttft_s"] > 0
     assert ended["deltas"] > 0
-    text = log.read_text()
     assert "secret question" not in text
     assert result.text not in text
 
 
 async def test_processes_runs_a_fleet_that_restarts_a_crashed_worker(
-    sq: StreamQ, settings: Settings, tmp_path: Path
+    sq: StreamQ, redis: Redis, settings: Settings, tmp_path: Path
 ) -> None:
     """`worker --processes 2`: a SIGKILLed process is replaced; SIGTERM drains them all."""
-    log = tmp_path / "fleet.log"
     fleet = ("-m", "streamq", "worker", "--processes", "2")
-    with worker_processes(settings, 1, fleet, {"STREAMQ_LEASE": "1"}, log) as [supervisor]:
-        victim = (await wait_for_workers(settings, 2))[0]["pid"]
+    with worker_processes(settings, 1, fleet, {"STREAMQ_LEASE": "1"}, tmp_path) as workers:
+        [supervisor] = workers.processes
+        await workers.wait_serving(count=2)  # both processes have their signal handlers
+        victim = (await live_workers(redis, settings, 2))[0].pid
         os.kill(victim, signal.SIGKILL)
-        deadline = asyncio.get_running_loop().time() + 15
-        while True:
-            pids = {worker["pid"] for worker in await wait_for_workers(settings, 2)}
-            if victim not in pids:
-                break
-            assert asyncio.get_running_loop().time() < deadline
-            await asyncio.sleep(0.2)
+
+        async def replaced() -> bool:
+            alive = await alive_workers(redis, Keys(settings.key_prefix))
+            return len(alive) == 2 and victim not in {worker.pid for worker in alive}
+
+        await poll_until(replaced, STARTUP, "a new process in place of the killed one")
         result = await (await sq.enqueue_chat("fleet")).result(timeout=30)
         assert result.text == simulated_text(chat_messages("fleet"))
+        await workers.wait_serving(count=3)  # the new one too: SIGTERM drains, not kills
         supervisor.send_signal(signal.SIGTERM)
-        assert await asyncio.to_thread(supervisor.wait, 20) == 0
-    assert await wait_for_workers(settings, 0) == []
-    assert "ended with signal 9" in log.read_text()
+        assert await asyncio.to_thread(supervisor.wait, STOP_TIMEOUT) == 0
+    assert await alive_workers(redis, Keys(settings.key_prefix)) == []
+    assert "ended with signal 9" in workers.log(supervisor)
 
 
 def documented_acl_users(prefix: str) -> list[list[str]]:
@@ -261,11 +267,25 @@ async def test_the_documented_acl_users_are_enough_for_every_role(
                             with contextlib.suppress(Exception):
                                 await readonly.job(running.id).result(timeout=30)
                             assert (await readonly.job(running.id).status()).state == "cancelled"
-                        await asyncio.sleep(1.5)  # a heartbeat, the reaper and presence ran
+                        await upkeep_rounds(admin, Keys(settings.key_prefix), 3)
             finally:
                 denied = await admin.execute_command("ACL", "LOG")
                 fields = (b"username", b"context", b"reason", b"object")
                 assert not denied, [[e[f] for f in fields] for e in map(pairs, denied)]
+
+
+async def upkeep_rounds(admin: Redis, keys: Keys, rounds: int) -> None:
+    """Wait until the worker has renewed its presence ``rounds`` more times: its heartbeat,
+    and its reaper (on the same period), ran that often since."""
+    scores: set[float] = set()
+
+    async def renewed() -> bool:
+        scores.update(
+            score for _, score in await admin.zrange(keys.workers(), 0, -1, withscores=True)
+        )
+        return len(scores) > rounds
+
+    await poll_until(renewed, STARTUP, f"{rounds} heartbeats of the worker")
 
 
 def pairs(flat: list[Any]) -> dict[bytes, Any]:

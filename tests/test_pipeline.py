@@ -30,7 +30,8 @@ from streamq.keys import Keys
 from streamq.request import chat_messages
 from streamq.simulator import SimulatorThread, simulated_text, simulated_tokens
 from streamq.worker import running_worker
-from tests.processes import dump_keys
+from tests.harness.redis_servers import dump_keys
+from tests.harness.waiting import STARTUP, poll_until
 
 
 async def collect(job: ChatJob) -> str:
@@ -234,10 +235,11 @@ async def test_same_job_id_never_starts_a_second_generation(
         assert await redis.zcard(settings.queue_name) == 1
         async with running_worker(settings):
             await copies[0].result()
-            for _ in range(500):  # arq is still finishing the job
-                if not await redis.zcard(settings.queue_name):
-                    break
-                await asyncio.sleep(0.01)
+
+            async def finished() -> bool:  # arq may still be finishing the job
+                return not await redis.zcard(settings.queue_name)
+
+            await poll_until(finished, STARTUP, "arq to finish the job")
             again = await sq.enqueue_chat("once", job_id="order-42")
             assert await redis.zcard(settings.queue_name) == 0
             await again.result()
@@ -377,6 +379,12 @@ async def test_early_break_and_cancel_release_the_connection(
         clients = await sq._redis.client_list()
         return [c for c in clients if c.get("name") == name and "b" in c.get("flags", "")]
 
+    async def one_reader_blocked() -> bool:
+        return len(await blocked_readers()) == 1
+
+    async def no_reader_blocked() -> bool:
+        return not await blocked_readers()
+
     async with Redis.from_url(settings.redis_url, client_name=name) as reader_redis:
         job = StreamQ(reader_redis, settings).job(slow.id)
         async with job.events() as events:
@@ -385,18 +393,12 @@ async def test_early_break_and_cancel_release_the_connection(
         assert await blocked_readers() == []
 
         task = asyncio.create_task(collect(job))
-        blocked: list[dict[str, str]] = []
-        for _ in range(50):
-            await asyncio.sleep(0.02)
-            blocked = await blocked_readers()
-            if blocked:
-                break
-        assert len(blocked) == 1
+        await poll_until(one_reader_blocked, STARTUP, "the reader to block in XREAD")
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        await asyncio.sleep(0.1)
-        assert await blocked_readers() == []
+        await poll_until(no_reader_blocked, STARTUP, "the cancelled reader's XREAD released")
+    await slow.cancel()  # the worker need not drain it
 
 
 async def test_reader_waits_for_a_job_no_worker_has_started(
@@ -404,10 +406,19 @@ async def test_reader_waits_for_a_job_no_worker_has_started(
 ) -> None:
     """A reader that starts before any worker picks the job up waits, then gets everything."""
     other = settings.replace(queue_name=settings.queue_name + ":later")
-    async with StreamQ(redis, other) as sq:
+    name = f"{settings.key_prefix}-early"
+    async with (
+        StreamQ(redis, other) as sq,
+        Redis.from_url(settings.redis_url, client_name=name) as reader_redis,
+    ):
         job = await sq.enqueue_chat("wait for me")
-        reading = asyncio.create_task(collect(job))
-        await asyncio.sleep(0.3)
+        reading = asyncio.create_task(collect(StreamQ(reader_redis, other).job(job.id)))
+
+        async def waiting() -> bool:  # blocked in XREAD on the stream no worker has started
+            clients = await redis.client_list()
+            return any(c["name"] == name and "b" in c["flags"] for c in clients)
+
+        await poll_until(waiting, STARTUP, "the reader to wait in XREAD")
         assert not reading.done()
         async with running_worker(other):
             assert await reading == simulated_text(chat_messages("wait for me"))

@@ -16,7 +16,8 @@ from streamq.local_redis import LocalRedis, free_port
 from streamq.request import chat_messages
 from streamq.simulator import SimulatorConfig, SimulatorThread, simulated_text
 from streamq.worker import running_worker
-from tests.processes import dump_keys, run_cli, settings_environment, worker_processes
+from tests.harness.processes import run_cli, settings_environment, worker_processes
+from tests.harness.redis_servers import dump_keys
 
 
 async def test_api_key_and_prompts_stay_out_of_logs_and_redis(
@@ -24,17 +25,16 @@ async def test_api_key_and_prompts_stay_out_of_logs_and_redis(
 ) -> None:
     """At DEBUG, worker logs hold neither the key nor the prompt; Redis never holds the key."""
     key = "sk-this-key-must-never-leak-0123456789"
-    log = tmp_path / "worker.log"
     with SimulatorThread(SimulatorConfig(api_key="sk-another-key")) as refusing:
         refused = settings.replace(openai_api_key=key, openai_base_url=refusing.base_url)
         env = {"STREAMQ_LOG_LEVEL": "DEBUG", "STREAMQ_MAX_ATTEMPTS": "1"}
-        with worker_processes(refused, 1, env=env, log=log):
+        with worker_processes(refused, 1, env=env, log_dir=tmp_path) as workers:
             async with StreamQ(redis, refused) as sq:
                 job = await sq.enqueue_chat("a very private prompt 4711")
                 with pytest.raises(JobFailed) as failed:
                     await job.result()
     assert failed.value.error.code == "upstream_unauthorized"
-    text = log.read_text()
+    text = workers.logs()
     assert "streamq_chat" in text  # the log was written
     assert key not in text
     assert "private prompt 4711" not in text

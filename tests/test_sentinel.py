@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +15,8 @@ from streamq.local_redis import LocalRedis
 from streamq.request import chat_messages
 from streamq.simulator import simulated_text
 from streamq.sync import StreamQ as SyncStreamQ
-from tests.processes import worker_processes
+from tests.harness.processes import worker_processes
+from tests.harness.waiting import STARTUP, poll_until, poll_until_sync
 
 SERVICE = "streamq-primary"
 SLOW = {"simulator": {"tokens_per_second": 20, "reply_tokens": 30}}
@@ -60,8 +60,8 @@ def sentinel_setup(tmp_path: Path) -> Iterator[SentinelSetup]:
             f"sentinel failover-timeout {SERVICE} 5000\n"
         )
         with LocalRedis(args=["--sentinel"], config_file=config) as sentinel:
-            wait_until(lambda: replica_link_up(replica), "the replica never synced")
-            wait_until(lambda: knows_replica(sentinel), "the sentinel never saw the replica")
+            poll_until_sync(lambda: replica_link_up(replica), STARTUP, "the replica to sync")
+            poll_until_sync(lambda: knows_replica(sentinel), STARTUP, "the sentinel to see it")
             yield SentinelSetup(primary, replica, sentinel)
 
 
@@ -73,13 +73,6 @@ def replica_link_up(replica: LocalRedis) -> bool:
 def knows_replica(sentinel: LocalRedis) -> bool:
     with redis_lib.Redis(port=sentinel.port) as client:
         return bool(client.sentinel_slaves(SERVICE))
-
-
-def wait_until(condition: Callable[[], bool], failure: str, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, failure
-        time.sleep(0.1)
 
 
 def sync_round_trip(settings: Settings, prompt: str) -> str:
@@ -102,12 +95,11 @@ async def test_jobs_survive_a_failover_of_the_sentinel_primary(
                 break  # streaming is under way
             # Replication is asynchronous: what the replica has not received when the primary
             # dies is lost. Let it catch up first, as a healthy replica normally has.
-            wait_until(sentinel_setup.replica_caught_up, "the replica never caught up")
+            poll_until_sync(sentinel_setup.replica_caught_up, STARTUP, "the replica to catch up")
             sentinel_setup.primary.kill()
-            deadline = time.monotonic() + 20
-            while sentinel_setup.primary_port() == old_port:
-                assert time.monotonic() < deadline, "no failover"
-                await asyncio.sleep(0.2)
+            await poll_until(
+                lambda: sentinel_setup.primary_port() != old_port, STARTUP, "the failover"
+            )
             after = [await sq.enqueue_chat(f"after {i}", extra_body=SLOW) for i in range(4)]
             outcomes = await asyncio.gather(
                 *(job.result(timeout=60) for job in before), return_exceptions=True

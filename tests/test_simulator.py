@@ -32,6 +32,7 @@ from streamq.simulator import (
     simulated_tokens,
     simulated_tool_arguments,
 )
+from tests.harness.waiting import poll_until
 
 MODEL = "sim-model"
 MESSAGES: list[ChatCompletionMessageParam] = [
@@ -282,11 +283,8 @@ async def test_stall_trips_the_client_timeout(sim: Simulator, client: AsyncOpenA
     with pytest.raises(openai.APITimeoutError):
         await read_content(chunks, received)
     assert "".join(received) == "".join(simulated_tokens(MESSAGES)[:2])
-    for _ in range(200):  # the server notices the client leaving during the stall
-        if sim.stats.in_flight == 0:
-            break
-        await asyncio.sleep(0.01)
-    assert sim.stats.in_flight == 0
+    # The server notices the client leaving during the stall.
+    await poll_until(lambda: sim.stats.in_flight == 0, 30, "the simulator to see the client go")
 
 
 async def test_short_stall_then_resumes(client: AsyncOpenAI) -> None:
@@ -424,11 +422,7 @@ async def test_client_leaving_mid_stream_frees_the_server(
         if chunk.choices[0].delta.content:
             break
     await chunks.close()
-    for _ in range(200):
-        if sim.stats.in_flight == 0:
-            break
-        await asyncio.sleep(0.01)
-    assert sim.stats.in_flight == 0
+    await poll_until(lambda: sim.stats.in_flight == 0, 30, "the simulator to see the client go")
     assert sim.stats.max_in_flight_by_model == {MODEL: 1}
 
 

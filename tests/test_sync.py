@@ -29,7 +29,7 @@ from streamq.keys import Keys
 from streamq.request import chat_messages
 from streamq.simulator import simulated_text
 from streamq.sync import StreamQ
-from tests.worker_thread import worker_thread
+from tests.harness.loop_thread import worker_thread
 
 
 @pytest.fixture

@@ -17,8 +17,9 @@ from streamq.gateway import GatewayConfig, create_app
 from streamq.keys import Keys
 from streamq.local_redis import LocalRedis
 from streamq.sync import StreamQ as SyncStreamQ
-from tests.faults.harness import poll_until
-from tests.gateway.harness import TOKEN_A, TOKENS, GatewayThread, frames
+from tests.gateway.sse import frames
+from tests.harness.gateway import TOKEN_A, TOKENS, GatewayThread
+from tests.harness.waiting import poll_until
 
 ROUNDS = 6
 

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import shutil
 import signal
 import sys
+
+from redis.asyncio import Redis
 
 from streamq import Settings, Start, StreamQ
 from streamq.local_redis import LocalRedis
 from streamq.request import chat_messages
 from streamq.simulator import simulated_text
 from streamq.worker import create_worker
-from tests.processes import worker_processes
+from tests.harness.processes import STOP_TIMEOUT, exited, worker_processes
+from tests.harness.waiting import STARTUP, poll_until
 
 JOBS = 200
 
@@ -45,13 +49,19 @@ async def test_arq_cli_runs_the_worker_settings(sq: StreamQ, settings: Settings)
     assert result.text == simulated_text(chat_messages("via arq"))
 
 
-async def test_a_stop_ends_the_poll_loop_even_if_its_cancel_is_lost(settings: Settings) -> None:
+async def test_a_stop_ends_the_poll_loop_even_if_its_cancel_is_lost(
+    settings: Settings, redis: Redis
+) -> None:
     """A signal stops the worker even when redis-py swallows arq's cancel of the poll loop."""
     worker = create_worker(settings, handle_signals=False)
     main = asyncio.create_task(worker.main())  # no main_task: arq's cancel goes nowhere
-    await asyncio.sleep(0.2)
+    # arq writes its health-check key at the end of its first poll: the loop is running.
+    await poll_until(
+        lambda: redis.exists(worker.health_check_key), STARTUP, "the worker's first poll",
+        give_up=lambda: "the worker's loop ended" if main.done() else None,
+    )  # fmt: skip
     worker.handle_sig(signal.SIGTERM)
-    await asyncio.wait_for(main, timeout=5)
+    await asyncio.wait_for(main, timeout=STOP_TIMEOUT)
     await worker.close()
 
 
@@ -59,9 +69,13 @@ async def test_sigterm_while_redis_is_down_stops_the_worker(settings: Settings) 
     """A worker told to stop while Redis is away exits, rather than start over to wait."""
     with LocalRedis() as server:
         down = settings.replace(redis_url=server.url)
-        with worker_processes(down, 1, env={"STREAMQ_DRAIN_TIMEOUT": "1"}) as [worker]:
-            await asyncio.sleep(1.5)  # started and polling
+        with worker_processes(down, 1, env={"STREAMQ_DRAIN_TIMEOUT": "1"}) as workers:
+            [worker] = workers.processes
+            await workers.wait_serving()  # connected, its signal handlers installed
             server.kill()
-            await asyncio.sleep(0.5)
+            await poll_until(
+                lambda: "polling failed" in workers.log(worker), STARTUP,
+                "the worker to find Redis gone", give_up=functools.partial(exited, worker),
+            )  # fmt: skip
             worker.send_signal(signal.SIGTERM)
-            assert await asyncio.to_thread(worker.wait, 15) == 0
+            assert await asyncio.to_thread(worker.wait, STOP_TIMEOUT) == 0

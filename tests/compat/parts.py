@@ -7,9 +7,9 @@ real worker process behind it, whose upstream is the simulator or a third-party 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import subprocess
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -23,8 +23,9 @@ from streamq import Settings
 from streamq.gateway import GatewayConfig, create_app
 from streamq.local_redis import free_port
 from tests.compat.clients import Client, Driver, OpenAIPython, driver, node_driver, python_driver
-from tests.gateway.harness import GatewayThread
-from tests.processes import worker_processes
+from tests.harness.gateway import GatewayThread
+from tests.harness.processes import exited, stop, worker_processes
+from tests.harness.waiting import WaitTimeout, poll_until_sync
 
 ROOT = Path(__file__).parents[2]
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -37,6 +38,15 @@ LOGS = ROOT / "test-artifacts" / "compat"
 TOKEN = "compat-matrix-token-0000000001"
 UPSTREAM_KEY = "sk-compat-upstream-key"
 MISSING = "run `make compat`: it installs compat/node_modules and .venv-compat first"
+
+
+def answers(url: str) -> bool:
+    """Whether ``url`` answers 200."""
+    try:
+        urllib.request.urlopen(url, timeout=1).close()
+    except (OSError, urllib.error.HTTPError):
+        return False
+    return True
 
 
 def log_file(name: str) -> Path:
@@ -69,26 +79,20 @@ class ServerProcess:
 
     def wait_ready(self, timeout: float = 120) -> str:
         """The server's origin, once its health URL answers 200 (the process's log if it ends)."""
-        deadline = time.monotonic() + timeout
-        while not self._ready:
-            if self.process.poll() is not None:
-                tail = self.log.read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"{self.name} exited ({self.process.returncode}):\n{tail}")
+        if not self._ready:
             try:
-                urllib.request.urlopen(self.health, timeout=1).close()
-                self._ready = True
-            except (OSError, urllib.error.HTTPError):
-                assert time.monotonic() < deadline, f"{self.name} not ready in {timeout:g}s"
-                time.sleep(0.05)
+                poll_until_sync(
+                    functools.partial(answers, self.health), timeout, f"{self.name} to answer",
+                    interval=0.05, give_up=functools.partial(exited, self.process),
+                )  # fmt: skip
+            except WaitTimeout as exc:
+                tail = self.log.read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"{exc}:\n{tail}") from None
+            self._ready = True
         return self.origin
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop(self.process)
 
 
 def aimock(name: str, fixtures: Path, *args: str) -> ServerProcess:
@@ -168,11 +172,9 @@ def door(name: str, redis_url: str, upstream: str, model: str, api_key: str) -> 
         read_timeout=30,
     )
     config = GatewayConfig(tokens={TOKEN: "compat"}, rate_limit=None)
-    log = log_file(f"worker-{name}")
-    log.write_bytes(b"")  # worker_processes appends: keep one session's output
     try:
         with (
-            worker_processes(settings, 1, log=log),
+            worker_processes(settings, 1, log_dir=LOGS / f"worker-{name}"),
             GatewayThread(create_app(settings, config)) as gateway,
         ):
             yield Door(name, f"{gateway.url}/v1", gateway.url, TOKEN, settings)

@@ -5,10 +5,9 @@ Run with `make compat`, which installs the server from compat/package-lock.json 
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,9 @@ import pytest
 from streamq import Settings, StreamQ
 from streamq.local_redis import free_port
 from tests.compat.matrix import Grid, cell, register
-from tests.processes import worker_processes
+from tests.compat.parts import answers
+from tests.harness.processes import exited, stop, worker_processes
+from tests.harness.waiting import STARTUP, poll_until_sync
 
 pytestmark = pytest.mark.compat
 
@@ -48,18 +49,13 @@ def third_party_url() -> Iterator[str]:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "aimock did not start"
-                time.sleep(0.1)
+        poll_until_sync(
+            functools.partial(answers, f"http://127.0.0.1:{port}/health"), STARTUP,
+            "aimock to answer", interval=0.1, give_up=functools.partial(exited, process),
+        )  # fmt: skip
         yield f"http://127.0.0.1:{port}/v1"
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        stop(process)
 
 
 @pytest.fixture

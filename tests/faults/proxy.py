@@ -20,18 +20,18 @@ import asyncio
 import contextlib
 import socket
 import struct
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from streamq._loop_thread import LoopThread
 from streamq.local_redis import free_port
+from tests.harness.loop_thread import BackgroundLoop
 
 T = TypeVar("T")
 
 HOST = "127.0.0.1"
 CHUNK = 64 * 1024
-CALL_TIMEOUT = 10.0  # seconds a control call may take on the proxy's loop
+CALL_TIMEOUT = 30.0  # bound on a control call on the proxy's loop (milliseconds, normally)
 # SO_LINGER on with a zero timeout: closing the socket sends RST instead of FIN.
 _LINGER_RESET = struct.pack("ii", 1, 0)
 
@@ -77,7 +77,7 @@ class _Link:
                 pump.cancel()
 
 
-class FaultProxy(LoopThread):
+class FaultProxy(BackgroundLoop):
     """Forwards TCP connections from ``127.0.0.1:port`` to ``target_host:target_port``.
 
     Faults: :meth:`blackhole` (bytes held or dropped), :meth:`heal`, :meth:`reset_all`,
@@ -170,7 +170,7 @@ class FaultProxy(LoopThread):
     def refuse(self, on: bool) -> None:
         """``True``: close the listener, so new connections are refused (open ones stay).
         ``False``: listen again on the same port."""
-        self._run_coroutine(self._close_listener() if on else self._listen())
+        self.call(self._close_listener() if on else self._listen(), CALL_TIMEOUT)
 
     # ---- the proxy's loop -------------------------------------------------------------------
 
@@ -178,15 +178,9 @@ class FaultProxy(LoopThread):
         async def call() -> T:
             return function()
 
-        return self._run_coroutine(call())
+        return self.call(call(), CALL_TIMEOUT)
 
-    def _run_coroutine(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        if self._loop is None or self._thread is None:
-            coroutine.close()
-            raise RuntimeError("FaultProxy is not running")
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(CALL_TIMEOUT)
-
-    async def serve(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event) -> None:
         self._flowing = asyncio.Event()
         self._flowing.set()
         await self._listen()

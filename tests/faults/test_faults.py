@@ -32,17 +32,17 @@ from tests.faults.conftest import (
     WORKERS,
     Cluster,
 )
-from tests.faults.harness import (
+from tests.faults.jobs import (
     Plan,
     Readers,
     Summary,
     Watch,
     by_mode,
     describe,
-    poll_until,
     problems,
     seconds,
 )
+from tests.harness.waiting import poll_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(by_mode(120, 290))]
 
@@ -148,11 +148,12 @@ async def test_jobs_survive_a_worker_sigkilled_every_few_seconds(cluster: Cluste
 
 async def test_sigterm_drains_short_jobs_and_hands_back_long_ones(cluster: Cluster) -> None:
     """SIGTERM all workers mid-run (new ones start): jobs that fit the drain time finish on
-    their worker, the others restart elsewhere; the old workers exit in time."""
+    their worker, the others restart elsewhere; every old worker exits 0 (none hangs)."""
     readers = cluster.readers()
     summary = Summary("SIGTERM drain", readers.watches)
     prefix = cluster.keys.prefix
-    short = slow(prefix, by_mode(12, 40), 10, 20, "drained")  # 0.5 s: fits the 2 s drain
+    # Left after the first delta: 0.25 s, a margin for a loaded machine within the 2 s drain.
+    short = slow(prefix, by_mode(12, 40), 10, 40, "drained")
     long = slow(prefix, by_mode(6, 20), 30, 8, "handed back")  # 3.75 s: does not
     watches = await readers.submit_all(short + long)
     await readers.wait_started(watches, timeout=30)
@@ -165,8 +166,8 @@ async def test_sigterm_drains_short_jobs_and_hands_back_long_ones(cluster: Clust
     exited_in = time.monotonic() - began
     await readers.wait()
     found = [f"worker pid {p.pid} did not exit {EXIT_TIMEOUT:g}s after SIGTERM" for p in hung]
-    for process in old:  # SIGTERM before it was serving (still importing) kills it outright
-        if process.returncode != 0 and cluster.pool.serving(process):
+    for process in old:  # each was serving (the fixture waits): its SIGTERM handler drains
+        if process.returncode != 0:
             found.append(f"worker pid {process.pid} exited {process.returncode}")
     old_pids = {p.pid for p in old}
     for watch in watches:

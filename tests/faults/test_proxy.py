@@ -12,8 +12,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streamq.local_redis import LocalRedis
-from tests.faults.harness import poll_until
 from tests.faults.proxy import FaultProxy
+from tests.harness.waiting import poll_until
 
 pytestmark = pytest.mark.faults
 

@@ -10,7 +10,7 @@ from openai import AsyncOpenAI
 
 from streamq import Settings
 from streamq.gateway import GatewayConfig, create_app
-from tests.gateway.harness import TOKEN_A, TOKEN_B, TOKENS, GatewayThread
+from tests.harness.gateway import TOKEN_A, TOKEN_B, TOKENS, GatewayThread
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ from redis.asyncio import Redis
 from streamq import ConfigError, Settings
 from streamq.gateway import GatewayConfig, create_app
 from streamq.gateway.config import check_token, parse_tokens
-from tests.gateway.harness import TOKEN_A, TOKEN_B, TOKENS, GatewayThread
-from tests.processes import dump_keys
+from tests.harness.gateway import TOKEN_A, TOKEN_B, TOKENS, GatewayThread
+from tests.harness.redis_servers import dump_keys
 
 MESSAGES = [{"role": "user", "content": "whose job is this?"}]
 ENDPOINTS = [

@@ -14,7 +14,7 @@ from playwright.async_api import BrowserContext, Page, async_playwright
 from streamq import Settings
 from streamq.gateway import GatewayConfig, create_app
 from streamq.simulator import SimulatorConfig, SimulatorThread, simulated_text
-from tests.gateway.harness import TOKEN_A, TOKENS, GatewayThread
+from tests.harness.gateway import TOKEN_A, TOKENS, GatewayThread
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx2
 import pytest
 
-from tests.gateway.harness import frames, read_events
-from tests.gateway.harness import text_of as joined
+from tests.gateway.sse import frames, read_events
+from tests.gateway.sse import text_of as joined
 
 BEYOND_64_BITS = str(2**64)  # 18446744073709551616
 # Python refuses int() of strings over 4,300 digits (ValueError) unless told otherwise.

@@ -11,7 +11,7 @@ import pytest
 from openai import AsyncOpenAI
 
 from streamq.gateway.body import MAX_DEPTH
-from tests.gateway.harness import TOKEN_A, GatewayThread
+from tests.harness.gateway import TOKEN_A, GatewayThread
 
 PATHS = ["/v1/jobs", "/v1/chat/completions"]
 MESSAGES = b'{"messages":[{"role":"user","content":"x"}],'

@@ -12,7 +12,8 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from streamq import Settings
 from streamq.gateway import GatewayConfig, create_app
-from tests.gateway.harness import TOKEN_A, TOKENS, GatewayThread, chunks_of, door_stream
+from tests.gateway.sse import chunks_of, door_stream
+from tests.harness.gateway import TOKEN_A, TOKENS, GatewayThread
 
 pytestmark = pytest.mark.usefixtures("worker")
 

@@ -14,7 +14,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from streamq.events import Delta, Done, Event, Meta, Reset, Start
 from streamq.gateway.chunks import ChunkWriter
 from streamq.simulator import SimulatorThread, simulated_text, simulated_tokens
-from tests.gateway.harness import chunks_of, door_stream
+from tests.gateway.sse import chunks_of, door_stream
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Shape me like OpenAI."}]
 FINGERPRINT = "fp_streamqsim"  # the simulator's

@@ -13,7 +13,7 @@ from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
 from streamq.simulator import simulated_text, simulated_tokens
-from tests.gateway.harness import chunks_of, door_stream
+from tests.gateway.sse import chunks_of, door_stream
 
 pytestmark = pytest.mark.usefixtures("worker")
 

@@ -12,7 +12,7 @@ from openai import AsyncOpenAI
 
 from streamq import Settings
 from streamq.gateway import GatewayConfig, create_app
-from tests.gateway.harness import TOKEN_A, TOKENS, GatewayThread
+from tests.harness.gateway import TOKEN_A, TOKENS, GatewayThread
 
 USAGE = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
 

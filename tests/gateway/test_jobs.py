@@ -9,7 +9,7 @@ import pytest
 
 from streamq.request import chat_messages
 from streamq.simulator import simulated_text
-from tests.gateway.harness import frames, read_events, text_of
+from tests.gateway.sse import frames, read_events, text_of
 
 MESSAGES = chat_messages("Tell me about queues", system_prompt="Be brief.")
 SLOW: dict[str, Any] = {"extra_body": {"simulator": {"tokens_per_second": 25}}}

@@ -7,7 +7,7 @@ import pytest
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
-from tests.gateway.harness import GatewayThread
+from tests.harness.gateway import GatewayThread
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Which request?"}]
 

@@ -19,7 +19,7 @@ from schemathesis.specs.openapi.checks import (
 
 from streamq import Settings
 from streamq.gateway import GatewayConfig, create_app
-from tests.gateway.harness import TOKEN_A, TOKENS, GatewayThread
+from tests.harness.gateway import TOKEN_A, TOKENS, GatewayThread
 
 # What the job itself ended with, reported by the front door: a request may well set a
 # deadline it cannot meet (504) or make the upstream refuse it (502). Both are documented.

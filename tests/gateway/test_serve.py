@@ -4,7 +4,6 @@ the gateway extra."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 import tempfile
@@ -13,26 +12,24 @@ import httpx2
 
 from streamq import Settings
 from streamq.local_redis import free_port
-from tests.gateway.harness import frames, text_of
-from tests.processes import settings_environment
+from tests.gateway.sse import frames, text_of
+from tests.harness.processes import STOP_TIMEOUT, clean_environment, settings_environment, start_cli
+from tests.harness.waiting import STARTUP
 
 
 async def test_serve_demo_works_with_nothing_configured() -> None:
     """`streamq serve --demo` with no Redis and no upstream: its page and API answer."""
     port = free_port()
     dead_redis = f"redis://127.0.0.1:{free_port()}/0"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "STREAMQ_"))}
-    env["REDIS_URL"] = dead_redis
+    env = clean_environment({"REDIS_URL": dead_redis})
     with tempfile.TemporaryDirectory() as cwd:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "streamq", "serve", "--demo", "--port", str(port),
-            env=env, cwd=cwd, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
+        serve = ("serve", "--demo", "--port", str(port))
+        process = await start_cli(env, *serve, stdout=None, cwd=cwd)
         assert process.stderr is not None
         try:
             lines: list[str] = []
             while not any("gateway serving" in line for line in lines):
-                line = await asyncio.wait_for(process.stderr.readline(), 30)
+                line = await asyncio.wait_for(process.stderr.readline(), STARTUP)
                 assert line, f"serve exited early: {lines}"
                 lines.append(line.decode())
             assert any("throwaway" in line for line in lines)
@@ -47,7 +44,7 @@ async def test_serve_demo_works_with_nothing_configured() -> None:
             assert text_of(events)
         finally:
             process.send_signal(signal.SIGINT)
-            code = await asyncio.wait_for(process.wait(), 30)
+            code = await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
     assert code in (0, 130)
 
 
@@ -59,19 +56,16 @@ async def test_serve_without_the_gateway_extra_says_how_to_get_it(settings: Sett
         sys.executable, "-c", code, env=settings_environment(settings),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    _, err = await asyncio.wait_for(process.communicate(), 30)
+    _, err = await asyncio.wait_for(process.communicate(), STARTUP)
     assert process.returncode == 2
     assert "pip install 'streamq[gateway]'" in err.decode()
 
 
 async def test_serve_without_tokens_refuses_to_run_open(settings: Settings) -> None:
     """No STREAMQ_GATEWAY_TOKENS and no --open: exit 2 explaining both ways out."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "streamq", "serve", "--port", str(free_port()),
-        env=settings_environment(settings), cwd=tempfile.gettempdir(),
-        stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    _, err = await asyncio.wait_for(process.communicate(), 30)
+    serve = ("serve", "--port", str(free_port()))
+    process = await start_cli(settings_environment(settings), *serve, stdout=None)
+    _, err = await asyncio.wait_for(process.communicate(), STARTUP)
     assert process.returncode == 2
     assert "STREAMQ_GATEWAY_TOKENS" in err.decode()
     assert "--open" in err.decode()

@@ -15,7 +15,7 @@ import pytest
 
 from streamq import Settings
 from streamq.gateway import GatewayConfig, create_app
-from tests.gateway.harness import TOKEN_A, TOKENS, GatewayThread
+from tests.harness.gateway import TOKEN_A, TOKENS, GatewayThread
 
 HEADER_TIMEOUT = 1.0
 BODY_TIMEOUT = 1.5

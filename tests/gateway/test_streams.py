@@ -14,8 +14,9 @@ from streamq.gateway import GatewayConfig, create_app
 from streamq.keys import Keys
 from streamq.request import chat_messages
 from streamq.simulator import simulated_text
-from tests.gateway.harness import TOKEN_A, TOKENS, Frame, GatewayThread, frames, read_events
-from tests.gateway.harness import text_of as joined
+from tests.gateway.sse import Frame, frames, read_events
+from tests.gateway.sse import text_of as joined
+from tests.harness.gateway import TOKEN_A, TOKENS, GatewayThread
 
 MESSAGES = chat_messages("Resume me")
 SLOW = {"extra_body": {"simulator": {"tokens_per_second": 60}}}

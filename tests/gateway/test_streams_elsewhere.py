@@ -12,7 +12,7 @@ from streamq.gateway import GatewayConfig, create_app
 from streamq.local_redis import LocalRedis
 from streamq.request import chat_messages
 from streamq.simulator import simulated_text
-from tests.gateway.harness import TOKEN_A, TOKENS, GatewayThread
+from tests.harness.gateway import TOKEN_A, TOKENS, GatewayThread
 
 
 @pytest.fixture

@@ -17,7 +17,9 @@ from streamq import Settings
 from streamq.exceptions import ConfigError
 from streamq.gateway import GatewayConfig, create_app
 from streamq.simulator import simulated_text
-from tests.gateway.harness import TOKEN_A, TOKEN_B, TOKENS, GatewayThread, frames
+from tests.gateway.sse import frames
+from tests.harness.gateway import TOKEN_A, TOKEN_B, TOKENS, GatewayThread
+from tests.harness.waiting import poll_until
 
 MAX_STREAMS = 3
 BURST = 5
@@ -104,14 +106,16 @@ async def test_a_tenant_at_its_stream_limit_gets_429_while_another_is_served(
 
 async def until_accepted(client: httpx2.AsyncClient, url: str) -> None:
     """Wait for the gateway to notice a closed stream: its slot serves the next one."""
-    async with asyncio.timeout(30):
-        while True:
-            async with client.stream("GET", url) as response:
-                if response.status_code == 200:
-                    return
-                await response.aread()
-                assert_too_many(response, "too_many_streams")
-            await asyncio.sleep(0.05)
+
+    async def accepted() -> bool:
+        async with client.stream("GET", url) as response:
+            if response.status_code == 200:
+                return True
+            await response.aread()
+            assert_too_many(response, "too_many_streams")
+            return False
+
+    await poll_until(accepted, 30, "the gateway to free the slot", interval=0.05)
 
 
 async def test_a_tenant_over_its_rate_gets_429_while_another_is_served(

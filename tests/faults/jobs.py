@@ -14,7 +14,7 @@ import os
 import statistics
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,22 +46,6 @@ MODE = "long" if LONG else "short"
 def by_mode(short: int | float, long: int | float) -> Any:
     """The short value by default, the long one with ``STREAMQ_FAULTS=long``."""
     return long if LONG else short
-
-
-async def poll_until(
-    condition: Callable[[], bool | Awaitable[bool]], timeout: float, what: str
-) -> float:
-    """Wait until ``condition()`` holds, checking every 20 ms; seconds waited, or AssertionError."""
-    began = time.monotonic()
-    while True:
-        result = condition()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return time.monotonic() - began
-        if time.monotonic() - began > timeout:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 @dataclass(frozen=True)
