@@ -34,7 +34,7 @@ from benchmarks.workloads import (
     simulator_rate,
 )
 from streamq import Settings, StreamQ
-from streamq.connections import redis_from_url
+from streamq.core.connections import redis_from_url
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LATENCY_SAMPLES = 200

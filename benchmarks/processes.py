@@ -29,8 +29,8 @@ from tests.harness.processes import (
 from tests.harness.waiting import poll_until
 
 from benchmarks.common import NAIVE_WORKER_NAME, Endpoints
-from streamq.local_redis import LocalRedis, free_port
-from streamq.queue import wake_channel
+from streamq.core.queue import wake_channel
+from streamq.dev.local_redis import LocalRedis, free_port
 
 __all__ = ["ROOT", "Agent", "Processes", "StartFailed"]
 

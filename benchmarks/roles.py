@@ -28,7 +28,7 @@ from benchmarks.common import (
     lag_summary,
 )
 from streamq import Cancelled, Delta, Error, Event, Multiplexer, Settings, Start, StreamQ
-from streamq.connections import redis_from_url
+from streamq.core.connections import redis_from_url
 
 BLOCK_MS = 5000
 

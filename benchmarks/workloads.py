@@ -28,7 +28,7 @@ from benchmarks.measure import (
 from benchmarks.measure import stream_memory as measure_streams
 from benchmarks.processes import Agent
 from streamq import StreamQ
-from streamq.keys import Keys
+from streamq.core.keys import Keys
 
 COLUMNS = ("direct", "naive", "streamq")
 WORKER = {"direct": "direct", "naive": "naive-worker", "streamq": "streamq-worker"}

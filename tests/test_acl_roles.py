@@ -14,10 +14,10 @@ import pytest
 from redis.asyncio import Redis
 
 from streamq import Delta, Settings, Start, StreamQ
+from streamq.core.request import chat_messages
+from streamq.dev.local_redis import LocalRedis
+from streamq.dev.simulator import simulated_text
 from streamq.gateway import GatewayConfig, create_app
-from streamq.local_redis import LocalRedis
-from streamq.request import chat_messages
-from streamq.simulator import simulated_text
 from streamq.sync import StreamQ as SyncStreamQ
 from tests.gateway.sse import read_events
 from tests.harness.gateway import TOKEN_A, TOKENS, GatewayThread

@@ -7,9 +7,9 @@ import asyncio
 from redis.asyncio import Redis
 
 from streamq import Delta, Settings, Start, StreamQ
-from streamq.request import chat_messages
-from streamq.simulator import SimulatorThread, simulated_text
-from streamq.worker import running_worker
+from streamq.core.request import chat_messages
+from streamq.dev.simulator import SimulatorThread, simulated_text
+from streamq.worker.arq_worker import running_worker
 from tests.harness.processes import worker_processes
 from tests.harness.waiting import STARTUP, poll_until
 

@@ -14,12 +14,12 @@ from hypothesis import strategies as st
 from redis.asyncio import Redis
 
 from streamq import Error, InvalidRequest, JobFailed, Settings, StreamQ
-from streamq.events import decode
-from streamq.exceptions import EventDecodeError
-from streamq.keys import Keys
-from streamq.queue import JOB_FUNCTION, deserialize_job
-from streamq.request import ChatRequest, chat_messages
-from streamq.simulator import simulated_text
+from streamq.core.events import decode
+from streamq.core.exceptions import EventDecodeError
+from streamq.core.keys import Keys
+from streamq.core.queue import JOB_FUNCTION, deserialize_job
+from streamq.core.request import ChatRequest, chat_messages
+from streamq.dev.simulator import simulated_text
 
 pytestmark = pytest.mark.usefixtures("worker")
 

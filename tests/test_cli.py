@@ -12,10 +12,10 @@ from openai.types.chat import ChatCompletionMessageParam
 from redis.asyncio import Redis
 
 from streamq import Settings, StreamQ
-from streamq.demo import DEMO_REPLY_TOKENS
-from streamq.local_redis import free_port
-from streamq.request import chat_messages
-from streamq.simulator import simulated_text
+from streamq.core.request import chat_messages
+from streamq.dev.demo import DEMO_REPLY_TOKENS
+from streamq.dev.local_redis import free_port
+from streamq.dev.simulator import simulated_text
 from tests.harness.processes import STOP_TIMEOUT, run_cli, settings_environment, start_cli
 from tests.harness.redis_servers import blocked_in
 from tests.harness.waiting import STARTUP, poll_until

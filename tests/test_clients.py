@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from openai import AsyncOpenAI
 
-from streamq.clients import ClientPool
+from streamq.worker.openai_pool import ClientPool
 
 
 def make_client() -> AsyncOpenAI:

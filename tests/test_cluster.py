@@ -14,10 +14,10 @@ import redis as redis_lib
 from redis.asyncio import Redis
 
 from streamq import Settings, StreamQ
-from streamq.keys import Keys
-from streamq.local_redis import LocalRedis, find_redis_binary, free_port
-from streamq.request import chat_messages
-from streamq.simulator import simulated_text
+from streamq.core.keys import Keys
+from streamq.core.request import chat_messages
+from streamq.dev.local_redis import LocalRedis, find_redis_binary, free_port
+from streamq.dev.simulator import simulated_text
 from tests.harness.processes import run_cli, worker_processes
 from tests.harness.waiting import STARTUP, poll_until_sync
 

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from streamq import InvalidCursor, ReadTimeout, Settings, StreamQ
-from streamq.consumer import check_cursor
+from streamq.job import check_cursor
 from streamq.sync import StreamQ as SyncStreamQ
 
 TOP = 2**64 - 1

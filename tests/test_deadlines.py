@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from streamq import Error, JobFailed, Reset, StreamQ
-from streamq.request import chat_messages
-from streamq.simulator import simulated_text
+from streamq.core.request import chat_messages
+from streamq.dev.simulator import simulated_text
 
 pytestmark = pytest.mark.usefixtures("worker")
 

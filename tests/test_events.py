@@ -19,14 +19,14 @@ from streamq import (
     ToolCallDelta,
     UnknownEvent,
 )
-from streamq.events import (
+from streamq.core.events import (
     decode,
     decode_entry,
     encode,
     event_to_dict,
     is_terminal,
 )
-from streamq.exceptions import EventDecodeError
+from streamq.core.exceptions import EventDecodeError
 
 EVENTS: list[Event] = [
     Start(job_id="j1", model="gpt-4o-mini", worker="host:1", started_at=1.5),

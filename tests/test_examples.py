@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 
 from streamq import Delta, Settings, StreamQ
-from streamq.local_redis import free_port
-from streamq.request import chat_messages
-from streamq.simulator import simulated_text
+from streamq.core.request import chat_messages
+from streamq.dev.local_redis import free_port
+from streamq.dev.simulator import simulated_text
 from tests.harness.loop_thread import worker_thread
 from tests.harness.processes import exited, settings_environment, stop
 from tests.harness.waiting import STARTUP, poll_until_sync

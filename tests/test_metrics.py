@@ -16,10 +16,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from streamq import JobFailed, Settings, StreamQ
-from streamq.events import Delta, Event, Start, decode_entry
+from streamq.core.events import Delta, Event, Start, decode_entry
+from streamq.core.keys import Keys
+from streamq.dev.local_redis import free_port
 from streamq.gateway import GatewayConfig, create_app
-from streamq.keys import Keys
-from streamq.local_redis import free_port
 from tests.gateway.sse import read_events
 from tests.harness.gateway import TOKEN_A, TOKENS, GatewayThread
 from tests.harness.processes import live_workers, run_cli, settings_environment, worker_processes

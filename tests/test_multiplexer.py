@@ -11,11 +11,11 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from streamq import Delta, Done, Event, JobNotFound, Settings, Start, StreamQ
-from streamq.events import as_text, encode
-from streamq.keys import Keys
+from streamq.core.events import as_text, encode
+from streamq.core.keys import Keys
+from streamq.core.request import chat_messages
+from streamq.dev.simulator import simulated_text
 from streamq.multiplexer import Multiplexer, _Follower
-from streamq.request import chat_messages
-from streamq.simulator import simulated_text
 from tests.harness.waiting import poll_until
 
 

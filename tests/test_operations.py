@@ -13,12 +13,12 @@ from typing import Any
 from redis.asyncio import Redis
 
 from streamq import Delta, JobFailed, Settings, StreamQ
-from streamq.keys import Keys
-from streamq.local_redis import LocalRedis
-from streamq.presence import alive_workers
-from streamq.request import chat_messages
-from streamq.simulator import simulated_text
-from streamq.worker import running_worker
+from streamq.admin.presence import alive_workers
+from streamq.core.keys import Keys
+from streamq.core.request import chat_messages
+from streamq.dev.local_redis import LocalRedis
+from streamq.dev.simulator import simulated_text
+from streamq.worker.arq_worker import running_worker
 from tests.harness.processes import STOP_TIMEOUT, live_workers, run_cli, worker_processes
 from tests.harness.waiting import STARTUP, poll_until
 

@@ -10,10 +10,10 @@ import openai
 import pytest
 from openai import AsyncOpenAI
 
-from streamq.events import Event, Meta
-from streamq.request import ChatRequest
-from streamq.simulator import SimulatorThread
-from streamq.upstream import error_event, stream_chat
+from streamq.core.events import Event, Meta
+from streamq.core.request import ChatRequest
+from streamq.dev.simulator import SimulatorThread
+from streamq.worker.upstream import error_event, stream_chat
 
 TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
 

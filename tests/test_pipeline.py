@@ -26,10 +26,10 @@ from streamq import (
     StreamQ,
     ToolCallDelta,
 )
-from streamq.keys import Keys
-from streamq.request import chat_messages
-from streamq.simulator import SimulatorThread, simulated_text, simulated_tokens
-from streamq.worker import running_worker
+from streamq.core.keys import Keys
+from streamq.core.request import chat_messages
+from streamq.dev.simulator import SimulatorThread, simulated_text, simulated_tokens
+from streamq.worker.arq_worker import running_worker
 from tests.harness.redis_servers import dump_keys
 from tests.harness.waiting import STARTUP, poll_until
 

@@ -26,10 +26,9 @@ from streamq import (
     Start,
     ToolCallDelta,
 )
-from streamq.events import encode
-from streamq.fleet import Run
-from streamq.keys import Keys
-from streamq.protocol import (
+from streamq.core.events import encode
+from streamq.core.keys import Keys
+from streamq.core.protocol import (
     MAX_BLOCK_SECONDS,
     JobStatus,
     ResultBuilder,
@@ -45,7 +44,8 @@ from streamq.protocol import (
     validated_job,
     with_lease,
 )
-from streamq.queue import JOB_FUNCTION
+from streamq.core.queue import JOB_FUNCTION
+from streamq.worker.fleet import Run
 
 SETTINGS = Settings(key_prefix="pfx", queue_name="pfx:queue", stream_ttl=600)
 MESSAGES = [{"role": "user", "content": "hi"}]

@@ -11,11 +11,11 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from streamq import JobFailed, Settings, StreamQ
-from streamq.exceptions import ConfigError
-from streamq.local_redis import LocalRedis, free_port
-from streamq.request import chat_messages
-from streamq.simulator import SimulatorConfig, SimulatorThread, simulated_text
-from streamq.worker import running_worker
+from streamq.core.exceptions import ConfigError
+from streamq.core.request import chat_messages
+from streamq.dev.local_redis import LocalRedis, free_port
+from streamq.dev.simulator import SimulatorConfig, SimulatorThread, simulated_text
+from streamq.worker.arq_worker import running_worker
 from tests.harness.processes import run_cli, settings_environment, worker_processes
 from tests.harness.redis_servers import dump_keys
 

@@ -11,9 +11,9 @@ import pytest
 import redis as redis_lib
 
 from streamq import Settings, StreamQ
-from streamq.local_redis import LocalRedis
-from streamq.request import chat_messages
-from streamq.simulator import simulated_text
+from streamq.core.request import chat_messages
+from streamq.dev.local_redis import LocalRedis
+from streamq.dev.simulator import simulated_text
 from streamq.sync import StreamQ as SyncStreamQ
 from tests.harness.processes import worker_processes
 from tests.harness.waiting import STARTUP, poll_until, poll_until_sync

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from streamq import ConfigError, Settings
-from streamq.redis_urls import SentinelURL
+from streamq.core.redis_urls import SentinelURL
 
 
 def test_defaults_without_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

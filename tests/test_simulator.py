@@ -19,8 +19,8 @@ from openai.types.chat import (
     ChatCompletionToolParam,
 )
 
-from streamq.exceptions import ConfigError
-from streamq.simulator import (
+from streamq.core.exceptions import ConfigError
+from streamq.dev.simulator import (
     REFUSAL_TEXT,
     Simulator,
     SimulatorConfig,

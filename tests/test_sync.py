@@ -25,9 +25,9 @@ from streamq import (
     Settings,
     Start,
 )
-from streamq.keys import Keys
-from streamq.request import chat_messages
-from streamq.simulator import simulated_text
+from streamq.core.keys import Keys
+from streamq.core.request import chat_messages
+from streamq.dev.simulator import simulated_text
 from streamq.sync import StreamQ
 from tests.harness.loop_thread import worker_thread
 

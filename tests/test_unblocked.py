@@ -12,10 +12,10 @@ import pytest
 from redis.asyncio import Redis
 
 from streamq import Delta, Done, Event, Settings, Start, StreamQ
-from streamq.events import as_text, encode
+from streamq.core.events import as_text, encode
+from streamq.core.keys import Keys
+from streamq.dev.local_redis import LocalRedis
 from streamq.gateway import GatewayConfig, create_app
-from streamq.keys import Keys
-from streamq.local_redis import LocalRedis
 from streamq.sync import StreamQ as SyncStreamQ
 from tests.gateway.sse import frames
 from tests.harness.gateway import TOKEN_A, TOKENS, GatewayThread

@@ -12,9 +12,9 @@ import pytest
 from openai import AsyncOpenAI
 
 from streamq import Delta, Done, Event, Meta, ToolCallDelta
-from streamq.protocol import ResultBuilder
-from streamq.request import ChatRequest
-from streamq.upstream import IncompleteStream, error_event, stream_chat
+from streamq.core.protocol import ResultBuilder
+from streamq.core.request import ChatRequest
+from streamq.worker.upstream import IncompleteStream, error_event, stream_chat
 
 
 def chunk(choices: list[dict[str, Any]] | None, **extra: Any) -> dict[str, Any]:

@@ -10,10 +10,10 @@ from urllib.parse import urlparse
 import pytest
 
 from streamq import Settings, StreamQ
-from streamq.keys import Keys
-from streamq.local_redis import find_redis_binary
-from streamq.request import chat_messages
-from streamq.simulator import simulated_text
+from streamq.core.keys import Keys
+from streamq.core.request import chat_messages
+from streamq.dev.local_redis import find_redis_binary
+from streamq.dev.simulator import simulated_text
 
 
 def redis_cli(settings: Settings, *args: str) -> list[str]:

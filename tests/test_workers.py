@@ -11,10 +11,10 @@ import sys
 from redis.asyncio import Redis
 
 from streamq import Settings, Start, StreamQ
-from streamq.local_redis import LocalRedis
-from streamq.request import chat_messages
-from streamq.simulator import simulated_text
-from streamq.worker import create_worker
+from streamq.core.request import chat_messages
+from streamq.dev.local_redis import LocalRedis
+from streamq.dev.simulator import simulated_text
+from streamq.worker.arq_worker import create_worker
 from tests.harness.processes import STOP_TIMEOUT, exited, worker_processes
 from tests.harness.waiting import STARTUP, poll_until
 

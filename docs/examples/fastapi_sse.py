@@ -24,8 +24,8 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from streamq import InvalidRequest, Multiplexer, ReadTimeout, Settings, StreamQ
-from streamq.consumer import check_cursor
-from streamq.events import Event, event_to_dict
+from streamq.core.events import Event, event_to_dict
+from streamq.job import check_cursor
 
 
 class ChatIn(BaseModel):

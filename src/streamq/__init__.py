@@ -1,14 +1,7 @@
 """streamq: LLM chat completions behind an arq job queue, every token streamed through Redis."""
 
-from streamq.consumer import (
-    ChatJob,
-    ChatResult,
-    ChoiceResult,
-    EventStream,
-    JobStatus,
-    ToolCall,
-)
-from streamq.events import (
+from streamq.client import StreamQ
+from streamq.core.events import (
     Cancelled,
     Delta,
     Done,
@@ -22,7 +15,7 @@ from streamq.events import (
     ToolCallDelta,
     UnknownEvent,
 )
-from streamq.exceptions import (
+from streamq.core.exceptions import (
     ClientClosed,
     ConfigError,
     InvalidCursor,
@@ -34,10 +27,17 @@ from streamq.exceptions import (
     ReadTimeout,
     StreamQError,
 )
+from streamq.core.settings import Settings
+from streamq.core.version import __version__
+from streamq.job import (
+    ChatJob,
+    ChatResult,
+    ChoiceResult,
+    EventStream,
+    JobStatus,
+    ToolCall,
+)
 from streamq.multiplexer import Multiplexer
-from streamq.producer import StreamQ
-from streamq.settings import Settings
-from streamq.version import __version__
 
 __all__ = [
     "Cancelled",

@@ -11,14 +11,16 @@ from urllib.parse import urlsplit, urlunsplit
 
 from redis.exceptions import RedisError
 
-from streamq import metrics, ops
-from streamq.connections import redis_from_url
-from streamq.events import Error, event_to_dict, is_terminal
-from streamq.exceptions import ConfigError, JobFailed, StreamQError
-from streamq.keys import check_job_id
-from streamq.logs import configure_logging
-from streamq.producer import StreamQ
-from streamq.settings import LOG_FORMATS, LOG_LEVELS, Settings
+from streamq.admin import queries
+from streamq.admin import text as admin_text
+from streamq.client import StreamQ
+from streamq.core import metrics
+from streamq.core.connections import redis_from_url
+from streamq.core.events import Error, event_to_dict, is_terminal
+from streamq.core.exceptions import ConfigError, JobFailed, StreamQError
+from streamq.core.keys import check_job_id
+from streamq.core.logs import configure_logging
+from streamq.core.settings import LOG_FORMATS, LOG_LEVELS, Settings
 from streamq.terminal import EXIT_JOB_FAILED, print_text
 
 EXIT_USAGE = 2
@@ -180,7 +182,7 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 def run_fleet(args: argparse.Namespace, settings: Settings) -> int:
     """``--processes N``: the supervisor, which also serves the processes' metrics."""
-    from streamq.supervisor import Supervisor
+    from streamq.worker.supervisor import Supervisor
 
     if not settings.metrics_port:
         return Supervisor(worker_command(args), args.processes).run()
@@ -268,7 +270,7 @@ def run_cancel(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_simulate(args: argparse.Namespace, settings: Settings) -> int:
-    from streamq.simulator import SimulatorConfig, serve
+    from streamq.dev.simulator import SimulatorConfig, serve
 
     config = SimulatorConfig(
         tokens_per_second=args.tokens_per_second, time_to_first_token=args.ttft, seed=args.seed
@@ -299,7 +301,7 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
         print(f"streamq gateway serving {url} ({auth})", file=sys.stderr, flush=True)
 
     if args.demo:
-        from streamq.demo import serve_demo
+        from streamq.dev.demo import serve_demo
 
         serve_demo(settings, config, args.host, args.port, on_ready=ready)
     else:
@@ -311,11 +313,11 @@ def run_stats(args: argparse.Namespace, settings: Settings) -> int:
     async def stats() -> int:
         async with redis_from_url(settings.redis_url) as redis:
             while True:
-                snapshot = await ops.fleet_stats(redis, settings, minutes=args.window)
+                snapshot = await queries.fleet_stats(redis, settings, minutes=args.window)
                 if args.json:
-                    print(ops.as_json(snapshot.to_dict()), flush=True)
+                    print(admin_text.as_json(snapshot.to_dict()), flush=True)
                 else:
-                    print(ops.stats_text(snapshot), flush=True)
+                    print(admin_text.stats_text(snapshot), flush=True)
                 if not args.watch:
                     return 0
                 await asyncio.sleep(args.watch)
@@ -328,10 +330,10 @@ def run_stats(args: argparse.Namespace, settings: Settings) -> int:
 def run_inspect(args: argparse.Namespace, settings: Settings) -> int:
     async def inspect() -> int:
         async with redis_from_url(settings.redis_url) as redis:
-            record = await ops.inspect_job(redis, settings, check_job_id(args.job_id))
+            record = await queries.inspect_job(redis, settings, check_job_id(args.job_id))
         data = record.to_dict()
         if args.json:
-            print(ops.as_json(data))
+            print(admin_text.as_json(data))
         else:
             for name, value in data.items():
                 print(f"{name:<20} {value if value is not None else '-'}")
@@ -343,11 +345,11 @@ def run_inspect(args: argparse.Namespace, settings: Settings) -> int:
 def run_health(args: argparse.Namespace, settings: Settings) -> int:
     async def health() -> list[str]:
         async with redis_from_url(settings.redis_url) as redis:
-            return await ops.health_problems(redis, settings, worker=args.worker)
+            return await queries.health_problems(redis, settings, worker=args.worker)
 
     problems = asyncio.run(health())
     if args.json:
-        print(ops.as_json({"healthy": not problems, "problems": problems}))
+        print(admin_text.as_json({"healthy": not problems, "problems": problems}))
     else:
         print("\n".join(problems) or "healthy")
     return EXIT_JOB_FAILED if problems else 0
@@ -356,10 +358,10 @@ def run_health(args: argparse.Namespace, settings: Settings) -> int:
 def run_purge(args: argparse.Namespace, settings: Settings) -> int:
     async def purge() -> int:
         async with redis_from_url(settings.redis_url) as redis:
-            report = await ops.purge(redis, settings, dry_run=args.dry_run)
+            report = await queries.purge(redis, settings, dry_run=args.dry_run)
         data = report.to_dict()
         if args.json:
-            print(ops.as_json({"dry_run": args.dry_run, **data}))
+            print(admin_text.as_json({"dry_run": args.dry_run, **data}))
         else:
             verb = "would remove" if args.dry_run else "removed"
             print(f"{verb}: " + ", ".join(f"{n.replace('_', ' ')} {v}" for n, v in data.items()))
@@ -369,6 +371,6 @@ def run_purge(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from streamq.demo import run_demo as demo
+    from streamq.dev.demo import run_demo as demo
 
     return demo(args.prompt, settings)

@@ -23,13 +23,13 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from streamq._tasks import cancel_and_wait
-from streamq.connections import is_cluster
-from streamq.consumer import ChatJob, ended_by
-from streamq.events import Event, as_text, decode_entry, entry_order, is_terminal
-from streamq.exceptions import ClientClosed, JobNotFound, ReadTimeout
-from streamq.keys import Keys
-from streamq.protocol import check_cursor, max_block, read_interrupted
+from streamq.core._tasks import cancel_and_wait
+from streamq.core.connections import is_cluster
+from streamq.core.events import Event, as_text, decode_entry, entry_order, is_terminal
+from streamq.core.exceptions import ClientClosed, JobNotFound, ReadTimeout
+from streamq.core.keys import Keys
+from streamq.core.protocol import check_cursor, max_block, read_interrupted
+from streamq.job import ChatJob, ended_by
 
 logger = logging.getLogger("streamq.multiplexer")
 

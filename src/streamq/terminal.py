@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from streamq.consumer import ChatJob
-from streamq.events import Cancelled, Delta, Error, Reset
+from streamq.core.events import Cancelled, Delta, Error, Reset
+from streamq.job import ChatJob
 
 EXIT_JOB_FAILED = 1
 EXIT_RESTARTED = 3  # the job started again after text was printed (--on-restart exit)

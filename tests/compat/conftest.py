@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from streamq.simulator import SimulatorConfig, SimulatorThread
+from streamq.dev.simulator import SimulatorConfig, SimulatorThread
 from tests.compat import matrix, parts
 from tests.compat.parts import (
     AIMOCK_MODEL,

@@ -20,8 +20,8 @@ from pathlib import Path
 import redis as redis_lib
 
 from streamq import Settings
+from streamq.dev.local_redis import free_port
 from streamq.gateway import GatewayConfig, create_app
-from streamq.local_redis import free_port
 from tests.compat.clients import Client, Driver, OpenAIPython, driver, node_driver, python_driver
 from tests.harness.gateway import GatewayThread
 from tests.harness.processes import exited, stop, worker_processes

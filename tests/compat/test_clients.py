@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import pytest
 
-from streamq.simulator import (
+from streamq.dev.simulator import (
     count_prompt_tokens,
     simulated_text,
     simulated_tokens,

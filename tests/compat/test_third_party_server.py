@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from streamq import Settings, StreamQ
-from streamq.local_redis import free_port
+from streamq.dev.local_redis import free_port
 from tests.compat.matrix import Grid, cell, register
 from tests.compat.parts import answers
 from tests.harness.processes import exited, stop, worker_processes

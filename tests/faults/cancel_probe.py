@@ -17,11 +17,11 @@ import os
 import random
 import sys
 
-from streamq.clients import ClientPool
-from streamq.keys import Keys
-from streamq.queue import arq_redis
-from streamq.settings import Settings
-from streamq.worker import WorkerRuntime, openai_client
+from streamq.core.keys import Keys
+from streamq.core.queue import arq_redis
+from streamq.core.settings import Settings
+from streamq.worker.openai_pool import ClientPool
+from streamq.worker.runtime import WorkerRuntime, openai_client
 
 STOP_TIMEOUT = 3.0
 BUSY_MEMBERS = 100_000  # expired leases of nobody: the reaper always has work to do

@@ -16,9 +16,9 @@ import pytest
 from redis.asyncio import Redis
 
 from streamq import Settings, StreamQ
-from streamq.connections import redis_from_url
-from streamq.keys import Keys
-from streamq.simulator import SimulatorConfig, SimulatorThread
+from streamq.core.connections import redis_from_url
+from streamq.core.keys import Keys
+from streamq.dev.simulator import SimulatorConfig, SimulatorThread
 from tests.faults.jobs import Readers, by_mode
 from tests.faults.proxy import FaultProxy
 from tests.harness.processes import WorkerPool, settings_environment

@@ -34,10 +34,10 @@ from streamq import (
     Start,
     StreamQ,
 )
-from streamq.events import decode, is_terminal
-from streamq.keys import Keys
-from streamq.request import chat_messages
-from streamq.simulator import simulated_text
+from streamq.core.events import decode, is_terminal
+from streamq.core.keys import Keys
+from streamq.core.request import chat_messages
+from streamq.dev.simulator import simulated_text
 
 LONG = os.environ.get("STREAMQ_FAULTS", "").strip().lower() == "long"
 MODE = "long" if LONG else "short"

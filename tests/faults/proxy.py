@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from streamq.local_redis import free_port
+from streamq.dev.local_redis import free_port
 from tests.harness.loop_thread import BackgroundLoop
 
 T = TypeVar("T")

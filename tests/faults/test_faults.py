@@ -23,8 +23,8 @@ import pytest
 from arq.constants import in_progress_key_prefix
 
 from streamq import Settings, Start, StreamQ
-from streamq.connections import SOCKET_TIMEOUT
-from streamq.events import Reset
+from streamq.core.connections import SOCKET_TIMEOUT
+from streamq.core.events import Reset
 from tests.faults.conftest import (
     EXIT_TIMEOUT,
     LEASE,

@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from streamq.local_redis import LocalRedis
+from streamq.dev.local_redis import LocalRedis
 from tests.faults.proxy import FaultProxy
 from tests.harness.waiting import poll_until
 

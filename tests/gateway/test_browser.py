@@ -12,8 +12,8 @@ import pytest
 from playwright.async_api import BrowserContext, Page, async_playwright
 
 from streamq import Settings
+from streamq.dev.simulator import SimulatorConfig, SimulatorThread, simulated_text
 from streamq.gateway import GatewayConfig, create_app
-from streamq.simulator import SimulatorConfig, SimulatorThread, simulated_text
 from tests.harness.gateway import TOKEN_A, TOKENS, GatewayThread
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -11,9 +11,9 @@ import pytest
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
-from streamq.events import Delta, Done, Event, Meta, Reset, Start
+from streamq.core.events import Delta, Done, Event, Meta, Reset, Start
+from streamq.dev.simulator import SimulatorThread, simulated_text, simulated_tokens
 from streamq.gateway.chunks import ChunkWriter
-from streamq.simulator import SimulatorThread, simulated_text, simulated_tokens
 from tests.gateway.sse import chunks_of, door_stream
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Shape me like OpenAI."}]

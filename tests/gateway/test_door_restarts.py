@@ -12,7 +12,7 @@ import pytest
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
-from streamq.simulator import simulated_text, simulated_tokens
+from streamq.dev.simulator import simulated_text, simulated_tokens
 from tests.gateway.sse import chunks_of, door_stream
 
 pytestmark = pytest.mark.usefixtures("worker")

@@ -7,8 +7,8 @@ from typing import Any
 import httpx2
 import pytest
 
-from streamq.request import chat_messages
-from streamq.simulator import simulated_text
+from streamq.core.request import chat_messages
+from streamq.dev.simulator import simulated_text
 from tests.gateway.sse import frames, read_events, text_of
 
 MESSAGES = chat_messages("Tell me about queues", system_prompt="Be brief.")

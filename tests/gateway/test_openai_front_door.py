@@ -8,7 +8,7 @@ import pytest
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
-from streamq.simulator import simulated_text
+from streamq.dev.simulator import simulated_text
 
 pytestmark = pytest.mark.usefixtures("worker")
 

@@ -11,7 +11,7 @@ import tempfile
 import httpx2
 
 from streamq import Settings
-from streamq.local_redis import free_port
+from streamq.dev.local_redis import free_port
 from tests.gateway.sse import frames, text_of
 from tests.harness.processes import STOP_TIMEOUT, clean_environment, settings_environment, start_cli
 from tests.harness.waiting import STARTUP

@@ -10,10 +10,10 @@ import pytest
 from redis.asyncio import Redis
 
 from streamq import Settings
+from streamq.core.keys import Keys
+from streamq.core.request import chat_messages
+from streamq.dev.simulator import simulated_text
 from streamq.gateway import GatewayConfig, create_app
-from streamq.keys import Keys
-from streamq.request import chat_messages
-from streamq.simulator import simulated_text
 from tests.gateway.sse import Frame, frames, read_events
 from tests.gateway.sse import text_of as joined
 from tests.harness.gateway import TOKEN_A, TOKENS, GatewayThread

@@ -8,10 +8,10 @@ import httpx2
 import pytest
 
 from streamq import Settings
+from streamq.core.request import chat_messages
+from streamq.dev.local_redis import LocalRedis
+from streamq.dev.simulator import simulated_text
 from streamq.gateway import GatewayConfig, create_app
-from streamq.local_redis import LocalRedis
-from streamq.request import chat_messages
-from streamq.simulator import simulated_text
 from tests.harness.gateway import TOKEN_A, TOKENS, GatewayThread
 
 

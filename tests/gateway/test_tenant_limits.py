@@ -14,9 +14,9 @@ import pytest
 from openai import AsyncOpenAI
 
 from streamq import Settings
-from streamq.exceptions import ConfigError
+from streamq.core.exceptions import ConfigError
+from streamq.dev.simulator import simulated_text
 from streamq.gateway import GatewayConfig, create_app
-from streamq.simulator import simulated_text
 from tests.gateway.sse import frames
 from tests.harness.gateway import TOKEN_A, TOKEN_B, TOKENS, GatewayThread
 from tests.harness.waiting import poll_until

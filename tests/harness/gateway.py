@@ -12,9 +12,9 @@ from tests.harness.loop_thread import ContextThread
 from tests.harness.waiting import STARTUP, poll_until
 
 from streamq import Settings
+from streamq.dev.local_redis import free_port
 from streamq.gateway.timeouts import uvicorn_config
-from streamq.local_redis import free_port
-from streamq.worker import running_worker
+from streamq.worker.arq_worker import running_worker
 
 TOKEN_A = "tenant-a-secret-token-0001"
 TOKEN_B = "tenant-b-secret-token-0002"

@@ -1,6 +1,7 @@
 """An event loop in a daemon thread, for what a test runs beside its own loop or blocking code.
 
-Built on :class:`streamq._loop_thread.LoopThread` (which the simulator's server thread uses too):
+Built on :class:`streamq.core._loop_thread.LoopThread` (which the simulator's server thread
+uses too):
 
 - :class:`BackgroundLoop` adds :meth:`~BackgroundLoop.call` (run a coroutine on the thread's
   loop from any thread) and re-raises from :meth:`~BackgroundLoop.stop` whatever ended the
@@ -19,8 +20,8 @@ from typing import Any, Generic, TypeVar
 from arq import Worker
 
 from streamq import Settings
-from streamq._loop_thread import LoopThread
-from streamq.worker import running_worker
+from streamq.core._loop_thread import LoopThread
+from streamq.worker.arq_worker import running_worker
 
 T = TypeVar("T")
 

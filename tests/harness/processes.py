@@ -33,8 +33,8 @@ from redis.asyncio import Redis
 from tests.harness.waiting import STARTUP, poll_until
 
 from streamq import Settings
-from streamq.keys import Keys
-from streamq.presence import WorkerPresence, alive_workers
+from streamq.admin.presence import WorkerPresence, alive_workers
+from streamq.core.keys import Keys
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = ("-m", "streamq", "worker")

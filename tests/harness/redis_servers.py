@@ -1,4 +1,4 @@
-"""Throwaway redis-servers: :class:`streamq.local_redis.LocalRedis` is the one way to start one.
+"""Throwaway redis-servers: :class:`streamq.dev.local_redis.LocalRedis` is the one way to start one.
 
 - :func:`suite_redis_url`: the suite's shared server (``REDIS_URL`` when it answers);
 - :class:`LocalRedis`: a private server on a free port (ACL, TLS, cluster and sentinel setups
@@ -21,7 +21,7 @@ import psutil  # type: ignore[import-untyped]
 from redis.asyncio import Redis
 from tests.harness.waiting import STARTUP
 
-from streamq.local_redis import LocalRedis, free_port, redis_answers
+from streamq.dev.local_redis import LocalRedis, free_port, redis_answers
 
 __all__ = [
     "LocalRedis",

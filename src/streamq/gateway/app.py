@@ -14,8 +14,9 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
-from streamq import metrics
-from streamq.exceptions import ConfigError
+from streamq.core import metrics
+from streamq.core.exceptions import ConfigError
+from streamq.core.settings import Settings
 from streamq.gateway import jobs, models, openai_compat
 from streamq.gateway.config import GatewayConfig
 from streamq.gateway.errors import EXCEPTION_HANDLERS
@@ -24,7 +25,6 @@ from streamq.gateway.request_id import HEADER as REQUEST_ID_HEADER
 from streamq.gateway.request_id import RequestId
 from streamq.gateway.state import Gateway
 from streamq.gateway.timeouts import BodyTimeout
-from streamq.settings import Settings
 
 STATIC = Path(__file__).parent / "static"
 # The page loads nothing but its own files.

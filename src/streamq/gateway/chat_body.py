@@ -14,7 +14,8 @@ OPTION_NAMES = ("deadline", "idle_timeout", "buffered")
 class ChatBody:
     """Messages, model, streamq options (deadline, idle_timeout, buffered) and OpenAI parameters.
 
-    Validation of the values is :func:`streamq.request.build_request`'s job, as for any producer.
+    Validation of the values is :func:`streamq.core.request.build_request`'s job, as for any
+    producer.
     """
 
     messages: Any

@@ -14,7 +14,7 @@ import json
 import time
 from typing import Any
 
-from streamq.events import (
+from streamq.core.events import (
     Cancelled,
     Delta,
     Done,

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamq.events import (
+from streamq.core.events import (
     Delta,
     Done,
     Event,

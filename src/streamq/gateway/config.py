@@ -8,8 +8,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from streamq.exceptions import ConfigError
-from streamq.settings import EnvReader, merged_environment
+from streamq.core.exceptions import ConfigError
+from streamq.core.settings import EnvReader, merged_environment
 
 TENANT_PATTERN = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")  # \Z: no trailing newline
 MIN_TOKEN_LENGTH = 16

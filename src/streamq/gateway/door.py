@@ -14,9 +14,8 @@ from collections.abc import AsyncIterator, Mapping
 
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from streamq import metrics
-from streamq.consumer import ChatJob, EventStream
-from streamq.events import (
+from streamq.core import metrics
+from streamq.core.events import (
     TERMINAL_TYPES,
     Cancelled,
     Delta,
@@ -27,13 +26,14 @@ from streamq.events import (
     Refusal,
     ToolCallDelta,
 )
-from streamq.exceptions import JobNotFound, ReadTimeout
+from streamq.core.exceptions import JobNotFound, ReadTimeout
 from streamq.gateway.chunks import ChunkWriter
 from streamq.gateway.completion import CompletionBuilder
 from streamq.gateway.errors import ApiError
 from streamq.gateway.failures import failure, status_of
 from streamq.gateway.pump import Pump
 from streamq.gateway.sse import HEADERS, KEEPALIVE
+from streamq.job import ChatJob, EventStream
 
 EXPIRED = "the job's stream is gone: expired, or Redis lost it"
 FIRST_CHUNK = (Delta, Reasoning, Refusal, ToolCallDelta)

@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from streamq.exceptions import InvalidRequest, JobNotFound
+from streamq.core.exceptions import InvalidRequest, JobNotFound
 
 logger = logging.getLogger("streamq.gateway")
 

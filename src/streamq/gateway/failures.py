@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from streamq.events import Cancelled, Error
+from streamq.core.events import Cancelled, Error
 from streamq.gateway.errors import ApiError
 
 FAILED_STATUS: Mapping[str, int] = {

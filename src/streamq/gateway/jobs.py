@@ -10,14 +10,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from streamq.consumer import ChatJob, ChatResult
-from streamq.events import Event, event_to_dict
-from streamq.exceptions import JobCancelled, JobFailed
+from streamq.core.events import Event, event_to_dict
+from streamq.core.exceptions import JobCancelled, JobFailed
 from streamq.gateway.body import read_json_object
 from streamq.gateway.chat_body import ChatBody
-from streamq.gateway.limits import HeldStream
+from streamq.gateway.held_stream import HeldStream
 from streamq.gateway.sse import HEADERS, event_stream_body, resume_point
 from streamq.gateway.state import Gateway
+from streamq.job import ChatJob, ChatResult
 
 logger = logging.getLogger("streamq.gateway")
 

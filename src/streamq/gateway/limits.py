@@ -10,21 +10,12 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import request_response
-from starlette.types import Receive, Scope, Send
 
 from streamq.gateway.config import GatewayConfig
 from streamq.gateway.errors import ApiError
-
-if TYPE_CHECKING:
-    from streamq.gateway.state import Gateway
 
 # A held response lasts as long as its job: a short wait is as good a guess as any.
 STREAM_RETRY_AFTER = 5
@@ -87,19 +78,3 @@ class TenantLimits:
             self._streams[tenant] -= 1
             if not self._streams[tenant]:
                 del self._streams[tenant]
-
-
-class HeldStream:
-    """The ASGI app of a route whose response follows a job: it holds one of the caller's
-    streams from the start of the request to the end of the response (or the disconnect)."""
-
-    def __init__(
-        self, gateway: Gateway, endpoint: Callable[[Request], Awaitable[Response]]
-    ) -> None:
-        self.gateway = gateway
-        self.app = request_response(endpoint)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        tenant = self.gateway.tenant(Request(scope, receive))
-        with self.gateway.limits.stream(tenant):
-            await self.app(scope, receive, send)

@@ -15,8 +15,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from streamq import metrics
-from streamq._prometheus import Recorder, registry
+from streamq.core import metrics
+from streamq.core._prometheus import Recorder, registry
 from streamq.gateway.state import Gateway
 
 UNMATCHED = "unmatched"  # the route label of a request no route took (a 404)

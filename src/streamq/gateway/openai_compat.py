@@ -17,15 +17,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from streamq.core.request import PARAMS, RESERVED
 from streamq.gateway import door
 from streamq.gateway.body import read_json_object
 from streamq.gateway.chat_body import OPTION_NAMES
 from streamq.gateway.chunks import ChunkWriter
 from streamq.gateway.errors import ApiError
+from streamq.gateway.held_stream import HeldStream
 from streamq.gateway.jobs import enqueue
-from streamq.gateway.limits import HeldStream
 from streamq.gateway.state import Gateway
-from streamq.request import PARAMS, RESERVED
 
 JOB_ID_HEADER = "X-Streamq-Job-Id"
 

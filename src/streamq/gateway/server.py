@@ -1,7 +1,7 @@
 """``streamq serve``: the gateway under uvicorn until a signal stops it.
 
 ``alongside`` runs something for as long as the server does (``streamq serve --demo`` runs an
-in-process worker that way: :func:`streamq.demo.serve_demo`).
+in-process worker that way: :func:`streamq.dev.demo.serve_demo`).
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from typing import Any
 
 import uvicorn
 
+from streamq.core.settings import Settings
 from streamq.gateway.app import create_app
 from streamq.gateway.config import GatewayConfig
 from streamq.gateway.timeouts import uvicorn_config
-from streamq.settings import Settings
 
 # Seconds open event streams get at shutdown; clients resume elsewhere with Last-Event-ID.
 SHUTDOWN_GRACE = 5

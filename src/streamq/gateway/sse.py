@@ -1,7 +1,7 @@
 """Server-Sent Events: a job's events as SSE frames, with keep-alives and a bounded length.
 
 One frame per stream entry: ``id:`` its cursor, ``event:`` its type, ``data:`` the JSON of
-:func:`streamq.events.event_to_dict`. Two frames come from the gateway itself and carry no id
+:func:`streamq.core.events.event_to_dict`. Two frames come from the gateway itself and carry no id
 (so ``Last-Event-ID`` stays on the last entry): ``expired`` (the stream is gone) and
 ``timeout`` (nothing for ``STREAMQ_READ_TIMEOUT``; reconnect to keep waiting).
 """
@@ -13,11 +13,11 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
-from streamq import metrics
-from streamq.consumer import ChatJob, EventStream, check_cursor
-from streamq.events import TERMINAL_TYPES, Event, entry_order, event_to_dict
-from streamq.exceptions import InvalidCursor, JobNotFound, ReadTimeout
+from streamq.core import metrics
+from streamq.core.events import TERMINAL_TYPES, Event, entry_order, event_to_dict
+from streamq.core.exceptions import InvalidCursor, JobNotFound, ReadTimeout
 from streamq.gateway.pump import Pump
+from streamq.job import ChatJob, EventStream, check_cursor
 
 T = TypeVar("T")
 

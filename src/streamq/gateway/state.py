@@ -11,14 +11,14 @@ from typing import Any
 from redis.asyncio import Redis
 from starlette.requests import Request
 
-from streamq.connections import redis_from_url
+from streamq.client import StreamQ
+from streamq.core.connections import redis_from_url
+from streamq.core.keys import Keys
+from streamq.core.settings import Settings
 from streamq.gateway.auth import Authenticator
 from streamq.gateway.config import GatewayConfig
 from streamq.gateway.limits import TenantLimits
 from streamq.gateway.tenancy import TenantJobs
-from streamq.keys import Keys
-from streamq.producer import StreamQ
-from streamq.settings import Settings
 
 TENANT_KEY = "streamq.tenant"  # in the ASGI scope, once the request is authenticated
 

@@ -14,12 +14,12 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from streamq.consumer import ChatJob
-from streamq.exceptions import JobNotFound
+from streamq.client import StreamQ
+from streamq.core.exceptions import JobNotFound
+from streamq.core.keys import JOB_ID_PATTERN, Keys
+from streamq.core.settings import Settings
 from streamq.gateway.errors import ApiError
-from streamq.keys import JOB_ID_PATTERN, Keys
-from streamq.producer import StreamQ
-from streamq.settings import Settings
+from streamq.job import ChatJob
 
 MAX_IDEMPOTENCY_KEY = 255
 

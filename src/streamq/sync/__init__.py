@@ -11,7 +11,7 @@ a job enqueued here can be read with ``async for`` elsewhere, and the other way 
             print(chunk, end="", flush=True)
 """
 
-from streamq.sync.consumer import ChatJob, EventStream
-from streamq.sync.producer import StreamQ
+from streamq.sync.client import StreamQ
+from streamq.sync.job import ChatJob, EventStream
 
 __all__ = ["ChatJob", "EventStream", "StreamQ"]

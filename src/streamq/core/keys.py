@@ -1,0 +1,131 @@
+"""Every Redis key streamq writes, built in one place.
+
+All keys of one job share the hash tag ``{job_id}`` so a Redis Cluster keeps them on one slot.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
+
+from streamq.core.exceptions import InvalidRequest
+
+# \A and \Z, not ^ and $: a "$" also matches before a trailing newline.
+JOB_ID_PATTERN = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._:-]{0,127}\Z")
+
+
+def check_job_id(job_id: object) -> str:
+    """Return ``job_id`` if it is a valid job id, else raise :class:`InvalidRequest`."""
+    if not isinstance(job_id, str) or not JOB_ID_PATTERN.match(job_id):
+        raise InvalidRequest(
+            f"invalid job id {job_id!r}: use 1-128 characters from A-Z a-z 0-9 . _ : -, "
+            "starting with a letter or digit"
+        )
+    return job_id
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key names under one prefix (``STREAMQ_KEY_PREFIX``)."""
+
+    prefix: str = "streamq"
+
+    def events(self, job_id: str) -> str:
+        """The Redis Stream of the job's events."""
+        return f"{self.prefix}:{{{job_id}}}:events"
+
+    def request(self, job_id: str) -> str:
+        """The job's validated request (JSON); its existence marks the job as enqueued."""
+        return f"{self.prefix}:{{{job_id}}}:request"
+
+    def state(self, job_id: str) -> str:
+        """A hash of the job's control state: current attempt, last seq, terminal type."""
+        return f"{self.prefix}:{{{job_id}}}:state"
+
+    def compacting(self, job_id: str) -> str:
+        """Scratch key the append script copies a finished stream through (gone at once)."""
+        return f"{self.prefix}:{{{job_id}}}:events:compacting"
+
+    def job_keys(self) -> str:
+        """A SCAN pattern matching every per-job key under the prefix."""
+        return f"{self.prefix}:{{*"
+
+    def arq_job_ids(self) -> str:
+        """A pattern matching the ids arq knows streamq's jobs by (see :meth:`arq_job_id`)."""
+        return f"{self.prefix}:*"
+
+    def owner(self, job_id: str) -> str:
+        """The tenant that created the job through the HTTP gateway (``streamq.gateway``)."""
+        return f"{self.prefix}:{{{job_id}}}:owner"
+
+    def running(self) -> str:
+        """Sorted set of running attempts (``attempt:job_id``) scored by lease expiry (ms)."""
+        return f"{self.prefix}:running"
+
+    def workers(self) -> str:
+        """Sorted set of worker ids, scored by when their presence key expires (ms)."""
+        return f"{self.prefix}:workers"
+
+    def worker(self, worker_id: str) -> str:
+        """A worker process's presence (JSON), kept alive by its heartbeat."""
+        return f"{self.prefix}:worker:{worker_id}"
+
+    def counters(self, minute: int) -> str:
+        """A hash of the fleet's job and delta counts for one minute (Unix time // 60)."""
+        return f"{self.prefix}:counters:{minute}"
+
+    def default_queue(self) -> str:
+        """The arq queue (a sorted set of arq job ids) when ``STREAMQ_QUEUE`` is not set."""
+        return f"{self.prefix}:queue"
+
+    def admission_slots(self, account: str, model: str) -> str:
+        """Sorted set of the fleet's generations of ``model`` for one API key's digest."""
+        return f"{self.prefix}:admission:{account}:{model}:slots"
+
+    def admission_pause(self, account: str, model: str) -> str:
+        """Set while the fleet pauses ``model`` after a 429 (expires with the pause)."""
+        return f"{self.prefix}:admission:{account}:{model}:paused"
+
+    def cancel_channel(self) -> str:
+        """Pub/sub channel on which cancel requests reach the workers."""
+        return f"{self.prefix}:cancel"
+
+    def arq_job_id(self, job_id: str) -> str:
+        """The id arq knows the job by: prefixed, since arq's own keys are global."""
+        return f"{self.prefix}:{job_id}"
+
+    def arq_job(self, job_id: str) -> str:
+        """arq's key for the queued job (its JSON envelope)."""
+        return arq_job_key(self.arq_job_id(job_id))
+
+    def arq_result(self, job_id: str) -> str:
+        """arq's key for the job's result (streamq keeps none, but arq checks it)."""
+        return result_key_prefix + self.arq_job_id(job_id)
+
+    def arq_in_progress(self, job_id: str) -> str:
+        """arq's marker of a job some worker has started."""
+        return arq_in_progress_key(self.arq_job_id(job_id))
+
+    def job_id_from_arq(self, arq_job_id: str) -> str:
+        """The streamq job id inside an arq job id (validated: it may not come from a producer)."""
+        prefix = f"{self.prefix}:"
+        if not arq_job_id.startswith(prefix):
+            raise InvalidRequest(f"arq job {arq_job_id!r} is not under prefix {self.prefix!r}")
+        return check_job_id(arq_job_id[len(prefix) :])
+
+
+def arq_job_key(arq_job_id: str) -> str:
+    """arq's key for the envelope of the job arq knows as ``arq_job_id``."""
+    return job_key_prefix + arq_job_id
+
+
+def arq_in_progress_key(arq_job_id: str) -> str:
+    """arq's in-progress marker of the job arq knows as ``arq_job_id``."""
+    return in_progress_key_prefix + arq_job_id
+
+
+def wake_channel(queue_name: str) -> str:
+    """Pub/sub channel a producer publishes on after enqueueing, to wake idle workers."""
+    return f"{queue_name}:wake"

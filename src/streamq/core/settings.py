@@ -1,0 +1,228 @@
+"""Settings: a frozen dataclass read on purpose from the environment and an optional ``.env``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+from dotenv import dotenv_values
+
+from streamq.core.exceptions import ConfigError
+from streamq.core.keys import Keys
+from streamq.core.redis_urls import CLUSTER_SCHEMES, SENTINEL_SCHEMES, SentinelURL, cluster_nodes
+
+T = TypeVar("T")
+
+DEFAULT_MODEL = "gpt-4o-mini"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")
+PARSERS = ("fast", "sdk")
+MAX_PORT = 65_535
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything streamq reads from the environment; build it with :meth:`from_env`."""
+
+    redis_url: str = "redis://localhost:6379/0"
+    openai_api_key: str | None = field(default=None, repr=False)
+    openai_base_url: str | None = None
+    openai_model: str = DEFAULT_MODEL
+    queue_name: str = "streamq:queue"
+    key_prefix: str = "streamq"
+    concurrency: int = 100
+    stream_ttl: int = 86_400
+    job_timeout: float = 600.0
+    read_timeout: float = 300.0
+    idle_timeout: float = 60.0
+    drain_timeout: int = 30
+    max_attempts: int = 3
+    lease: float = 10.0
+    retry_delay: float = 0.5
+    max_retry_delay: float = 30.0
+    poll_interval: float = 0.5
+    max_request_bytes: int = 1_000_000
+    log_level: str = "INFO"
+    log_format: str = "text"
+    model_limits: dict[str, int] = field(default_factory=dict)
+    streams_url: str | None = None
+    chunk_parser: str = "fast"
+    metrics_port: int = 0  # 0: no metrics
+
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        env_file: str | os.PathLike[str] | None = None,
+    ) -> Settings:
+        """Read settings from ``environ`` (default: ``os.environ`` over ``./.env``).
+
+        An explicit ``env_file`` must exist. Variables already in the environment win over the
+        file, as with ``python-dotenv``'s ``load_dotenv``. A bad value raises :class:`ConfigError`
+        naming the variable and what it accepts.
+        """
+        env = merged_environment(environ, env_file)
+        read = EnvReader(env)
+        prefix = read.key_prefix("STREAMQ_KEY_PREFIX", cls.key_prefix)
+        return cls(
+            redis_url=read.redis_url("REDIS_URL", cls.redis_url),
+            openai_api_key=env.get("OPENAI_API_KEY") or None,
+            openai_base_url=read.http_url("OPENAI_BASE_URL"),
+            openai_model=read.text("OPENAI_MODEL", cls.openai_model),
+            queue_name=read.text("STREAMQ_QUEUE", Keys(prefix).default_queue()),
+            key_prefix=prefix,
+            concurrency=read.number("STREAMQ_CONCURRENCY", cls.concurrency, int),
+            stream_ttl=read.number("STREAMQ_STREAM_TTL", cls.stream_ttl, int),
+            job_timeout=read.number("STREAMQ_JOB_TIMEOUT", cls.job_timeout, float),
+            read_timeout=read.number("STREAMQ_READ_TIMEOUT", cls.read_timeout, float),
+            idle_timeout=read.number("STREAMQ_IDLE_TIMEOUT", cls.idle_timeout, float),
+            drain_timeout=read.number("STREAMQ_DRAIN_TIMEOUT", cls.drain_timeout, int),
+            max_attempts=read.number("STREAMQ_MAX_ATTEMPTS", cls.max_attempts, int),
+            lease=read.number("STREAMQ_LEASE", cls.lease, float),
+            retry_delay=read.number("STREAMQ_RETRY_DELAY", cls.retry_delay, float),
+            max_retry_delay=read.number("STREAMQ_MAX_RETRY_DELAY", cls.max_retry_delay, float),
+            poll_interval=read.number("STREAMQ_POLL_INTERVAL", cls.poll_interval, float),
+            max_request_bytes=read.number("STREAMQ_MAX_REQUEST_BYTES", cls.max_request_bytes, int),
+            log_level=read.choice("STREAMQ_LOG_LEVEL", cls.log_level, LOG_LEVELS),
+            log_format=read.choice("STREAMQ_LOG_FORMAT", cls.log_format, LOG_FORMATS),
+            chunk_parser=read.choice("STREAMQ_CHUNK_PARSER", cls.chunk_parser, PARSERS),
+            model_limits=read.limits("STREAMQ_MODEL_LIMITS"),
+            streams_url=read.streams_url("STREAMQ_STREAMS_URL"),
+            metrics_port=read.port("STREAMQ_METRICS_PORT"),
+        )
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (validated like the originals)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(changes)
+        return Settings(**values)
+
+    def __post_init__(self) -> None:
+        for name in (
+            "concurrency",
+            "stream_ttl",
+            "max_request_bytes",
+            "drain_timeout",
+            "max_attempts",
+        ):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        floats = ("job_timeout", "read_timeout", "poll_interval", "idle_timeout", "lease")
+        for name in (*floats, "retry_delay", "max_retry_delay"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be a positive number, got {getattr(self, name)!r}")
+        if not 0 <= self.metrics_port <= MAX_PORT:
+            raise ConfigError(f"metrics_port must be 0 (off) to {MAX_PORT}: {self.metrics_port}")
+
+
+def merged_environment(
+    environ: Mapping[str, str] | None, env_file: str | os.PathLike[str] | None
+) -> dict[str, str]:
+    """``environ`` (default: ``os.environ``) over the ``.env`` file (default: ``./.env``)."""
+    if env_file is not None and not Path(env_file).is_file():
+        raise ConfigError(f"--env-file {os.fspath(env_file)!r} does not exist")
+    path = Path(env_file) if env_file is not None else Path(".env")
+    from_file = {k: v for k, v in dotenv_values(path).items() if v is not None}
+    return {**from_file, **(os.environ if environ is None else environ)}
+
+
+class EnvReader:
+    """Parses one variable at a time; every failure names the variable and the accepted values."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def _raw(self, name: str) -> str | None:
+        value = self.env.get(name, "").strip()
+        return value or None
+
+    def text(self, name: str, default: str) -> str:
+        return self._raw(name) or default
+
+    def number(self, name: str, default: T, kind: Callable[[str], T]) -> T:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        what = "a positive integer" if kind is int else "a positive number (seconds)"
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise ConfigError(f"{name}={raw!r} is not valid: expected {what}") from None
+        if not value > 0:  # type: ignore[operator]
+            raise ConfigError(f"{name}={raw!r} is not valid: expected {what}")
+        return value
+
+    def choice(self, name: str, default: str, accepted: tuple[str, ...]) -> str:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        match = {choice.lower(): choice for choice in accepted}.get(raw.lower())
+        if match is None:
+            raise ConfigError(f"{name}={raw!r} is not valid: expected one of {', '.join(accepted)}")
+        return match
+
+    def limits(self, name: str) -> dict[str, int]:
+        """``MODEL=N,...`` (``*=N`` for every other model) -> ``{model: N}``."""
+        limits: dict[str, int] = {}
+        for item in filter(None, (part.strip() for part in (self._raw(name) or "").split(","))):
+            model, sep, number = item.rpartition("=")
+            if not sep or not model.strip() or not number.strip().isdigit() or int(number) < 1:
+                raise ConfigError(
+                    f"{name}: {item!r} is not valid: expected MODEL=N (N >= 1), comma-separated"
+                )
+            limits[model.strip()] = int(number)
+        return limits
+
+    def streams_url(self, name: str) -> str | None:
+        raw = self._raw(name)
+        if raw is None:
+            return None
+        if raw.startswith(CLUSTER_SCHEMES):
+            try:
+                cluster_nodes(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{name}={raw!r} is not valid: {exc}") from None
+            return raw
+        if not raw.startswith(("redis://", "rediss://")):
+            raise ConfigError(
+                f"{name}={raw!r} is not valid: expected a redis://, rediss:// or "
+                "redis+cluster://HOST:PORT[,HOST:PORT...] URL"
+            )
+        return raw
+
+    def port(self, name: str) -> int:
+        """A TCP port; empty or 0 is 0 (off)."""
+        raw = self._raw(name) or "0"
+        if not raw.isdigit() or int(raw) > MAX_PORT:
+            raise ConfigError(f"{name}={raw!r} is not valid: expected a port (1-{MAX_PORT}) or 0")
+        return int(raw)
+
+    def redis_url(self, name: str, default: str) -> str:
+        raw = self._raw(name) or default
+        if raw.startswith(SENTINEL_SCHEMES):
+            try:
+                SentinelURL.parse(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{name}={raw!r} is not valid: {exc}") from None
+        elif not raw.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(
+                f"{name}={raw!r} is not valid: expected a redis://, rediss://, unix:// or "
+                "redis+sentinel://HOST:PORT/SERVICE URL"
+            )
+        return raw
+
+    def http_url(self, name: str) -> str | None:
+        raw = self._raw(name)
+        if raw is not None and not raw.startswith(("http://", "https://")):
+            raise ConfigError(f"{name}={raw!r} is not valid: expected an http:// or https:// URL")
+        return raw
+
+    def key_prefix(self, name: str, default: str) -> str:
+        raw = self._raw(name) or default
+        if any(c in raw for c in "{} \t\n"):
+            raise ConfigError(f"{name}={raw!r} is not valid: no braces or whitespace allowed")
+        return raw

@@ -1,0 +1,98 @@
+"""``streamq demo``: the whole pipeline in one process, with throwaway parts where needed.
+
+No ``OPENAI_API_KEY`` (and no ``OPENAI_BASE_URL``): the built-in simulator answers. ``REDIS_URL``
+not answering: a private ``redis-server`` runs for the demo's length. Everything the demo
+started is stopped before it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from redis.asyncio import Redis
+
+from streamq.client import StreamQ
+from streamq.core.keys import Keys
+from streamq.core.settings import Settings
+from streamq.dev.local_redis import LocalRedis, redis_answers
+from streamq.dev.simulator import SimulatorConfig, SimulatorThread
+from streamq.terminal import print_text
+from streamq.worker.arq_worker import running_worker
+
+if TYPE_CHECKING:
+    from streamq.gateway import GatewayConfig
+
+DEMO_TOKENS_PER_SECOND = 40.0
+DEMO_REPLY_TOKENS = 60
+SERVE_DEMO_REPLY_TOKENS = 120  # the chat page's answers: long enough to watch them stream
+
+
+def run_demo(prompt: str, settings: Settings) -> int:
+    """Run worker, producer and reader together; return the exit code."""
+    with contextlib.ExitStack() as stack:
+        settings = throwaway_parts(stack, settings, DEMO_REPLY_TOKENS, notice)
+        return asyncio.run(_pipeline(prompt, settings))
+    raise AssertionError("unreachable")
+
+
+def serve_demo(
+    settings: Settings,
+    config: GatewayConfig,
+    host: str,
+    port: int,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """``streamq serve --demo``: the gateway with what it lacks, as ``streamq demo`` has: a
+    throwaway ``redis-server``, the simulator, and an in-process worker."""
+    from streamq.gateway.server import serve
+
+    def say(message: str) -> None:
+        print(f"streamq serve: {message}", file=sys.stderr, flush=True)
+
+    with contextlib.ExitStack() as stack:
+        settings = throwaway_parts(stack, settings, SERVE_DEMO_REPLY_TOKENS, say)
+        serve(settings, config, host, port, alongside=running_worker, on_ready=on_ready)
+
+
+def throwaway_parts(
+    stack: contextlib.ExitStack,
+    settings: Settings,
+    reply_tokens: int,
+    say: Callable[[str], None],
+) -> Settings:
+    """``settings`` completed for a demo: a private redis-server when ``REDIS_URL`` does not
+    answer, the simulator when no OpenAI key or base URL is set, and a queue of its own (so
+    only the demo's worker takes the demo's jobs). ``stack`` stops what was started."""
+    if not redis_answers(settings.redis_url):
+        server = stack.enter_context(LocalRedis())
+        say(f"{settings.redis_url} is not answering: using a throwaway {server.url}")
+        settings = settings.replace(redis_url=server.url)
+    if settings.openai_api_key is None and settings.openai_base_url is None:
+        pace = DEMO_TOKENS_PER_SECOND
+        config = SimulatorConfig(tokens_per_second=pace, reply_tokens=reply_tokens)
+        simulator = stack.enter_context(SimulatorThread(config))
+        say(f"no OPENAI_API_KEY: answering with the built-in simulator at {simulator.base_url}")
+        settings = settings.replace(openai_base_url=simulator.base_url)
+    return settings.replace(queue_name=f"streamq:demo:{uuid.uuid4().hex[:8]}")
+
+
+async def _pipeline(prompt: str, settings: Settings) -> int:
+    async with running_worker(settings), StreamQ.from_url(settings.redis_url, settings) as sq:
+        job = await sq.enqueue_chat(prompt)
+        notice(f"enqueued job {job.id}; streaming its answer:")
+        try:
+            return await print_text(job, on_restart="follow")
+        finally:
+            keys = Keys(settings.key_prefix)
+            async with Redis.from_url(settings.redis_url) as redis:
+                await redis.delete(keys.events(job.id), keys.request(job.id), keys.state(job.id))
+
+
+def notice(message: str) -> None:
+    """One line on stderr, apart from the answer on stdout."""
+    print(f"streamq demo: {message}", file=sys.stderr, flush=True)

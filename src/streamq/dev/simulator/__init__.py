@@ -1,0 +1,41 @@
+"""A local server that imitates the OpenAI Chat Completions API, for demos, tests and benchmarks.
+
+Replies are deterministic: :func:`simulated_tokens` returns exactly the tokens the server streams
+for a request, so tests can check output without a real model. Each request can change speed,
+reply mode and inject faults through an object under the body key ``"simulator"``; with the
+openai SDK: ``extra_body={"simulator": {"fault": "disconnect", "after": 3}}``. The accepted keys
+are the :class:`SimulatorConfig` fields except ``seed``, ``models`` and ``api_key``.
+
+Modules, in the order a request meets them: ``server`` (routing, runners), ``request`` (the
+body and its options), ``config``, ``reply`` (planning the choices) with ``text`` (their
+deterministic content), ``chunks`` (the OpenAI JSON), ``send`` (pacing), ``faults``, ``stats``,
+``errors`` and ``_http`` (just enough HTTP/1.1).
+"""
+
+from streamq.dev.simulator.config import SimulatorConfig
+from streamq.dev.simulator.server import Simulator, SimulatorThread, serve
+from streamq.dev.simulator.stats import SimulatorStats
+from streamq.dev.simulator.text import (
+    DEFAULT_REPLY_TOKENS,
+    REFUSAL_TEXT,
+    count_prompt_tokens,
+    simulated_reasoning,
+    simulated_text,
+    simulated_tokens,
+    simulated_tool_arguments,
+)
+
+__all__ = [
+    "DEFAULT_REPLY_TOKENS",
+    "REFUSAL_TEXT",
+    "Simulator",
+    "SimulatorConfig",
+    "SimulatorStats",
+    "SimulatorThread",
+    "count_prompt_tokens",
+    "serve",
+    "simulated_reasoning",
+    "simulated_text",
+    "simulated_tokens",
+    "simulated_tool_arguments",
+]

@@ -1,0 +1,256 @@
+"""arq's side of a worker: its ``Worker`` woken over pub/sub, ``WorkerSettings``, and running it
+in the current loop (:func:`running_worker`) or supervised in a process (:func:`run_supervised`).
+
+Run it as ``streamq worker`` or ``arq streamq.worker.WorkerSettings``; either way the settings
+are read from the environment when the worker starts, not when this module is imported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx2
+from arq.connections import log_redis_info
+from arq.utils import timestamp_ms
+from arq.worker import Worker, func
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
+
+from streamq.core import scripts
+from streamq.core.keys import arq_in_progress_key
+from streamq.core.queue import (
+    JOB_FUNCTION,
+    REJECTED_FUNCTION,
+    arq_redis,
+    deserialize_worker_job,
+    redis_settings,
+    serialize_job,
+)
+from streamq.core.settings import Settings
+from streamq.worker.openai_pool import ClientPool
+from streamq.worker.runtime import (
+    WorkerRuntime,
+    openai_client,
+    streamq_chat,
+    streamq_rejected,
+)
+
+logger = logging.getLogger("streamq.worker")
+
+# arq's own job timeout only backs up ours, which ends the stream with an `error` event first.
+ARQ_TIMEOUT_MARGIN = 60.0
+SUPERVISOR_BACKOFF = 0.5
+POLL_RETRY_DELAY = 0.1
+MAX_POLL_RETRY_DELAY = 5.0
+MAX_SUPERVISOR_BACKOFF = 30.0
+# streamq counts attempts itself (STREAMQ_MAX_ATTEMPTS) so that even the last one writes a
+# terminal event: past its own max_tries arq would fail the job without calling us.
+ARQ_MAX_TRIES = 1_000
+
+
+class StreamQWorker(Worker):
+    """arq's worker, woken by a message on the queue's wake channel rather than only polling.
+
+    An idle worker polls every ``STREAMQ_POLL_INTERVAL`` (a fallback) and otherwise starts a
+    job as soon as a producer announces it, or as soon as one of its own jobs frees a slot.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.wake = asyncio.Event()
+        self.ctx["wake"] = self.wake.set
+        self.stopping = False
+        self.on_stop = self._stop
+        self._start_script: AsyncScript | None = None  # arq may connect only in main()
+
+    def _stop(self, _signum: signal.Signals) -> None:
+        # arq stops the loop by cancelling it, but redis-py can swallow a cancel that lands in
+        # the middle of a command (redis-py #2028): the loop would poll on and the process hang.
+        self.stopping = True
+        self.wake.set()
+
+    async def main(self) -> None:
+        # arq's main() with the poll's sleep replaced by a wait that a wake-up ends early, and
+        # Redis errors retried here: arq would end the loop and then wait for every running
+        # job before anything could take new jobs again.
+        logger.info("starting worker for functions: %s", ", ".join(self.functions))
+        await log_redis_info(self.pool, logger.info)
+        self.ctx["redis"] = self.pool
+        if self.on_startup:
+            await self.on_startup(self.ctx)
+        backoff = POLL_RETRY_DELAY
+        while not self.stopping:
+            self.wake.clear()
+            try:
+                await self._poll_iteration()
+                if self.burst and await self._burst_done():
+                    return
+            except Exception as exc:  # no job, payload or bug of ours may end the process
+                if isinstance(exc, RedisError | OSError):
+                    logger.warning("polling failed (%r); trying again in %.1fs", exc, backoff)
+                else:
+                    logger.exception("worker loop failed; going on in %.1fs", backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_POLL_RETRY_DELAY)
+                continue
+            backoff = POLL_RETRY_DELAY
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), self.poll_delay_s)
+
+    async def _burst_done(self) -> bool:
+        if 0 <= self.max_burst_jobs <= self._jobs_started() or not await self.pool.zcard(
+            self.queue_name
+        ):
+            await asyncio.gather(*self.tasks.values())
+            return True
+        return False
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        # arq's start_jobs, except that a job whose start fails (Redis went away) gives its
+        # slot back; arq's would keep it, and a worker would run out of slots over time.
+        for job_id_b in job_ids:
+            await self.sem.acquire()
+            if self.job_counter >= self.max_jobs:
+                self.sem.release()
+                return
+            self.job_counter += 1
+            started = False
+            try:
+                started = await self._start_job(job_id_b.decode())
+            finally:
+                if not started:
+                    self.job_counter -= 1
+                    self.sem.release()
+
+    async def _start_job(self, job_id: str) -> bool:
+        running_here = self.tasks.get(job_id)
+        if running_here is not None and not running_here.done():
+            # Our own earlier run of it was reaped (its lease ran out while Redis was away) but is
+            # still going: arq cannot track two runs of one id, and that run may well finish it.
+            return False
+        in_progress_ms = int(self.in_progress_timeout_s * 1000)
+        keys = [arq_in_progress_key(job_id), self.queue_name]
+        if self._start_script is None:
+            self._start_script = self.pool.register_script(scripts.START)
+        args: list[str | int] = [job_id, timestamp_ms(), in_progress_ms]
+        score = await self._start_script(keys, args, client=self.pool)
+        if score is None:
+            return False  # started elsewhere, finished, or deferred
+        task = self.loop.create_task(self.run_job(job_id, int(score)))
+        task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+        self.tasks[job_id] = task
+        return True
+
+    def _release_sem_dec_counter_on_complete(self) -> None:
+        super()._release_sem_dec_counter_on_complete()
+        self.wake.set()  # a slot is free: jobs may be waiting in the queue
+
+
+def worker_settings(settings: Settings) -> type:
+    """An arq ``WorkerSettings`` class for ``settings``."""
+
+    async def on_startup(ctx: dict[str, Any]) -> None:
+        shared = httpx2.create_ssl_context()
+        clients = ClientPool(functools.partial(openai_client, settings, ssl_context=shared))
+        clients.warm()  # a missing key fails here, not at the first job
+        runtime = WorkerRuntime(settings, ctx["redis"], clients, ctx.get("wake"))
+        runtime.start()
+        ctx["streamq"] = runtime
+        logger.info("streamq worker %s serving queue %r", runtime.name, settings.queue_name)
+
+    async def on_shutdown(ctx: dict[str, Any]) -> None:
+        runtime: WorkerRuntime | None = ctx.get("streamq")
+        if runtime is not None:
+            await runtime.aclose()
+
+    attributes = {
+        "functions": [
+            func(streamq_chat, name=JOB_FUNCTION, max_tries=ARQ_MAX_TRIES),
+            func(streamq_rejected, name=REJECTED_FUNCTION, max_tries=ARQ_MAX_TRIES),
+        ],
+        "on_startup": on_startup,
+        "on_shutdown": on_shutdown,
+        "redis_settings": redis_settings(settings.redis_url),
+        "redis_pool": arq_redis(settings.redis_url, settings.queue_name),
+        "queue_name": settings.queue_name,
+        "max_jobs": settings.concurrency,
+        "job_timeout": settings.job_timeout + ARQ_TIMEOUT_MARGIN,
+        "poll_delay": settings.poll_interval,
+        "job_completion_wait": settings.drain_timeout,
+        "keep_result": 0,
+        "log_results": False,
+        "job_serializer": serialize_job,
+        "job_deserializer": deserialize_worker_job,
+    }
+    return type("WorkerSettings", (), attributes)
+
+
+def create_worker(settings: Settings, **overrides: Any) -> StreamQWorker:
+    """An arq :class:`Worker` for ``settings`` (``burst=True``, ``handle_signals=False``, ...)."""
+    attributes = {
+        k: v for k, v in vars(worker_settings(settings)).items() if not k.startswith("__")
+    }
+    return StreamQWorker(**{**attributes, **overrides})
+
+
+def run_supervised(settings: Settings, *, burst: bool = False) -> None:
+    """Run a worker until a signal stops it, starting it again whenever it loses Redis.
+
+    arq's worker exits when Redis goes away; this waits (with backoff) and starts a fresh one,
+    so a Redis restart or a network cut costs a pause, not the process.
+    """
+    backoff = SUPERVISOR_BACKOFF
+    while True:
+        started = time.monotonic()
+        worker = create_worker(settings, burst=burst)
+        try:
+            worker.run()
+            return
+        except (RedisError, OSError) as exc:
+            if worker.stopping:  # a signal asked it to stop: Redis being away changes nothing
+                logger.warning("worker stopped; Redis was unavailable at the end (%r)", exc)
+                return
+            # arq's loop signal handlers are gone with its loop: let signals act at once.
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            if time.monotonic() - started > MAX_SUPERVISOR_BACKOFF:
+                backoff = SUPERVISOR_BACKOFF
+            logger.error("worker lost Redis (%r); starting again in %.1fs", exc, backoff)
+            time.sleep(backoff)
+            backoff = min(backoff * 2, MAX_SUPERVISOR_BACKOFF)
+
+
+@contextlib.asynccontextmanager
+async def running_worker(
+    settings: Settings, *, drain_timeout: float = 10.0, **overrides: Any
+) -> AsyncIterator[Worker]:
+    """Run a worker on the current event loop for the block's length (demo, tests, embedding).
+
+    On exit it stops taking jobs and lets running ones finish for up to ``drain_timeout``.
+    """
+    worker = create_worker(settings, handle_signals=False, **overrides)
+    main = asyncio.create_task(worker.async_run())
+    try:
+        yield worker
+    finally:
+        # arq has no stop() of its own: burst mode with a spent job budget ends its loop cleanly,
+        # where cancelling it mid-poll would leave a WATCHed connection behind.
+        worker.allow_pick_jobs = False
+        worker.burst = True
+        worker.max_burst_jobs = 0
+        await asyncio.wait({main}, timeout=drain_timeout)
+        if not main.done():
+            jobs = [main, *worker.tasks.values()]
+            for task in jobs:
+                task.cancel()
+            await asyncio.gather(*jobs, return_exceptions=True)
+            worker.tasks.clear()  # arq's close() would re-raise the cancellations
+        await asyncio.gather(main, return_exceptions=True)
+        await worker.close()

@@ -1,0 +1,247 @@
+"""Group-commit publishing: every job in a worker process shares one pipelined writer.
+
+Entries appended while a round trip is in flight go out together in the next one, so an idle
+worker adds no latency and a busy one sends large batches. Each job's entries go through the
+fenced :data:`~streamq.core.scripts.APPEND` script, which also sets the stream's TTL atomically.
+A batch that fails on the connection is retried, in order and without duplicates, for
+``retry_for`` seconds. What Redis refuses for one job (a script error on its keys) fails that
+job alone, as does an entry that cannot be encoded: one job's data never delays or fails
+another's entries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import defaultdict
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError, RedisError
+
+from streamq.core import metrics, scripts
+from streamq.core.connections import is_cluster
+from streamq.core.events import Event, encode, is_terminal
+from streamq.core.exceptions import EntryRejected, Fenced, PublishFailed
+from streamq.core.redis_errors import is_transient
+from streamq.core.scripts import script_sha
+
+logger = logging.getLogger("streamq.publisher")
+
+
+class StreamWriter:
+    """Writes one attempt of one job: stamps each event with the attempt and its sequence."""
+
+    def __init__(
+        self,
+        publisher: Publisher,
+        events_key: str,
+        state_key: str,
+        attempt: int,
+        scratch_key: str | None = None,
+    ) -> None:
+        self.publisher = publisher
+        self.events_key = events_key
+        self.state_key = state_key
+        # Keys.compacting(job_id): where a finished stream is copied to give back its space.
+        self.scratch_key = scratch_key or events_key + ":compacting"
+        self.attempt = attempt
+        self.seq = -1
+        self.failure: Fenced | PublishFailed | EntryRejected | None = None
+        self._last_ticket = 0
+
+    async def emit(self, event: Event) -> None:
+        """Queue ``event``; raises :class:`Fenced`, :class:`PublishFailed` or
+        :class:`EntryRejected` once writing failed, and :class:`EntryRejected` at once for an
+        event that cannot be encoded as UTF-8 (nothing is queued then)."""
+        self.check()
+        fields = encode(event, attempt=self.attempt, seq=self.seq + 1)
+        terminal = event.type if is_terminal(event) else ""
+        args: list[bytes | str] = [str(self.seq + 1), terminal, str(len(fields) * 2)]
+        try:  # here, not in the flusher: there it would fail the whole batch
+            for name, value in fields.items():
+                args += (name, value.encode())
+        except UnicodeEncodeError as exc:
+            raise EntryRejected(f"a {event.type} event cannot be encoded as UTF-8: {exc}") from None
+        self.seq += 1
+        self._last_ticket = self.publisher.append(self, args)
+        if self.publisher.pending >= self.publisher.max_pending:
+            await self.sync()
+
+    async def sync(self) -> None:
+        """Wait until every event emitted so far is in Redis."""
+        await self.publisher.wait_written(self._last_ticket)
+        self.check()
+
+    def check(self) -> None:
+        """Raise the failure that stopped this writer, if any."""
+        if self.failure is not None:
+            raise self.failure
+
+    async def recover(self) -> None:
+        """After :class:`EntryRejected`, go on from the entries Redis really holds, so the
+        attempt can still write its terminal ``error``; any other failure is raised."""
+        await self.publisher.wait_written(self._last_ticket)
+        if isinstance(self.failure, EntryRejected):
+            self.seq, self.failure = await self.publisher.written_seq(self.state_key), None
+        self.check()
+
+
+class Publisher:
+    """Sends stream entries to Redis in pipelined batches; one per worker process."""
+
+    def __init__(
+        self, redis: Redis, *, ttl: int, retry_for: float = 30.0, max_pending: int = 10_000
+    ) -> None:
+        self.max_pending = max_pending
+        self._redis = redis
+        self._ttl = ttl
+        self._retry_for = retry_for
+        self._append_sha = script_sha(scripts.APPEND)
+        self._cluster = is_cluster(redis)
+        self._pending: list[tuple[StreamWriter, list[bytes | str]]] = []
+        self._oldest = 0.0  # time.monotonic() when the oldest pending entry was appended
+        self._appended = 0  # ticket of the last entry appended
+        self._done = 0  # every ticket up to this one is written or failed
+        self._progress = asyncio.Condition()
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def pending(self) -> int:
+        """Entries appended but not yet written."""
+        return self._appended - self._done
+
+    def start(self) -> None:
+        """Start the background flusher on the running loop."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="streamq-publisher")
+
+    async def aclose(self) -> None:
+        """Write everything appended so far, then stop."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            await asyncio.shield(self._task)
+            self._task = None
+
+    def append(self, writer: StreamWriter, args: list[bytes | str]) -> int:
+        """Queue one entry's script arguments; returns its ticket for :meth:`wait_written`."""
+        if self._task is None or self._closing:
+            raise RuntimeError("the publisher is not running")
+        if not self._pending:
+            self._oldest = time.monotonic()
+        self._pending.append((writer, args))
+        self._appended += 1
+        self._wakeup.set()
+        return self._appended
+
+    async def written_seq(self, state_key: str) -> int:
+        """The ``seq`` of the last entry written under the job state ``state_key``."""
+        seq: bytes | None = await self._redis.hget(state_key, "seq")  # type: ignore[misc]
+        return int(seq) if seq is not None else -1
+
+    async def wait_written(self, ticket: int) -> None:
+        """Wait until the entry with ``ticket`` (and all before it) is written or failed."""
+        async with self._progress:
+            await self._progress.wait_for(lambda: self._done >= ticket)
+
+    async def _run(self) -> None:
+        while not (self._closing and not self._pending):
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            batch, self._pending, oldest = self._pending, [], self._oldest
+            if not batch:
+                continue
+            try:
+                await self._write_with_retries(batch)
+                metrics.batch_written(len(batch), time.monotonic() - oldest)
+            except Exception as exc:  # a bug here must not leave every writer waiting forever
+                logger.exception("publishing a batch failed")
+                for writer, _ in batch:
+                    writer.failure = writer.failure or PublishFailed(f"publishing failed: {exc!r}")
+            finally:
+                async with self._progress:
+                    self._done += len(batch)
+                    self._progress.notify_all()
+
+    async def _write_with_retries(
+        self, batch: list[tuple[StreamWriter, list[bytes | str]]]
+    ) -> None:
+        by_writer: dict[StreamWriter, list[bytes | str]] = defaultdict(list)
+        for writer, args in batch:
+            if writer.failure is None:
+                by_writer[writer] += args
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + self._retry_for
+        delay, reloaded = 0.05, False
+        while by_writer:
+            try:
+                results = await self._write(by_writer)
+            except Exception as exc:  # the flusher must outlive any failure of one batch
+                results = [exc] * len(by_writer)
+            retry: dict[StreamWriter, list[bytes | str]] = {}
+            for (writer, args), result in zip(by_writer.items(), results, strict=True):
+                if is_transient(result):
+                    retry[writer] = args
+                else:
+                    self._settle(writer, result)
+            by_writer = retry
+            if not by_writer:
+                return
+            if any(isinstance(r, NoScriptError) for r in results):  # a new or restarted Redis
+                with contextlib.suppress(RedisError):
+                    await self._redis.script_load(scripts.APPEND)
+                if not reloaded:
+                    reloaded = True
+                    continue
+            cause = next(r for r in results if isinstance(r, BaseException))
+            if loop.time() + delay > give_up_at:
+                logger.error("giving up on %d streams' entries after %r", len(by_writer), cause)
+                for writer in by_writer:
+                    writer.failure = PublishFailed(f"could not write to Redis: {cause!r}")
+                return
+            logger.warning("publishing failed (%r); retrying in %.2fs", cause, delay)
+            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, 2.0)
+
+    @staticmethod
+    def _settle(writer: StreamWriter, result: object) -> None:
+        """Record what the append script (or Redis, for this job alone) said to ``writer``."""
+        if isinstance(result, BaseException):
+            logger.error("Redis refused entries of %s: %r", writer.events_key, result)
+            writer.failure = EntryRejected(f"Redis refused this job's entries: {result}")
+        elif result == scripts.LOST:
+            writer.failure = PublishFailed(
+                f"{writer.events_key} lost this attempt's claim or entries (a failover?)"
+            )
+        elif result != scripts.APPENDED:
+            reason = "another attempt owns the job" if result == scripts.FENCED else "the job ended"
+            writer.failure = Fenced(f"write to {writer.events_key} refused: {reason}")
+
+    async def _write(self, by_writer: dict[StreamWriter, list[bytes | str]]) -> list[Any]:
+        """One result per writer: the script's reply, or the error Redis answered for it alone
+        (a connection-level failure raises)."""
+        calls: list[tuple[Any, ...]] = [
+            (
+                writer.events_key,
+                writer.state_key,
+                writer.scratch_key,
+                str(writer.attempt),
+                str(self._ttl),
+                *args,
+            )
+            for writer, args in by_writer.items()
+        ]
+        if self._cluster:  # redis-py's cluster pipelines refuse scripts: one call per stream
+            sent = (self._redis.evalsha(self._append_sha, 3, *call) for call in calls)
+            return list(await asyncio.gather(*sent, return_exceptions=True))  # type: ignore[arg-type]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for call in calls:
+                pipe.evalsha(self._append_sha, 3, *call)
+            results: list[Any] = await pipe.execute(raise_on_error=False)
+            return results
