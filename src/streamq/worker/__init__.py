@@ -4,7 +4,8 @@
 supervising); ``runtime`` holds what a worker process's jobs share; ``runner`` runs one job's
 attempts; ``upstream`` turns the OpenAI stream into events (``sse_parser``, ``surrogates``)
 through a pool of clients (``openai_pool``); ``publisher`` writes them to Redis; ``fleet``
-keeps leases, reapers and the cancel and wake signals; ``admission`` the fleet's per-model
+keeps leases and the heartbeat, ``reaper`` frees lost workers' jobs, ``signals`` hears cancel
+and wake-up messages; ``admission`` the fleet's per-model
 limits; ``retry`` the backoff; ``supervisor`` restarts crashed worker processes.
 
 ``arq streamq.worker.WorkerSettings`` reads the settings from the environment when arq starts.
