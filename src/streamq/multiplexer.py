@@ -29,7 +29,7 @@ from streamq.core.events import Event, as_text, decode_entry, entry_order, is_te
 from streamq.core.exceptions import ClientClosed, JobNotFound, ReadTimeout
 from streamq.core.keys import Keys
 from streamq.core.protocol import check_cursor, max_block, read_interrupted
-from streamq.job import ChatJob, ended_by
+from streamq.job import ChatJob, EventStream, ended_by
 
 logger = logging.getLogger("streamq.multiplexer")
 
@@ -121,15 +121,27 @@ class Multiplexer:
         job = ChatJob(
             self._queue, self._keys, job_id, read_timeout=self._read_timeout, streams=self._redis
         )
-        if self._per_job:
-            async with job.events(cursor, timeout=timeout) as events:
-                async for event in events:
-                    yield event
-            return
-        follower = _Follower(self._keys.events(job_id), cursor)
+        events = job.events(cursor, timeout=timeout) if self._per_job else None
+        source = self._per_job_events(events) if events else self._shared(job, cursor, timeout)
+        async with contextlib.aclosing(source):  # a reader that stops early lets go at once
+            async for event in source:
+                yield event
+
+    @staticmethod
+    async def _per_job_events(events: EventStream) -> AsyncGenerator[Event, None]:
+        """On a cluster: the job read on its own (one XREAD cannot span a cluster's slots)."""
+        async with events:
+            async for event in events:
+                yield event
+
+    async def _shared(
+        self, job: ChatJob, cursor: str, timeout: float | None
+    ) -> AsyncGenerator[Event, None]:
+        """The job's events from the shared read: what its stream holds, then what comes."""
+        follower = _Follower(self._keys.events(job.id), cursor)
         async with self._control:  # one control connection, however many follow at once
             if not await job.exists():
-                raise JobNotFound(job_id)
+                raise JobNotFound(job.id)
             if await ended_by(self._redis, follower.key, cursor):
                 return
             # What the stream holds already, at once: the reads that follow it may be blocked.
@@ -146,7 +158,7 @@ class Multiplexer:
                 try:
                     item = await asyncio.wait_for(follower.queue.get(), wait)
                 except TimeoutError:
-                    raise ReadTimeout(f"no event from job {job_id!r} for {wait:g}s") from None
+                    raise ReadTimeout(f"no event from job {job.id!r} for {wait:g}s") from None
                 if isinstance(item, BaseException):
                     raise item
                 for event in item:
