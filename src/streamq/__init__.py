@@ -1,4 +1,16 @@
-"""streamq: LLM chat completions behind an arq job queue, every token streamed through Redis."""
+"""streamq: LLM chat completions behind an arq job queue, every token streamed through Redis.
+
+The public API, by kind:
+
+- clients: :class:`StreamQ`, :class:`ChatJob`, :class:`EventStream`, :class:`Multiplexer`,
+  :class:`Settings` (blocking code: :mod:`streamq.sync`);
+- results: :class:`ChatResult`, :class:`ChoiceResult`, :class:`ToolCall`, :class:`JobStatus`;
+- events, the entries of a job's stream (data, not exceptions): :class:`Event` and its kinds
+  :class:`Start`, :class:`Meta`, :class:`Delta`, :class:`Reasoning`, :class:`Refusal`,
+  :class:`ToolCallDelta`, :class:`Reset`, :class:`Done`, :class:`Error` (the ``error`` event),
+  :class:`Cancelled`, :class:`UnknownEvent`;
+- exceptions, all under :class:`StreamQError` (the tree: :mod:`streamq.core.exceptions`).
+"""
 
 from streamq.client import StreamQ
 from streamq.core.events import (
