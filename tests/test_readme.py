@@ -18,7 +18,7 @@ def quick_start() -> str:
     """The README's first Python block: top-level ``await`` code, as in a notebook."""
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     assert blocks, "the README has no Python example"
-    return blocks[0]
+    return str(blocks[0])
 
 
 @pytest.mark.usefixtures("worker")
