@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Coroutine
 from types import TracebackType
 from typing import Any, cast
 
@@ -13,13 +13,12 @@ from streamq.core import scripts
 from streamq.core.connections import redis_from_url, streams_from_url
 from streamq.core.protocol import ClientBase
 from streamq.core.queue import JOB_FUNCTION, serialize_job
-from streamq.core.request import chat_messages
 from streamq.core.settings import Settings
 from streamq.job import ChatJob
 from streamq.multiplexer import Multiplexer
 
 
-class StreamQ(ClientBase[Redis, ChatJob]):
+class StreamQ(ClientBase[Redis, ChatJob, Coroutine[Any, Any, ChatJob]]):
     """Async client that enqueues chat jobs: ``async with StreamQ.from_env() as sq: ...``."""
 
     _job_type = ChatJob
@@ -62,54 +61,7 @@ class StreamQ(ClientBase[Redis, ChatJob]):
                 await self._redis.aclose()
         self._closed = True
 
-    async def enqueue_chat(
-        self,
-        user_message: str,
-        *,
-        system_prompt: str | None = None,
-        history: Sequence[Mapping[str, Any]] | None = None,
-        model: str | None = None,
-        job_id: str | None = None,
-        deadline: float | None = None,
-        idle_timeout: float | None = None,
-        buffered: bool = False,
-        **params: Any,
-    ) -> ChatJob:
-        """Enqueue one user turn, after an optional system prompt and history."""
-        messages = chat_messages(user_message, system_prompt=system_prompt, history=history)
-        return await self.enqueue(
-            messages=messages,
-            model=model,
-            job_id=job_id,
-            deadline=deadline,
-            idle_timeout=idle_timeout,
-            buffered=buffered,
-            **params,
-        )
-
-    async def enqueue(
-        self,
-        messages: Sequence[Mapping[str, Any]],
-        model: str | None = None,
-        job_id: str | None = None,
-        deadline: float | None = None,
-        idle_timeout: float | None = None,
-        buffered: bool = False,
-        **params: Any,
-    ) -> ChatJob:
-        """Enqueue a chat completion over ``messages``; extra OpenAI parameters travel with it.
-
-        ``job_id`` is the idempotency key: enqueueing an id that exists returns the same job and
-        starts nothing. Invalid input raises :class:`~streamq.InvalidRequest` before anything
-        reaches Redis. ``model`` defaults to the worker's ``OPENAI_MODEL``; ``deadline`` (total
-        seconds, retries included) and ``idle_timeout`` (seconds without upstream data) default
-        to the worker's ``STREAMQ_JOB_TIMEOUT`` and ``STREAMQ_IDLE_TIMEOUT``. ``buffered`` asks
-        the upstream for the whole answer at once (``stream=false``): the stream then carries
-        each choice in one piece, and the usage of servers that report it only so.
-        """
-        job_id, keys, args = self._enqueue_call(
-            messages, model, job_id, deadline, idle_timeout, params, buffered
-        )
+    async def _submit(self, job_id: str, keys: list[str], args: list[str | bytes | int]) -> ChatJob:
         # Store the request and queue the job as arq would, in one round trip; 0 if the id
         # exists already.
         is_new = await self._enqueue(keys, args)

@@ -53,7 +53,7 @@ from streamq.core.exceptions import (
 )
 from streamq.core.keys import Keys, check_job_id, wake_channel
 from streamq.core.queue import arq_job
-from streamq.core.request import build_request
+from streamq.core.request import build_request, chat_messages
 from streamq.core.settings import Settings
 
 if TYPE_CHECKING:
@@ -64,6 +64,7 @@ if TYPE_CHECKING:
 # The Redis client a shell drives (redis.asyncio's or redis-py's blocking one), and its handle.
 R = TypeVar("R", bound="Redis | SyncRedis")
 J = TypeVar("J", bound="JobBase[Any]")
+E = TypeVar("E")  # what enqueueing returns: the job handle, or (async) an awaitable of it
 CancelOutcome = Literal[
     "cancelled", "cancelling", "already_done", "already_error", "already_cancelled"
 ]
@@ -418,10 +419,12 @@ class ResultBuilder:
 # What both clients hold
 
 
-class ClientBase(Generic[R, J]):
-    """What the async and the sync ``StreamQ`` share: settings, key names, the enqueue's
-    validation and script call, job handles, and the refusal to work once closed. ``R`` is the
-    Redis client the shell drives (it opens one with :meth:`_connect`), ``J`` its ``ChatJob``."""
+class ClientBase(Generic[R, J, E]):
+    """What the async and the sync ``StreamQ`` share: settings, key names, ``enqueue`` and
+    ``enqueue_chat`` (validation and the script call), job handles, and the refusal to work once
+    closed. ``R`` is the Redis client the shell drives (it opens one with :meth:`_connect`),
+    ``J`` its ``ChatJob``, ``E`` what enqueueing returns: ``J``, or an awaitable of it. The
+    shell says how the enqueue script is sent (:meth:`_submit`)."""
 
     _job_type: type[J]
 
@@ -459,22 +462,54 @@ class ClientBase(Generic[R, J]):
         settings = Settings.from_env(environ, env_file=env_file)
         return cls.from_url(settings.redis_url, settings)
 
-    def _enqueue_call(
+    def enqueue_chat(
+        self,
+        user_message: str,
+        *,
+        system_prompt: str | None = None,
+        history: Sequence[Mapping[str, Any]] | None = None,
+        model: str | None = None,
+        job_id: str | None = None,
+        deadline: float | None = None,
+        idle_timeout: float | None = None,
+        buffered: bool = False,
+        **params: Any,
+    ) -> E:
+        """Enqueue one user turn, after an optional system prompt and history (await it on the
+        async client); the rest as :meth:`enqueue`."""
+        messages = chat_messages(user_message, system_prompt=system_prompt, history=history)
+        return self.enqueue(messages, model, job_id, deadline, idle_timeout, buffered, **params)
+
+    def enqueue(
         self,
         messages: Sequence[Mapping[str, Any]],
-        model: str | None,
-        job_id: str | None,
-        deadline: float | None,
-        idle_timeout: float | None,
-        params: Mapping[str, Any],
-        buffered: bool,
-    ) -> tuple[str, list[str], list[str | bytes | int]]:
-        """The job id and the enqueue script's KEYS and ARGV; raises InvalidRequest before
-        anything reaches Redis, and ClientClosed once closed."""
+        model: str | None = None,
+        job_id: str | None = None,
+        deadline: float | None = None,
+        idle_timeout: float | None = None,
+        buffered: bool = False,
+        **params: Any,
+    ) -> E:
+        """Enqueue a chat completion over ``messages`` (await it on the async client); extra
+        OpenAI parameters travel with it.
+
+        ``job_id`` is the idempotency key: enqueueing an id that exists returns the same job and
+        starts nothing. Invalid input raises :class:`~streamq.InvalidRequest` before anything
+        reaches Redis. ``model`` defaults to the worker's ``OPENAI_MODEL``; ``deadline`` (total
+        seconds, retries included) and ``idle_timeout`` (seconds without upstream data) default
+        to the worker's ``STREAMQ_JOB_TIMEOUT`` and ``STREAMQ_IDLE_TIMEOUT``. ``buffered`` asks
+        the upstream for the whole answer at once (``stream=false``): the stream then carries
+        each choice in one piece, and the usage of servers that report it only so.
+        """
         self._check_open()
         options = {"deadline": deadline, "idle_timeout": idle_timeout, "buffered": buffered}
         job_id, request = validated_job(self.settings, messages, model, job_id, params, options)
-        return job_id, *enqueue_call(self.settings, job_id, request, timestamp_ms())
+        keys, args = enqueue_call(self.settings, job_id, request, timestamp_ms())
+        return self._submit(job_id, keys, args)
+
+    def _submit(self, job_id: str, keys: list[str], args: list[str | bytes | int]) -> E:
+        """Run the enqueue script (``keys``, ``args``) and return the job's handle."""
+        raise NotImplementedError
 
     def job(self, job_id: str) -> J:
         """A handle on an existing job, e.g. one enqueued by another process."""

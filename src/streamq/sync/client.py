@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any
 
 from arq.constants import expires_extra_ms
 from arq.utils import timestamp_ms
@@ -16,12 +14,11 @@ from streamq.core.connections import sync_redis_from_url
 from streamq.core.exceptions import ConfigError
 from streamq.core.protocol import ClientBase
 from streamq.core.queue import arq_job
-from streamq.core.request import chat_messages
 from streamq.core.settings import Settings
 from streamq.sync.job import ChatJob
 
 
-class StreamQ(ClientBase[Redis, ChatJob]):
+class StreamQ(ClientBase[Redis, ChatJob, ChatJob]):
     """Blocking client that enqueues chat jobs: ``with StreamQ.from_env() as sq: ...``.
 
     Same arguments, validation, errors and Redis writes as :class:`streamq.StreamQ`.
@@ -60,49 +57,7 @@ class StreamQ(ClientBase[Redis, ChatJob]):
             self._redis.close()
         self._closed = True
 
-    def enqueue_chat(
-        self,
-        user_message: str,
-        *,
-        system_prompt: str | None = None,
-        history: Sequence[Mapping[str, Any]] | None = None,
-        model: str | None = None,
-        job_id: str | None = None,
-        deadline: float | None = None,
-        idle_timeout: float | None = None,
-        buffered: bool = False,
-        **params: Any,
-    ) -> ChatJob:
-        """Enqueue one user turn, after an optional system prompt and history."""
-        messages = chat_messages(user_message, system_prompt=system_prompt, history=history)
-        return self.enqueue(
-            messages=messages,
-            model=model,
-            job_id=job_id,
-            deadline=deadline,
-            idle_timeout=idle_timeout,
-            buffered=buffered,
-            **params,
-        )
-
-    def enqueue(
-        self,
-        messages: Sequence[Mapping[str, Any]],
-        model: str | None = None,
-        job_id: str | None = None,
-        deadline: float | None = None,
-        idle_timeout: float | None = None,
-        buffered: bool = False,
-        **params: Any,
-    ) -> ChatJob:
-        """Enqueue a chat completion over ``messages``, as :meth:`streamq.StreamQ.enqueue`.
-
-        ``job_id`` is the idempotency key; invalid input raises :class:`~streamq.InvalidRequest`
-        before anything reaches Redis.
-        """
-        job_id, keys, args = self._enqueue_call(
-            messages, model, job_id, deadline, idle_timeout, params, buffered
-        )
+    def _submit(self, job_id: str, keys: list[str], args: list[str | bytes | int]) -> ChatJob:
         is_new = self._enqueue(keys, args)
         if not is_new and not self._redis.hexists(self._keys.state(job_id), "terminal"):
             self._requeue(job_id)
