@@ -19,14 +19,14 @@ from streamq import (
     Settings,
     Start,
     StreamQ,
-    scripts,
 )
-from streamq.exceptions import Fenced, PublishFailed
-from streamq.keys import Keys
-from streamq.publisher import Publisher, StreamWriter
-from streamq.request import chat_messages
-from streamq.simulator import simulated_text
-from streamq.worker import running_worker
+from streamq.core import scripts
+from streamq.core.exceptions import Fenced, PublishFailed
+from streamq.core.keys import Keys
+from streamq.core.request import chat_messages
+from streamq.dev.simulator import simulated_text
+from streamq.worker.arq_worker import running_worker
+from streamq.worker.publisher import Publisher, StreamWriter
 from tests.harness.processes import worker_processes
 
 
@@ -124,6 +124,7 @@ async def test_sync_and_close_wait_for_every_entry_and_keep_the_ttl(
     assert 0 < await redis.ttl(keys.events("s")) <= 60
 
 
+@pytest.mark.slow
 async def test_a_stopped_worker_hands_the_job_back_and_readers_see_a_reset(
     sq: StreamQ, settings: Settings
 ) -> None:
@@ -210,6 +211,7 @@ async def test_the_attempt_budget_ends_the_job_with_an_error(
     assert failed.value.error.attempt == 4
 
 
+@pytest.mark.slow
 async def test_a_killed_workers_job_restarts_within_the_lease(
     sq: StreamQ, settings: Settings
 ) -> None:

@@ -9,9 +9,9 @@ from arq.constants import in_progress_key_prefix
 from redis.asyncio import Redis
 
 from streamq import Cancelled, ChatJob, Delta, JobCancelled, Settings, StreamQ
-from streamq.keys import Keys
-from streamq.simulator import SimulatorThread
-from streamq.worker import running_worker
+from streamq.core.keys import Keys
+from streamq.dev.simulator import SimulatorThread
+from streamq.worker.arq_worker import running_worker
 from tests.harness.processes import run_cli
 from tests.harness.waiting import STARTUP, poll_until
 
@@ -91,6 +91,7 @@ async def test_a_cancel_storm_ends_every_running_job_cancelled_once(
         assert cancelled.deltas == sum(isinstance(e, Delta) for e in events) > 0
 
 
+@pytest.mark.slow
 async def test_cancel_from_the_cli(settings: Settings, redis: Redis) -> None:
     """`streamq cancel JOB_ID` cancels a queued job and says so; unknown ids exit 2."""
     async with StreamQ(redis, settings) as sq:

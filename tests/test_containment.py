@@ -19,13 +19,13 @@ from redis.asyncio import Redis
 
 from streamq import Delta, InvalidRequest, JobFailed, Settings, StreamQ
 from streamq import sync as streamq_sync
-from streamq.exceptions import EntryRejected
-from streamq.keys import Keys, check_job_id
-from streamq.publisher import Publisher, StreamWriter
-from streamq.queue import JOB_FUNCTION, REJECTED_FUNCTION, deserialize_worker_job
-from streamq.request import ChatRequest, chat_messages
-from streamq.simulator import simulated_text
-from streamq.worker import running_worker
+from streamq.core.exceptions import EntryRejected
+from streamq.core.keys import Keys, check_job_id
+from streamq.core.queue import JOB_FUNCTION, REJECTED_FUNCTION, deserialize_worker_job
+from streamq.core.request import ChatRequest, chat_messages
+from streamq.dev.simulator import simulated_text
+from streamq.worker.arq_worker import running_worker
+from streamq.worker.publisher import Publisher, StreamWriter
 from tests.harness.processes import worker_processes
 
 ROCKET = "\U0001f680"
@@ -44,6 +44,7 @@ def prompts_with_an_emoji(count: int, length: int) -> list[str]:
     return found
 
 
+@pytest.mark.slow
 async def test_js_split_emoji_jobs_do_not_stall_their_neighbours(settings: Settings) -> None:
     """20 ordinary jobs beside 5 whose upstream cuts emoji into UTF-16 halves, on one worker
     process: all 25 end with the exact text at their first attempt."""
@@ -208,6 +209,7 @@ HOSTILE_ENVELOPES = {
 }
 
 
+@pytest.mark.slow
 async def test_hostile_envelopes_kill_no_worker_and_end_their_jobs(
     redis: Redis, settings: Settings, tmp_path: Path
 ) -> None:
