@@ -7,6 +7,7 @@ first, stopping at the first failure, then those.
 
 from __future__ import annotations
 
+import signal
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -49,6 +50,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # A shell starts a background command (make test's second session) with SIGINT ignored,
+    # and every process it starts would inherit that: a CLI under test would shrug off its
+    # Ctrl-C. A handler of our own is reset to the default in each child instead.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     group = config.getoption("group")
     if group:
         k, _, n = group.partition("/")
