@@ -61,8 +61,8 @@ async def dribble(port: int, sent_at_once: bytes, dribbled: bytes) -> tuple[floa
     try:
         while chunk := await reader.read(65536):  # b"" once the server closed
             answer += chunk
-    except ConnectionResetError:
-        pass  # closed too: a byte of ours arrived after the server's close
+    except (ConnectionResetError, BrokenPipeError):
+        pass  # closed too: a byte of ours arrived after the server's close (reset or EPIPE)
     finally:
         elapsed = time.monotonic() - started
         sender.cancel()
