@@ -17,7 +17,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil  # type: ignore[import-untyped]
 from redis.asyncio import Redis
 from tests.harness.waiting import STARTUP
 
@@ -101,6 +100,8 @@ async def dump_keys(redis: Redis, pattern: str) -> str:
 async def blocked_in(redis: Redis, pid: int, command: str = "xread") -> bool:
     """Whether process ``pid`` has a connection to ``redis``'s server blocked in ``command``
     (matched by its local port: no other test's blocked reader counts)."""
+    import psutil  # type: ignore[import-untyped]  # via streamq[embedded]; only this needs it
+
     with contextlib.suppress(psutil.Error):
         ports = {
             f"{c.laddr.ip}:{c.laddr.port}"
