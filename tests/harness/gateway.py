@@ -8,13 +8,13 @@ from collections.abc import AsyncIterator
 
 import uvicorn
 from starlette.applications import Starlette
-from tests.harness.loop_thread import ContextThread
-from tests.harness.waiting import STARTUP, poll_until
 
 from streamq import Settings
 from streamq.dev.local_redis import free_port
 from streamq.gateway.timeouts import uvicorn_config
 from streamq.worker.arq_worker import running_worker
+from tests.harness.loop_thread import ContextThread
+from tests.harness.waiting import STARTUP, poll_until
 
 TOKEN_A = "tenant-a-secret-token-0001"
 TOKEN_B = "tenant-b-secret-token-0002"

@@ -30,11 +30,11 @@ from datetime import datetime
 from pathlib import Path
 
 from redis.asyncio import Redis
-from tests.harness.waiting import STARTUP, poll_until
 
 from streamq import Settings
 from streamq.admin.presence import WorkerPresence, alive_workers
 from streamq.core.keys import Keys
+from tests.harness.waiting import STARTUP, poll_until
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = ("-m", "streamq", "worker")

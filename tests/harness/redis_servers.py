@@ -18,9 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from redis.asyncio import Redis
-from tests.harness.waiting import STARTUP
 
 from streamq.dev.local_redis import LocalRedis, free_port, redis_answers
+from tests.harness.waiting import STARTUP
 
 __all__ = [
     "LocalRedis",
