@@ -18,14 +18,15 @@ PACKAGE = SRC / "streamq"
 # the top floor: they may import anything.
 ROOMS = {
     "core": set(),
-    "client": {"core"},
-    "sync": {"core", "client"},
-    "worker": {"core", "admin"},
+    "responses": {"core"},
+    "client": {"core", "responses"},
+    "sync": {"core", "responses", "client"},
+    "worker": {"core", "responses", "admin"},
     "admin": {"core", "client"},
-    "gateway": {"core", "client", "admin"},
-    "dev": {"core", "client", "worker", "gateway", "admin", "cli"},
-    "cli": {"core", "client", "worker", "gateway", "admin", "dev"},
-    "root": {"core", "client", "sync", "worker", "gateway", "admin", "dev", "cli"},
+    "gateway": {"core", "responses", "client", "admin"},
+    "dev": {"core", "responses", "client", "worker", "gateway", "admin", "cli"},
+    "cli": {"core", "responses", "client", "worker", "gateway", "admin", "dev"},
+    "root": {"core", "responses", "client", "sync", "worker", "gateway", "admin", "dev", "cli"},
 }
 CLIENT_MODULES = {"streamq.client", "streamq.job", "streamq.multiplexer"}
 CLI_MODULES = {"streamq.cli", "streamq.terminal", "streamq.__main__"}

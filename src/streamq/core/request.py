@@ -31,8 +31,10 @@ FORMAT_VERSION = 1
 # Deeper JSON is refused with a clear error before anything recurses into it (json, the SDK).
 MAX_DEPTH = 64
 # deadline, idle_timeout: seconds (None: the worker's settings); buffered: ask the upstream for
-# the whole answer at once (stream=false), for callers that want only the result.
-OPTIONS = frozenset({"deadline", "idle_timeout", "buffered"})
+# the whole answer at once (stream=false), for callers that want only the result; upstream_api:
+# which of the upstream's APIs runs the job (None: the worker's STREAMQ_UPSTREAM_API).
+OPTIONS = frozenset({"deadline", "idle_timeout", "buffered", "upstream_api"})
+UPSTREAM_APIS = frozenset({"chat", "responses"})
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,7 @@ def build_request(
     checked = _check_messages(messages)
     if model is not None and (not isinstance(model, str) or not model.strip()):
         raise InvalidRequest(f"model must be a non-empty string, got {model!r}")
-    request = ChatRequest(checked, model, _check_params(params), _check_options(options or {}))
+    request = ChatRequest(checked, model, _check_params(params), check_options(options or {}))
     try:
         size = len(request.to_json().encode())
     except (TypeError, ValueError) as exc:
@@ -176,7 +178,8 @@ def _check_content(message: dict[str, Any], where: str) -> None:
     )
 
 
-def _check_options(options: Mapping[str, Any]) -> dict[str, Any]:
+def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """streamq's own options of a job, checked; unset ones (None, False) left out."""
     checked: dict[str, Any] = {}
     for name, value in options.items():
         if name not in OPTIONS:
@@ -187,6 +190,13 @@ def _check_options(options: Mapping[str, Any]) -> dict[str, Any]:
             if value is not True:
                 raise InvalidRequest(f"buffered must be true or false, got {value!r}")
             checked[name] = True
+            continue
+        if name == "upstream_api":
+            if value not in UPSTREAM_APIS:
+                raise InvalidRequest(
+                    f"upstream_api must be one of {sorted(UPSTREAM_APIS)}, got {value!r}"
+                )
+            checked[name] = value
             continue
         if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value < 1e7:
             raise InvalidRequest(f"{name} must be a positive number of seconds, got {value!r}")
@@ -239,19 +249,24 @@ def _check_param_value(name: str, value: Any) -> None:
         case "extra_body" | "metadata" | "response_format" if not isinstance(value, dict):
             raise InvalidRequest(f"{name} must be an object")
         case "extra_body":
-            _check_extra_body(value)
+            check_extra_body(value)
         case _:
             pass
 
 
-def _check_extra_body(extra_body: Mapping[str, Any]) -> None:
+def check_extra_body(
+    extra_body: Mapping[str, Any],
+    *,
+    reserved: frozenset[str] = RESERVED,
+    params: frozenset[str] = PARAMS,
+) -> None:
     """``extra_body`` is merged into the upstream request last: it must not carry what streamq
     sets (``model``, ``stream``...) nor a parameter that would then escape validation."""
     for name in extra_body:
-        if name in RESERVED:
+        if name in reserved:
             raise InvalidRequest(
                 f"extra_body cannot set {name!r}: streamq or the worker sets it"
                 + (" (pass model= to choose the model)" if name == "model" else "")
             )
-        if name in PARAMS:
+        if name in params:
             raise InvalidRequest(f"extra_body cannot set {name!r}: pass it as its own parameter")
