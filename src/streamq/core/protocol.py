@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, Self, TypeVar, cast
 
 from arq.constants import expires_extra_ms
 from arq.utils import timestamp_ms
@@ -46,6 +46,7 @@ from streamq.core.exceptions import (
     ClientClosed,
     ConfigError,
     InvalidCursor,
+    InvalidRequest,
     JobCancelled,
     JobFailed,
     JobRestarted,
@@ -419,6 +420,14 @@ class ResultBuilder:
 # What both clients hold
 
 
+class StoredRequest(Protocol):
+    """A validated request of either API, as a job stores it."""
+
+    def to_json(self) -> str:
+        """The request as stored in Redis."""
+        ...
+
+
 class ClientBase(Generic[R, J, E]):
     """What the async and the sync ``StreamQ`` share: settings, key names, ``enqueue`` and
     ``enqueue_chat`` (validation and the script call), job handles, and the refusal to work once
@@ -473,12 +482,15 @@ class ClientBase(Generic[R, J, E]):
         deadline: float | None = None,
         idle_timeout: float | None = None,
         buffered: bool = False,
+        upstream_api: Literal["chat", "responses"] | None = None,
         **params: Any,
     ) -> E:
         """Enqueue one user turn, after an optional system prompt and history (await it on the
         async client); the rest as :meth:`enqueue`."""
         messages = chat_messages(user_message, system_prompt=system_prompt, history=history)
-        return self.enqueue(messages, model, job_id, deadline, idle_timeout, buffered, **params)
+        return self.enqueue(
+            messages, model, job_id, deadline, idle_timeout, buffered, upstream_api, **params
+        )
 
     def enqueue(
         self,
@@ -488,6 +500,7 @@ class ClientBase(Generic[R, J, E]):
         deadline: float | None = None,
         idle_timeout: float | None = None,
         buffered: bool = False,
+        upstream_api: Literal["chat", "responses"] | None = None,
         **params: Any,
     ) -> E:
         """Enqueue a chat completion over ``messages`` (await it on the async client); extra
@@ -500,11 +513,27 @@ class ClientBase(Generic[R, J, E]):
         to the worker's ``STREAMQ_JOB_TIMEOUT`` and ``STREAMQ_IDLE_TIMEOUT``. ``buffered`` asks
         the upstream for the whole answer at once (``stream=false``): the stream then carries
         each choice in one piece, and the usage of servers that report it only so.
+        ``upstream_api`` runs the job against the upstream's Chat Completions or Responses API
+        (default: the worker's ``STREAMQ_UPSTREAM_API``).
         """
         self._check_open()
-        options = {"deadline": deadline, "idle_timeout": idle_timeout, "buffered": buffered}
+        options: dict[str, Any] = {"deadline": deadline, "idle_timeout": idle_timeout}
+        options |= {"buffered": buffered, "upstream_api": upstream_api}
         job_id, request = validated_job(self.settings, messages, model, job_id, params, options)
         keys, args = enqueue_call(self.settings, job_id, request, timestamp_ms())
+        return self._submit(job_id, keys, args)
+
+    def enqueue_request(self, request: StoredRequest, job_id: str | None = None) -> E:
+        """Enqueue a request built (and so validated) by :func:`~streamq.core.request.build_request`
+        or :func:`~streamq.responses.request.build_responses_request`; the rest as
+        :meth:`enqueue`. The worker validates it again."""
+        self._check_open()
+        job_id = uuid.uuid4().hex if job_id is None else check_job_id(job_id)
+        stored = request.to_json()
+        limit = self.settings.max_request_bytes
+        if len(stored.encode()) > limit:
+            raise InvalidRequest(f"request is over {limit} bytes (STREAMQ_MAX_REQUEST_BYTES)")
+        keys, args = enqueue_call(self.settings, job_id, stored, timestamp_ms())
         return self._submit(job_id, keys, args)
 
     def _submit(self, job_id: str, keys: list[str], args: list[str | bytes | int]) -> E:
