@@ -61,6 +61,10 @@ def test_environment_values_are_parsed() -> None:
         ("STREAMQ_MODEL_LIMITS", "gpt-4o=0", "MODEL=N (N >= 1)"),
         ("STREAMQ_MODEL_LIMITS", "gpt-4o", "MODEL=N (N >= 1)"),
         ("STREAMQ_LOG_FORMAT", "xml", "text, json"),
+        ("STREAMQ_UPSTREAM_API", "completions", "MODEL=API"),
+        ("STREAMQ_UPSTREAM_API", "gpt-5=soap", "chat or responses"),
+        ("STREAMQ_UPSTREAM_API", "=responses", "MODEL=API"),
+        ("STREAMQ_UPSTREAM_API", "chat,responses", "given twice"),
         ("REDIS_URL", "redis+sentinel://127.0.0.1:26379", "/SERVICE"),
     ],
 )
@@ -110,6 +114,23 @@ def test_model_limits_are_parsed_per_model_with_a_default() -> None:
     settings = Settings.from_env({"STREAMQ_MODEL_LIMITS": "gpt-4o=20, *=100"})
     assert settings.model_limits == {"gpt-4o": 20, "*": 100}
     assert Settings.from_env({}).model_limits == {}
+
+
+def test_upstream_api_is_a_default_and_per_model_overrides() -> None:
+    """STREAMQ_UPSTREAM_API=API,MODEL=API,...: a bare word is the fleet's default."""
+    settings = Settings.from_env(
+        {"STREAMQ_UPSTREAM_API": "chat, gpt-5=responses,o4-mini=Responses"}
+    )
+    assert settings.upstream_api == "chat"
+    assert settings.model_upstream_apis == {"gpt-5": "responses", "o4-mini": "responses"}
+    assert settings.upstream_api_for("gpt-5") == "responses"
+    assert settings.upstream_api_for("gpt-4o") == "chat"
+    assert Settings.from_env({"STREAMQ_UPSTREAM_API": "responses"}).upstream_api_for("x") == (
+        "responses"
+    )
+    assert Settings.from_env({}).upstream_api_for("x") == "chat"
+    with pytest.raises(ConfigError, match="upstream_api"):
+        Settings(model_upstream_apis={"gpt-5": "soap"})
 
 
 def test_a_sentinel_url_names_its_sentinels_service_and_db() -> None:

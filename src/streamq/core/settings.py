@@ -20,6 +20,7 @@ DEFAULT_MODEL = "gpt-4o-mini"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("text", "json")
 PARSERS = ("fast", "sdk")
+UPSTREAM_APIS = ("chat", "responses")
 MAX_PORT = 65_535
 
 
@@ -48,6 +49,9 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "text"
     model_limits: dict[str, int] = field(default_factory=dict)
+    # Which API the upstream speaks: the fleet's default, and models that speak another.
+    upstream_api: str = "chat"
+    model_upstream_apis: dict[str, str] = field(default_factory=dict)
     streams_url: str | None = None
     chunk_parser: str = "fast"
     metrics_port: int = 0  # 0: no metrics
@@ -68,6 +72,7 @@ class Settings:
         env = merged_environment(environ, env_file)
         read = EnvReader(env)
         prefix = read.key_prefix("STREAMQ_KEY_PREFIX", cls.key_prefix)
+        fleet_api, model_apis = read.upstream_apis("STREAMQ_UPSTREAM_API", cls.upstream_api)
         return cls(
             redis_url=read.redis_url("REDIS_URL", cls.redis_url),
             openai_api_key=env.get("OPENAI_API_KEY") or None,
@@ -91,9 +96,15 @@ class Settings:
             log_format=read.choice("STREAMQ_LOG_FORMAT", cls.log_format, LOG_FORMATS),
             chunk_parser=read.choice("STREAMQ_CHUNK_PARSER", cls.chunk_parser, PARSERS),
             model_limits=read.limits("STREAMQ_MODEL_LIMITS"),
+            upstream_api=fleet_api,
+            model_upstream_apis=model_apis,
             streams_url=read.streams_url("STREAMQ_STREAMS_URL"),
             metrics_port=read.port("STREAMQ_METRICS_PORT"),
         )
+
+    def upstream_api_for(self, model: str) -> str:
+        """The API (``chat`` or ``responses``) a job for ``model`` runs against by default."""
+        return self.model_upstream_apis.get(model, self.upstream_api)
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed (validated like the originals)."""
@@ -115,6 +126,10 @@ class Settings:
         for name in (*floats, "retry_delay", "max_retry_delay"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be a positive number, got {getattr(self, name)!r}")
+        for api in (self.upstream_api, *self.model_upstream_apis.values()):
+            if api not in UPSTREAM_APIS:
+                accepted = ", ".join(UPSTREAM_APIS)
+                raise ConfigError(f"upstream_api must be one of {accepted}, got {api!r}")
         if not 0 <= self.metrics_port <= MAX_PORT:
             raise ConfigError(f"metrics_port must be 0 (off) to {MAX_PORT}: {self.metrics_port}")
 
@@ -176,6 +191,25 @@ class EnvReader:
                 )
             limits[model.strip()] = int(number)
         return limits
+
+    def upstream_apis(self, name: str, default: str) -> tuple[str, dict[str, str]]:
+        """``API[,MODEL=API...]`` (``*=API`` is the default too) -> the fleet's default API and
+        the models that differ."""
+        fleet, apis = None, {}
+        for item in filter(None, (part.strip() for part in (self._raw(name) or "").split(","))):
+            model, sep, api = (part.strip() for part in item.rpartition("="))
+            if api.lower() not in UPSTREAM_APIS or (sep and not model):
+                raise ConfigError(
+                    f"{name}: {item!r} is not valid: expected {' or '.join(UPSTREAM_APIS)} (the "
+                    "default) and MODEL=API pairs, comma-separated: chat,gpt-5=responses"
+                )
+            if sep and model != "*":
+                apis[model] = api.lower()
+            elif fleet is None:
+                fleet = api.lower()
+            else:
+                raise ConfigError(f"{name}: the default API is given twice ({fleet}, {item})")
+        return fleet or default, apis
 
     def streams_url(self, name: str) -> str | None:
         raw = self._raw(name)
