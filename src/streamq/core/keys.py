@@ -60,6 +60,10 @@ class Keys:
         """The tenant that created the job through the HTTP gateway (``streamq.gateway``)."""
         return f"{self.prefix}:{{{job_id}}}:owner"
 
+    def response(self, job_id: str) -> str:
+        """What ``/v1/responses`` keeps of the response the job answers (JSON)."""
+        return f"{self.prefix}:{{{job_id}}}:response"
+
     def running(self) -> str:
         """Sorted set of running attempts (``attempt:job_id``) scored by lease expiry (ms)."""
         return f"{self.prefix}:running"

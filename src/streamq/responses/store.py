@@ -1,0 +1,177 @@
+"""Stored responses: what ``/v1/responses`` keeps of each response, under its tenant.
+
+One JSON record per response in :meth:`Keys.response` (the job's hash tag), expiring with the
+job's other keys: the tenant, the job, the fields a Response echoes, this turn's input items and
+the conversation before it (``context``), so a next turn's ``previous_response_id`` costs one
+record read and one read of the previous job's stream, never a walk down the chain. The output
+is not stored: it is the job's stream, translated again on every read. The functions build and
+parse records; :class:`ResponseStore` is a thin async shell around them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from streamq.core.events import Event, as_text, decode_entry
+from streamq.core.exceptions import InvalidRequest, StreamQError
+from streamq.core.keys import JOB_ID_PATTERN, Keys
+from streamq.core.settings import Settings
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+ID_PREFIX = "resp_"
+RECORD_VERSION = 1
+READ_BATCH = 1000
+# OpenAI's id prefixes of the item types, for items a client sent without an id.
+ITEM_ID_PREFIXES = {"message": "msg", "function_call": "fc", "function_call_output": "fco"}
+DEFAULT_ITEM_PREFIX = "item"
+Order = Literal["asc", "desc"]
+
+
+class ResponseNotFound(StreamQError, LookupError):
+    """No stored response with this id for this tenant: never created, another tenant's, created
+    with ``store: false``, deleted or expired."""
+
+    def __init__(self, response_id: str) -> None:
+        super().__init__(f"no response with id {response_id!r}")
+        self.response_id = response_id
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    """One response as stored: ``input`` is this turn's items as the client sent them (after
+    validation), ``context`` the conversation before them; ``fields`` what the Response echoes
+    (``created_at``, ``model``, ``instructions``, ``tools``, ``metadata``...)."""
+
+    id: str
+    tenant: str
+    job_id: str
+    fields: dict[str, Any] = field(default_factory=dict)
+    input: list[dict[str, Any]] = field(default_factory=list)
+    context: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        """The record as stored in Redis."""
+        body = {"v": RECORD_VERSION, "id": self.id, "tenant": self.tenant, "job_id": self.job_id}
+        body |= {"fields": self.fields, "input": self.input, "context": self.context}
+        return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> StoredResponse:
+        """Parse a record written by :meth:`to_json`."""
+        body = json.loads(as_text(raw))
+        if not isinstance(body, dict) or body.get("v") != RECORD_VERSION:
+            raise ValueError(f"not a stored response of version {RECORD_VERSION}")
+        return cls(
+            body["id"], body["tenant"], body["job_id"], body["fields"], body["input"],
+            body["context"],
+        )  # fmt: skip
+
+    def conversation(self, output_items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The input of a next turn's job before its own items: this response's context and
+        input, then ``output_items`` (its output as input items)."""
+        return [*self.context, *self.input, *output_items]
+
+
+def response_id(job_id: str) -> str:
+    """The id of the response that job ``job_id`` answers."""
+    return ID_PREFIX + job_id
+
+
+def job_id_of(response_id: str) -> str:
+    """The job behind ``response_id``; :class:`ResponseNotFound` if it cannot name one."""
+    job_id = response_id.removeprefix(ID_PREFIX)
+    if job_id == response_id or not JOB_ID_PATTERN.match(job_id):
+        raise ResponseNotFound(response_id)
+    return job_id
+
+
+def listed_items(record: StoredResponse) -> list[dict[str, Any]]:
+    """This turn's input items as ``GET /v1/responses/{id}/input_items`` lists them: each with
+    an id (the client's, else one derived from the job and its place) and, for messages, its
+    content as a list of parts."""
+    items = []
+    for index, item in enumerate(record.input):
+        kind = item.get("type", "message")
+        prefix = ITEM_ID_PREFIXES.get(kind, DEFAULT_ITEM_PREFIX)
+        listed = {"id": f"{prefix}_{record.job_id}_{index}", **item}
+        if kind == "message":
+            listed.setdefault("status", "completed")
+            if isinstance(item.get("content"), str):
+                part = "output_text" if item.get("role") == "assistant" else "input_text"
+                listed["content"] = [{"type": part, "text": item["content"]}]
+        items.append(listed)
+    return items
+
+
+def items_page(
+    items: Sequence[dict[str, Any]], *, limit: int, order: Order, after: str | None
+) -> dict[str, Any]:
+    """One page of ``items`` in OpenAI's list shape: ``order`` ``asc`` (as sent) or ``desc``,
+    starting after the item with id ``after`` (:class:`InvalidRequest` if there is none)."""
+    ordered = list(items) if order == "asc" else list(reversed(items))
+    start = 0
+    if after is not None:
+        ids = [item.get("id") for item in ordered]
+        if after not in ids:
+            raise InvalidRequest(f"after: no input item with id {after!r} in this response")
+        start = ids.index(after) + 1
+    data = ordered[start : start + limit]
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": start + limit < len(ordered),
+    }
+
+
+class ResponseStore:
+    """Stored responses on ``redis`` (the queue's Redis, where the job owners are) and their
+    jobs' events on ``streams`` (``STREAMQ_STREAMS_URL``'s, by default the same)."""
+
+    def __init__(self, redis: Redis, settings: Settings, streams: Redis | None = None) -> None:
+        self._redis = redis
+        self._streams = redis if streams is None else streams
+        self._keys = Keys(settings.key_prefix)
+        # As long as the job's owner key: past that its stream, the output, is gone too.
+        self.ttl = settings.stream_ttl + int(settings.job_timeout)
+
+    async def create(self, record: StoredResponse) -> StoredResponse:
+        """Store ``record`` unless its job has one already; the stored one (a repeated
+        Idempotency-Key finds the first request's, whichever tenant's it is: check)."""
+        key = self._keys.response(record.job_id)
+        if await self._redis.set(key, record.to_json(), nx=True, ex=self.ttl):
+            return record
+        raw = await self._redis.get(key)
+        return record if raw is None else StoredResponse.from_json(raw)
+
+    async def get(self, tenant: str, response_id: str) -> StoredResponse:
+        """``tenant``'s response ``response_id``; :class:`ResponseNotFound` for anyone else's."""
+        raw = await self._redis.get(self._keys.response(job_id_of(response_id)))
+        if raw is None:
+            raise ResponseNotFound(response_id)
+        record = StoredResponse.from_json(raw)
+        if record.tenant != tenant or record.id != response_id:
+            raise ResponseNotFound(response_id)
+        return record
+
+    async def delete(self, record: StoredResponse) -> None:
+        """Forget ``record`` (its job's keys expire with their TTL)."""
+        await self._redis.delete(self._keys.response(record.job_id))
+
+    async def events(self, job_id: str) -> list[Event]:
+        """Every event the job's stream holds now, oldest first."""
+        key = self._keys.events(job_id)
+        events: list[Event] = []
+        start = "-"
+        while True:
+            batch = await self._streams.xrange(key, min=start, count=READ_BATCH)
+            events += [decode_entry(as_text(cursor), raw) for cursor, raw in batch]
+            if len(batch) < READ_BATCH:
+                return events
+            start = "(" + as_text(batch[-1][0])
