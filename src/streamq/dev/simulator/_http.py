@@ -147,6 +147,12 @@ def sse_chunk(data: bytes) -> bytes:
     return b"%x\r\ndata: %b\n\n\r\n" % (len(data) + 8, data)
 
 
+def sse_event(name: str, data: bytes) -> bytes:
+    """One SSE event ``event: <name>\\ndata: <data>\\n\\n`` framed as one HTTP chunk."""
+    event = b"event: %b\ndata: %b\n\n" % (name.encode(), data)
+    return b"%x\r\n%b\r\n" % (len(event), event)
+
+
 def wildcard_to_loopback(host: str) -> str:
     """The host to put in a URL for a server bound to ``host``."""
     if host in ("", "0.0.0.0", "::"):

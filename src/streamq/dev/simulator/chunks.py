@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from typing import Any, Final
 
 from streamq.dev.simulator import logprobs
-from streamq.dev.simulator._http import json_bytes
+from streamq.dev.simulator._http import json_bytes, sse_chunk
+from streamq.dev.simulator.errors import SERVER_ERROR
 from streamq.dev.simulator.reply import Choice, Reply
 
 FINGERPRINT: Final = "fp_streamqsim"
@@ -62,6 +63,15 @@ class ChunkEncoder:
         usage = b',"usage":' + json_bytes(self._reply.usage()) if with_usage else self._usage_null
         end = b'{},"logprobs":null,"finish_reason":"%s"}]%b}' % (reason.encode(), usage)
         return self._heads[index] + end
+
+    def bad_utf8(self) -> bytes:
+        """A content chunk whose content ends inside a UTF-8 sequence."""
+        return sse_chunk(self.delta(0, b'{"content":"\xe6\x97"}'))
+
+    def failure(self) -> bytes:
+        """An ``error`` object in the stream, as OpenAI sends one when generation fails."""
+        error = {"message": SERVER_ERROR, "type": "server_error", "param": None, "code": None}
+        return sse_chunk(json_bytes({"error": error}))
 
     def events(self) -> Iterator[tuple[bytes, bool, bool]]:
         """Chunk payloads in order, as ``(payload, carries_content, starts_a_token_step)``."""

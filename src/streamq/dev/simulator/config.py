@@ -12,7 +12,9 @@ from streamq.dev.simulator.text import DEFAULT_REPLY_TOKENS
 
 DEFAULT_MODELS: Final = ("gpt-4o-mini", "gpt-4.1-mini", "streamq-simulator")
 MODES: Final = ("text", "tools", "reasoning", "refusal")
-STREAM_FAULTS: Final = ("disconnect", "stall", "silent_end", "no_done", "bad_json", "bad_utf8")
+STREAM_FAULTS: Final = (
+    "disconnect", "stall", "silent_end", "no_done", "bad_json", "bad_utf8", "error_event",
+)  # fmt: skip
 HTTP_FAULT = re.compile(r"http_([45]\d\d)")
 
 # Per-request option name -> accepted JSON types. Config fields of the same name are the defaults.
@@ -67,7 +69,9 @@ class SimulatorConfig:
     sent before a stream fault fires; ``stall_seconds=None`` stalls until the client leaves;
     ``fault_times=None`` applies the fault to every request, otherwise only to the first N
     requests sharing ``fault_key`` (default: the fault name plus the request's messages).
-    Non-streaming requests honour the ``http_*``, ``disconnect`` and ``stall`` faults only.
+    ``error_event`` ends a stream with the API's in-stream error (chat: an ``error`` object;
+    Responses: ``response.failed``). Non-streaming requests honour the ``http_*``,
+    ``disconnect`` and ``stall`` faults only.
     ``split_surrogates`` cuts text as a JavaScript server does, by UTF-16 code units: every
     character beyond the BMP (an emoji) ends one chunk with its high surrogate and opens the
     next with its low one, each a lone ``\\uXXXX`` escape in the chunk's JSON.

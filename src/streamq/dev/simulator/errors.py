@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Final
 
 from streamq.dev.simulator._http import json_response
+
+SERVER_ERROR: Final = "The server had an error while processing your request (simulated)."
 
 
 class HTTPFailure(Exception):

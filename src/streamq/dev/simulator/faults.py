@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Protocol
 
 from streamq.dev.simulator._http import LAST_CHUNK, client_left_within, sse_chunk
-from streamq.dev.simulator.chunks import ChunkEncoder
 from streamq.dev.simulator.config import SimulatorConfig
-from streamq.dev.simulator.errors import HTTPFailure
+from streamq.dev.simulator.errors import SERVER_ERROR, HTTPFailure
 
 
 def http_fault(fault: str, retry_after: float) -> HTTPFailure:
@@ -24,8 +24,7 @@ def http_fault(fault: str, retry_after: float) -> HTTPFailure:
     if status == 401:
         return HTTPFailure(401, "Incorrect API key provided (simulated).", code="invalid_api_key")
     if status >= 500:
-        message = "The server had an error while processing your request (simulated)."
-        return HTTPFailure(status, message, "server_error")
+        return HTTPFailure(status, SERVER_ERROR, "server_error")
     return HTTPFailure(status, f"Simulated HTTP {status} error.")
 
 
@@ -53,9 +52,21 @@ async def drops_json_reply(
     return fault == "stall" and await client_left_within(reader, stall_seconds)
 
 
+class BrokenEvents(Protocol):
+    """The broken events of one stream's wire format, each framed and ready to write."""
+
+    def bad_utf8(self) -> bytes:
+        """A text event whose text ends inside a multi-byte UTF-8 sequence."""
+        ...
+
+    def failure(self) -> bytes:
+        """The event by which the API reports a server error in a stream already under way."""
+        ...
+
+
 async def break_stream(
     fault: str,
-    encoder: ChunkEncoder,
+    encoder: BrokenEvents,
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
     stall_seconds: float | None,
@@ -70,8 +81,8 @@ async def break_stream(
     if fault == "silent_end":
         writer.write(LAST_CHUNK)
         return True
-    if fault == "bad_json":
-        writer.write(sse_chunk(b"{not json"))
-    else:  # bad_utf8: a content chunk holding a truncated multi-byte sequence
-        writer.write(sse_chunk(encoder.delta(0, b'{"content":"\xe6\x97"}')))
+    if fault == "error_event":
+        writer.write(encoder.failure() + LAST_CHUNK)
+        return True
+    writer.write(sse_chunk(b"{not json") if fault == "bad_json" else encoder.bad_utf8())
     return None

@@ -119,26 +119,44 @@ def _split_uneven(text: str, draw: random.Random) -> list[str]:
     return pieces
 
 
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One planned function call: its arguments and the pieces they are streamed in."""
+
+    call_id: str
+    name: str
+    arguments: str
+    pieces: list[str]
+
+
+def plan_tool_calls(
+    body: Mapping[str, Any], key: str, seed: int, index: int, options: SimulatorConfig
+) -> list[ToolCall]:
+    """The ``tool_calls`` option's calls of choice ``index`` (``body`` in the chat shape)."""
+    calls = []
+    for call, tool in enumerate(_resolve_tools(body, options.tool_calls)):
+        arguments = tool_arguments(key, tool, seed, index, call)
+        pieces = _split_uneven(arguments, rng(key, seed, index, f"split{call}"))
+        if options.split_surrogates:
+            pieces = [text for _, text in cut_pairs(("arguments", p) for p in pieces)]
+        call_id = f"call_{digest(key, seed, index, call).hex()[:24]}"
+        calls.append(ToolCall(call_id, tool["function"]["name"], arguments, pieces))
+    return calls
+
+
 def _tool_choice(
     body: Mapping[str, Any], key: str, seed: int, index: int, options: SimulatorConfig
 ) -> Choice:
     deltas: list[bytes] = []
     calls: list[dict[str, Any]] = []
-    for call, tool in enumerate(_resolve_tools(body, options.tool_calls)):
-        name = tool["function"]["name"]
-        arguments = tool_arguments(key, tool, seed, index, call)
-        call_id = f"call_{digest(key, seed, index, call).hex()[:24]}"
-        calls.append(
-            {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
-        )
-        opening = {"name": name, "arguments": ""}
-        first = {"index": call, "id": call_id, "type": "function", "function": opening}
+    for number, call in enumerate(plan_tool_calls(body, key, seed, index, options)):
+        function = {"name": call.name, "arguments": call.arguments}
+        calls.append({"id": call.call_id, "type": "function", "function": function})
+        opening = {"name": call.name, "arguments": ""}
+        first = {"index": number, "id": call.call_id, "type": "function", "function": opening}
         deltas.append(json_bytes({"tool_calls": [first]}))
-        pieces = _split_uneven(arguments, rng(key, seed, index, f"split{call}"))
-        if options.split_surrogates:
-            pieces = [text for _, text in cut_pairs(("arguments", p) for p in pieces)]
-        for piece in pieces:
-            fragment = {"index": call, "function": {"arguments": piece}}
+        for piece in call.pieces:
+            fragment = {"index": number, "function": {"arguments": piece}}
             deltas.append(json_bytes({"tool_calls": [fragment]}))
     message = {"role": "assistant", "content": None, "refusal": None, "tool_calls": calls}
     return Choice(
@@ -146,7 +164,7 @@ def _tool_choice(
     )
 
 
-def _choice(
+def plan_choice(
     body: Mapping[str, Any],
     key: str,
     mode: str,
@@ -155,6 +173,7 @@ def _choice(
     max_tokens: int | None,
     options: SimulatorConfig,
 ) -> Choice:
+    """Choice ``index`` of a chat reply in ``mode`` (``body`` in the chat shape)."""
     if mode == "tools":
         return _tool_choice(body, key, seed, index, options)
     if mode == "refusal":
@@ -189,7 +208,9 @@ def _choice(
     )
 
 
-def _resolve_mode(body: Mapping[str, Any], options: SimulatorConfig) -> str:
+def resolve_mode(body: Mapping[str, Any], options: SimulatorConfig) -> str:
+    """The reply mode: the ``mode`` option if the request sets it, else tools when
+    ``tool_choice`` forces a call, else the configured mode."""
     overrides = body.get("simulator")
     if isinstance(overrides, dict) and "mode" in overrides:
         return options.mode
@@ -231,7 +252,7 @@ class Reply:
             max_tokens = int_param(body, "max_tokens", minimum=1)
         stream_options = body.get("stream_options")
         include_usage = isinstance(stream_options, dict) and stream_options.get("include_usage")
-        mode = _resolve_mode(body, options)
+        mode = resolve_mode(body, options)
         return cls(
             model=body["model"],
             stream=body.get("stream") is True,
@@ -239,7 +260,7 @@ class Reply:
             options=options,
             fault=fault,
             prompt_tokens=count_prompt_tokens(body["messages"]),
-            choices=[_choice(body, key, mode, seed, i, max_tokens, options) for i in range(n)],
+            choices=[plan_choice(body, key, mode, seed, i, max_tokens, options) for i in range(n)],
             top_logprobs=logprobs.requested(body),
         )
 

@@ -1,4 +1,4 @@
-"""Reading a chat completion request: its JSON body, integer parameters and simulator options."""
+"""Reading a request: its JSON body, integer parameters and simulator options."""
 
 from __future__ import annotations
 
@@ -11,14 +11,20 @@ from streamq.dev.simulator.config import OPTION_TYPES, SimulatorConfig, option_p
 from streamq.dev.simulator.errors import HTTPFailure
 
 
-def parse_body(raw: bytes) -> dict[str, Any]:
-    """The request's JSON object, checked to have a model and a list of message objects."""
+def load_body(raw: bytes) -> dict[str, Any]:
+    """The request's body, checked to be a JSON object."""
     try:
         body = json.loads(raw)
     except ValueError:
         raise HTTPFailure(400, "We could not parse the JSON body of your request.") from None
     if not isinstance(body, dict):
         raise HTTPFailure(400, "The request body must be a JSON object.")
+    return body
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """The request's JSON object, checked to have a model and a list of message objects."""
+    body = load_body(raw)
     for name, kind in (("model", str), ("messages", list)):
         if name not in body:
             message = f"Missing required parameter: '{name}'."

@@ -14,7 +14,14 @@ from streamq.dev.simulator.errors import HTTPFailure
 from streamq.dev.simulator.faults import FaultCounter, http_fault
 from streamq.dev.simulator.reply import Reply
 from streamq.dev.simulator.request import int_param, parse_body, request_options
-from streamq.dev.simulator.send import send_json, send_stream
+from streamq.dev.simulator.responses_plan import ResponsePlan
+from streamq.dev.simulator.responses_request import chat_request, parse_responses_body
+from streamq.dev.simulator.send import (
+    send_completion,
+    send_response,
+    send_response_stream,
+    send_stream,
+)
 from streamq.dev.simulator.stats import SimulatorStats, in_flight
 from streamq.dev.simulator.text import messages_key
 
@@ -66,6 +73,10 @@ class Simulator(HTTPServer):
             if path == "/v1/chat/completions" and method == "POST":
                 self._check_auth(request)
                 return await self._chat(request, reader, writer, headers) and request.keep_alive
+            if path == "/v1/responses" and method == "POST":
+                self._check_auth(request)
+                keep = await self._responses(request, reader, writer, headers)
+                return keep and request.keep_alive
             if path == "/v1/models" and method == "GET":
                 self._check_auth(request)
                 data = [_model_object(m) for m in self.config.models or DEFAULT_MODELS]
@@ -97,6 +108,16 @@ class Simulator(HTTPServer):
             raise HTTPFailure(404, message, param="model", code="model_not_found")
         return model
 
+    def _admit(self, body: dict[str, Any], key: str) -> tuple[SimulatorConfig, str | None, int]:
+        """The request's options, fault and seed; raises its ``http_*`` fault if it has one."""
+        options = request_options(self.config, body)
+        self._check_model(body["model"])
+        fault = self._faults.active(options, key)
+        if fault is not None and fault.startswith("http_"):
+            raise http_fault(fault, options.retry_after)
+        seed = int_param(body, "seed", minimum=-(2**63))
+        return options, fault, self.config.seed if seed is None else seed
+
     async def _chat(
         self,
         request: Request,
@@ -105,21 +126,33 @@ class Simulator(HTTPServer):
         headers: list[tuple[str, str]],
     ) -> bool:
         body = parse_body(request.body)
-        options = request_options(self.config, body)
-        model = self._check_model(body["model"])
         key = messages_key(body["messages"])
-        fault = self._faults.active(options, key)
-        if fault is not None and fault.startswith("http_"):
-            raise http_fault(fault, options.retry_after)
-        seed = int_param(body, "seed", minimum=-(2**63))
-        reply = Reply.build(body, key, options, fault, self.config.seed if seed is None else seed)
-        with in_flight(self.stats, model):
+        reply = Reply.build(body, key, *self._admit(body, key))
+        with in_flight(self.stats, reply.model):
             if not reply.stream:
-                return await send_json(
+                return await send_completion(
                     reply, reader, writer, keep_alive=request.keep_alive, headers=headers
                 )
             writer.write(sse_head(headers))
             return await send_stream(reply, reader, writer, self.stats)
+
+    async def _responses(
+        self,
+        request: Request,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        headers: list[tuple[str, str]],
+    ) -> bool:
+        body = parse_responses_body(request.body)
+        key = messages_key(chat_request(body)["messages"])
+        plan = ResponsePlan.build(body, key, *self._admit(body, key))
+        with in_flight(self.stats, body["model"]):
+            if not plan.stream:
+                return await send_response(
+                    plan, reader, writer, keep_alive=request.keep_alive, headers=headers
+                )
+            writer.write(sse_head(headers))
+            return await send_response_stream(plan, reader, writer, self.stats)
 
 
 async def serve(

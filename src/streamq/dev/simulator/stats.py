@@ -12,7 +12,8 @@ class SimulatorStats:
     """Live counters, written only by the server's event loop.
 
     ``requests`` counts every HTTP request, ``connections`` every accepted TCP connection,
-    ``chunks_sent`` every ``chat.completion.chunk`` event written (not ``[DONE]``).
+    ``chunks_sent`` every event written: ``chat.completion.chunk`` (not ``[DONE]``) and
+    Responses API events alike; in-flight counts cover both endpoints.
     """
 
     requests: int = 0
@@ -32,7 +33,7 @@ class SimulatorStats:
 
 @contextlib.contextmanager
 def in_flight(stats: SimulatorStats, model: str) -> Iterator[None]:
-    """Count one completion for ``model`` as in flight while the block runs."""
+    """Count one completion or response for ``model`` as in flight while the block runs."""
     stats.in_flight += 1
     stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
     count = stats.in_flight_by_model[model] = stats.in_flight_by_model.get(model, 0) + 1
