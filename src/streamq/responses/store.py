@@ -19,6 +19,7 @@ from streamq.core.events import Event, as_text, decode_entry
 from streamq.core.exceptions import InvalidRequest, StreamQError
 from streamq.core.keys import JOB_ID_PATTERN, Keys
 from streamq.core.settings import Settings
+from streamq.responses.events import ResponseStream, output_as_input
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -38,6 +39,17 @@ class ResponseNotFound(StreamQError, LookupError):
 
     def __init__(self, response_id: str) -> None:
         super().__init__(f"no response with id {response_id!r}")
+        self.response_id = response_id
+
+
+class ResponseInProgress(InvalidRequest):
+    """A next turn named a response that has not ended: its output is not known yet."""
+
+    def __init__(self, response_id: str) -> None:
+        super().__init__(
+            f"response {response_id!r} has not finished: wait for it (or cancel it) before "
+            "using it as previous_response_id"
+        )
         self.response_id = response_id
 
 
@@ -88,6 +100,16 @@ def job_id_of(response_id: str) -> str:
     if job_id == response_id or not JOB_ID_PATTERN.match(job_id):
         raise ResponseNotFound(response_id)
     return job_id
+
+
+def replayed(record: StoredResponse, events: Sequence[Event]) -> ResponseStream:
+    """The Responses translation of ``events`` (the job's, from its start), opening included:
+    the same events give the same output, item ids and sequence numbers every time."""
+    stream = ResponseStream(record.id, record.fields)
+    stream.opening()
+    for event in events:
+        stream.feed(event)
+    return stream
 
 
 def listed_items(record: StoredResponse) -> list[dict[str, Any]]:
@@ -160,9 +182,14 @@ class ResponseStore:
             raise ResponseNotFound(response_id)
         return record
 
-    async def delete(self, record: StoredResponse) -> None:
-        """Forget ``record`` (its job's keys expire with their TTL)."""
-        await self._redis.delete(self._keys.response(record.job_id))
+    async def delete(self, record: StoredResponse, *, job_ended: bool) -> None:
+        """Forget ``record`` and its job's owner, so the gateway finds neither; the job's own
+        keys too once it has ended (a running one's expire with their TTL)."""
+        keys = self._keys
+        await self._redis.delete(keys.response(record.job_id), keys.owner(record.job_id))
+        if job_ended:
+            await self._redis.delete(keys.request(record.job_id))
+            await self._streams.delete(keys.events(record.job_id), keys.state(record.job_id))
 
     async def events(self, job_id: str) -> list[Event]:
         """Every event the job's stream holds now, oldest first."""
@@ -175,3 +202,16 @@ class ResponseStore:
             if len(batch) < READ_BATCH:
                 return events
             start = "(" + as_text(batch[-1][0])
+
+    async def conversation(self, tenant: str, previous_id: str) -> list[dict[str, Any]]:
+        """The input before a next turn's own items when it names ``previous_id``: that
+        response's context, input and output. :class:`ResponseNotFound` if ``tenant`` has no
+        such response, :class:`ResponseInProgress` if it has not ended."""
+        previous = await self.get(tenant, previous_id)
+        events = await self.events(previous.job_id)
+        stream = replayed(previous, events)
+        if not events and not await self._redis.exists(self._keys.request(previous.job_id)):
+            raise ResponseNotFound(previous_id)  # its job expired before the record
+        if not stream.ended:
+            raise ResponseInProgress(previous_id)
+        return previous.conversation(output_as_input(stream.snapshot()["output"]))
