@@ -224,14 +224,15 @@ class ResponseStream:
 
     # Events
 
-    def _emit(self, out: list[dict[str, Any]], kind: str, **fields: Any) -> None:
-        out.append({"type": kind, "sequence_number": self._seq, **fields})
+    def _event(self, kind: str, **fields: Any) -> dict[str, Any]:
         self._seq += 1
+        return {"type": kind, "sequence_number": self._seq - 1, **fields}
+
+    def _emit(self, out: list[dict[str, Any]], kind: str, **fields: Any) -> None:
+        out.append(self._event(kind, **fields))
 
     def _lifecycle(self, kind: str) -> dict[str, Any]:
-        out: list[dict[str, Any]] = []
-        self._emit(out, kind, response=self.snapshot())
-        return out[0]
+        return self._event(kind, response=self.snapshot())
 
     def _end(self, out: list[dict[str, Any]], status: str, kind: str) -> None:
         self._status = status
