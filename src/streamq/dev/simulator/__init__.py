@@ -1,4 +1,5 @@
-"""A local server that imitates the OpenAI Chat Completions API, for demos, tests and benchmarks.
+"""A local server that imitates the OpenAI Chat Completions and Responses APIs, for demos,
+tests and benchmarks.
 
 Replies are deterministic: :func:`simulated_tokens` returns exactly the tokens the server streams
 for a request, so tests can check output without a real model. Each request can change speed,
@@ -6,10 +7,16 @@ reply mode and inject faults through an object under the body key ``"simulator"`
 openai SDK: ``extra_body={"simulator": {"fault": "disconnect", "after": 3}}``. The accepted keys
 are the :class:`SimulatorConfig` fields except ``seed``, ``models`` and ``api_key``.
 
+``POST /v1/responses`` answers a Responses request with the reply of the equivalent chat
+request (``instructions`` as a system message, ``input`` as the messages), with the same
+options: a forced ``tool_choice`` gives ``function_call`` items, a ``reasoning`` object a
+reasoning item first, ``max_output_tokens`` a ``response.incomplete`` ending.
+
 Modules, in the order a request meets them: ``server`` (routing, runners), ``request`` (the
 body and its options), ``config``, ``reply`` (planning the choices) with ``text`` (their
 deterministic content), ``chunks`` (the OpenAI JSON), ``send`` (pacing), ``faults``, ``stats``,
-``errors`` and ``_http`` (just enough HTTP/1.1).
+``errors`` and ``_http`` (just enough HTTP/1.1); for the Responses API ``responses_request``
+(restating it as a chat request), ``responses_plan`` and ``responses_events``.
 """
 
 from streamq.dev.simulator.config import SimulatorConfig

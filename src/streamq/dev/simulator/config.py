@@ -65,10 +65,11 @@ def option_problem(name: str, value: object) -> str | None:
 class SimulatorConfig:
     """Server-wide behaviour. Fields after ``api_key`` are defaults of the per-request options.
 
-    ``after`` counts content-bearing chunks (content, reasoning, refusal or tool-call pieces)
-    sent before a stream fault fires; ``stall_seconds=None`` stalls until the client leaves;
-    ``fault_times=None`` applies the fault to every request, otherwise only to the first N
-    requests sharing ``fault_key`` (default: the fault name plus the request's messages).
+    ``after`` counts content-bearing chunks (content, reasoning, refusal or tool-call pieces;
+    in a Responses stream, delta events) sent before a stream fault fires; ``stall_seconds=None``
+    stalls until the client leaves; ``fault_times=None`` applies the fault to every request,
+    otherwise only to the first N requests sharing ``fault_key`` (default: the fault name plus
+    the request's messages).
     ``error_event`` ends a stream with the API's in-stream error (chat: an ``error`` object;
     Responses: ``response.failed``). Non-streaming requests honour the ``http_*``,
     ``disconnect`` and ``stall`` faults only.

@@ -4,6 +4,14 @@ A stream opens with ``response.created`` and ``response.in_progress``; each outp
 goes ``output_item.added``, its part's ``added``, one delta event per token, the part's
 ``done`` events and ``output_item.done``; ``response.completed`` (or ``response.incomplete``)
 ends it, with no ``[DONE]`` line. Every event carries the next ``sequence_number`` from 0.
+
+Faults act as in chat, ``after`` counting delta events: ``http_*`` answer with OpenAI's error
+JSON before any event (429 with ``retry-after``); ``disconnect`` cuts the connection, ``stall``
+goes silent, ``silent_end`` ends the body with no terminal event, ``bad_json`` and
+``bad_utf8`` send an undecodable event. ``error_event`` ends the stream with
+``response.failed`` (status ``failed``, error code ``server_error``), as OpenAI ends a stream
+whose generation failed on its side; the ``error`` event is for requests refused once the
+stream is open, which the simulator has no cause for. ``no_done`` changes nothing here.
 """
 
 from __future__ import annotations

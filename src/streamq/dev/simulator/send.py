@@ -150,20 +150,26 @@ async def _send_events(
         fault = None
     # A fault "after" more tokens than the reply has fires right before the finishing events.
     fault_at = min(options.after, tokens)
-    content_sent = steps = 0
-    for sent, (event, is_content, new_step) in enumerate(events, 1):
-        if new_step and interval:
-            steps += 1
-            delay = started + steps * interval - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
+    sent = content_sent = steps = 0
+    while True:
+        # The fault is checked before the next event is drawn: drawing one numbers it.
         if fault is not None and content_sent >= fault_at:
             outcome = await break_stream(fault, encoder, reader, writer, options.stall_seconds)
             if outcome is not None:
                 return outcome
             fault = None
             started = loop.time() - steps * interval  # resume pacing after a stall
+        drawn = next(events, None)
+        if drawn is None:
+            return None
+        event, is_content, new_step = drawn
+        if new_step and interval:
+            steps += 1
+            delay = started + steps * interval - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
         writer.write(event)
+        sent += 1
         stats.chunks_sent += 1
         content_sent += is_content
         if transport.is_closing():
@@ -172,4 +178,3 @@ async def _send_events(
             await writer.drain()
         elif not interval and sent % _YIELD_EVERY == 0:
             await asyncio.sleep(0)
-    return None
