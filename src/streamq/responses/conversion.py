@@ -29,6 +29,15 @@ CHAT_ONLY = (
 _CHAT_PART = {"input_text": "text", "output_text": "text", "refusal": "refusal"}
 
 
+def for_api(request: ChatRequest | ResponsesRequest, api: str) -> ChatRequest | ResponsesRequest:
+    """``request`` as the ``api`` (``"chat"`` or ``"responses"``) asks it."""
+    if api == "responses" and isinstance(request, ChatRequest):
+        return responses_from_chat(request)
+    if api == "chat" and isinstance(request, ResponsesRequest):
+        return chat_from_responses(request)
+    return request
+
+
 def chat_from_responses(request: ResponsesRequest) -> ChatRequest:
     """The chat request that asks a chat-only upstream what ``request`` asks."""
     messages: list[dict[str, Any]] = []

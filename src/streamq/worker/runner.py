@@ -28,12 +28,15 @@ from streamq.core.keys import Keys
 from streamq.core.protocol import lease_member
 from streamq.core.request import ChatRequest
 from streamq.core.settings import Settings
+from streamq.responses.conversion import for_api
+from streamq.responses.request import ResponsesRequest, load_request
 from streamq.worker.admission import Admission
 from streamq.worker.fleet import Fleet, Run
 from streamq.worker.openai_pool import ClientPool
 from streamq.worker.publisher import Publisher, StreamWriter
 from streamq.worker.retry import RetryPolicy, retry_after
 from streamq.worker.upstream import error_event, stream_chat
+from streamq.worker.upstream_responses import stream_responses
 
 IDLE_SLACK = 1.0  # seconds
 
@@ -254,6 +257,11 @@ class JobRunner:
             return Outcome(Error(code="attempts_exhausted", message=message))
         if request is None:
             return Outcome(problem)
+        api = request.options.get("upstream_api") or self.settings.upstream_api_for(model)
+        try:
+            request = for_api(request, api)
+        except InvalidRequest as exc:  # asks what the upstream's API cannot give
+            return Outcome(Error(code="invalid_request", message=str(exc)))
         deadline = (request.options.get("deadline") or self.settings.job_timeout) - elapsed
         if deadline <= 0:
             return Outcome(_timeout_error(f"the job's deadline passed ({deadline:+.1f}s)", False))
@@ -276,7 +284,7 @@ class JobRunner:
         self,
         run: Run,
         writer: StreamWriter,
-        request: ChatRequest,
+        request: ChatRequest | ResponsesRequest,
         model: str,
         deadline: float,
         idle: float,
@@ -294,7 +302,12 @@ class JobRunner:
                 with self.clients.lease() as client, metrics.streaming():
                     async with asyncio.timeout(idle) as quiet:
                         buffered = bool(request.options.get("buffered"))
-                        events = stream_chat(client, request, model, fast=fast, buffered=buffered)
+                        if isinstance(request, ResponsesRequest):
+                            events = stream_responses(client, request, model, buffered=buffered)
+                        else:
+                            events = stream_chat(
+                                client, request, model, fast=fast, buffered=buffered
+                            )
                         async for event in events:
                             now = loop.time()
                             if (quiet.when() or now) < now + idle:
@@ -322,14 +335,16 @@ class JobRunner:
             if error.code == "internal":
                 logger.exception("job %s failed with an unexpected error", run.job_id)
             return Outcome(error, exc)
-        raise AssertionError("unreachable: stream_chat ends with Done or raises")
+        raise AssertionError("unreachable: an upstream stream ends with Done or raises")
 
-    def _parse_request(self, raw: bytes | None) -> tuple[ChatRequest | None, Error | None]:
+    def _parse_request(
+        self, raw: bytes | None
+    ) -> tuple[ChatRequest | ResponsesRequest | None, Error | None]:
         if not raw:
             message = "the job's request expired or was deleted"
             return None, Error(code="request_missing", message=message)
         try:
-            return ChatRequest.from_json(raw, max_bytes=self.settings.max_request_bytes), None
+            return load_request(raw, max_bytes=self.settings.max_request_bytes), None
         except InvalidRequest as exc:
             return None, Error(code="invalid_request", message=str(exc))
         except Exception as exc:  # whatever a stored request does, the job must still end

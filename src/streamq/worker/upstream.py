@@ -92,7 +92,7 @@ async def stream_chat(
             for event in translator.feed(chunk):
                 yield event
     except openai.APIError as exc:
-        raise _status_error_in_body(exc) or exc from None
+        raise status_error_in_body(exc) or exc from None
     for event in translator.finish():
         yield event
 
@@ -397,7 +397,7 @@ _STATUS_ERRORS: dict[int, type[openai.APIStatusError]] = {
 }
 
 
-def _status_error_in_body(exc: openai.APIError) -> openai.APIStatusError | None:
+def status_error_in_body(exc: openai.APIError) -> openai.APIStatusError | None:
     """The status error an error event inside a 200 stream names (``{"error": {"code": 429}}``
     or ``{"type": "rate_limit_error"}``), so it is retried or not like that HTTP status."""
     if isinstance(exc, openai.APIStatusError) or not isinstance(exc.body, dict):
