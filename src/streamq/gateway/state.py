@@ -12,13 +12,14 @@ from redis.asyncio import Redis
 from starlette.requests import Request
 
 from streamq.client import StreamQ
-from streamq.core.connections import redis_from_url
+from streamq.core.connections import redis_from_url, streams_from_url
 from streamq.core.keys import Keys
 from streamq.core.settings import Settings
 from streamq.gateway.auth import Authenticator
 from streamq.gateway.config import GatewayConfig
 from streamq.gateway.limits import TenantLimits
 from streamq.gateway.tenancy import TenantJobs
+from streamq.responses.store import ResponseStore
 
 TENANT_KEY = "streamq.tenant"  # in the ASGI scope, once the request is authenticated
 
@@ -39,6 +40,8 @@ class Gateway:
         self._owns_redis = redis is None
         self._tenants: TenantJobs | None = None
         self._sq: StreamQ | None = None
+        self._responses: ResponseStore | None = None
+        self._streams: Redis | None = None  # STREAMQ_STREAMS_URL's, when it is set
         self._lock = asyncio.Lock()
 
     async def tenants(self) -> TenantJobs:
@@ -51,6 +54,16 @@ class Gateway:
                     self._sq = StreamQ(redis, self.settings)
                     self._tenants = TenantJobs(redis, self._sq, self.settings)
         return self._tenants
+
+    async def responses(self) -> ResponseStore:
+        """The stored responses of ``/v1/responses``, on a connected client."""
+        if self._responses is None:
+            redis = await self.redis()
+            url = self.settings.streams_url
+            if url is not None and self._streams is None:
+                self._streams = streams_from_url(url)
+            self._responses = ResponseStore(redis, self.settings, self._streams)
+        return self._responses
 
     async def redis(self) -> Redis:
         """The gateway's Redis client."""
@@ -70,6 +83,10 @@ class Gateway:
 
     async def aclose(self) -> None:
         """Close the Redis clients the gateway opened (the streams' own, with STREAMS_URL)."""
+        self._responses = None
+        if self._streams is not None:
+            await self._streams.aclose()
+            self._streams = None
         if self._sq is not None:
             await self._sq.aclose()  # closes only what it opened itself
             self._sq, self._tenants = None, None

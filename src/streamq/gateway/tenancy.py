@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -20,6 +20,7 @@ from streamq.core.keys import JOB_ID_PATTERN, Keys
 from streamq.core.settings import Settings
 from streamq.gateway.errors import ApiError
 from streamq.job import ChatJob
+from streamq.responses.request import ResponsesRequest
 
 MAX_IDEMPOTENCY_KEY = 255
 
@@ -47,12 +48,30 @@ class TenantJobs:
     ) -> tuple[ChatJob, bool]:
         """Enqueue (or, for a repeated idempotency key, find) a job; ``True`` if it is new."""
         job_id = job_id_for(tenant, idempotency_key)
+
+        def submit() -> Awaitable[ChatJob]:
+            return self._sq.enqueue(messages, model=model, job_id=job_id, **options, **params)
+
+        return await self._claimed(tenant, job_id, submit)
+
+    async def enqueue_request(
+        self, tenant: str, job_id: str, request: ResponsesRequest
+    ) -> tuple[ChatJob, bool]:
+        """Enqueue ``request`` as job ``job_id`` (of :func:`job_id_for`), or find that job;
+        ``True`` if it is new."""
+        return await self._claimed(
+            tenant, job_id, lambda: self._sq.enqueue_request(request, job_id)
+        )
+
+    async def _claimed(
+        self, tenant: str, job_id: str, submit: Callable[[], Awaitable[ChatJob]]
+    ) -> tuple[ChatJob, bool]:
         owner_key = self._keys.owner(job_id)
         created = await self._redis.set(owner_key, tenant, nx=True, ex=self._owner_ttl)
         if not created and await self.owner(job_id) != tenant:
             raise ApiError(409, "job_id_conflict", "this job id is taken; use another key")
         try:
-            job = await self._sq.enqueue(messages, model=model, job_id=job_id, **options, **params)
+            job = await submit()
         except BaseException:
             if created:
                 await self._redis.delete(owner_key)

@@ -1,0 +1,172 @@
+"""Answering from a job's events as a Response: its Responses events over SSE, or the Response
+once it ended.
+
+Every answer reads the job's stream from its start through a fresh
+:class:`~streamq.responses.events.ResponseStream`, so every reader, on any replica, sees the
+same events with the same ``sequence_number``; ``starting_after`` only skips what a reader has
+seen. The head of a new response's stream is held, as the chat door's is (``door``), until its
+first output or its end: a job that fails before any output gets OpenAI's HTTP status and JSON
+error rather than a ``response.failed`` event.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from starlette.responses import Response, StreamingResponse
+
+from streamq.core import metrics
+from streamq.core.events import Error, Event, is_terminal
+from streamq.core.exceptions import JobNotFound, ReadTimeout
+from streamq.gateway.door import EXPIRED
+from streamq.gateway.errors import ApiError
+from streamq.gateway.failures import failure, status_of
+from streamq.gateway.pump import Pump
+from streamq.gateway.sse import HEADERS, KEEPALIVE, frame
+from streamq.job import ChatJob, EventStream
+from streamq.responses.events import ResponseStream
+from streamq.responses.store import StoredResponse
+
+# Events that say nothing of the answer yet: the head may wait past them.
+OPENING = frozenset({"response.created", "response.queued", "response.in_progress"})
+
+
+class _Follower:
+    """One read of a job's events through a fresh translation; ``failed_early`` is the job's
+    ``error`` when the response ended without output."""
+
+    def __init__(self, job: ChatJob, record: StoredResponse) -> None:
+        self.stream = ResponseStream(record.id, record.fields)
+        self.ready = self.stream.opening()  # translated, not sent yet
+        self.events: EventStream = job.events()
+        self.pump: Pump[Event] = Pump(aiter(self.events))
+        self.last: Event | None = None
+
+    async def step(self, timeout: float | None) -> bool:
+        """Read one event within ``timeout`` and translate it; ``False`` if none came."""
+        event = await self.pump.next(timeout)
+        if event is None:
+            return False
+        metrics.delivered(event.cursor)
+        self.last = event
+        self.ready += self.stream.feed(event)
+        return True
+
+    def failed_early(self) -> Error | None:
+        ended_empty = self.stream.ended and not self.stream.snapshot()["output"]
+        return self.last if ended_empty and isinstance(self.last, Error) else None
+
+    async def aclose(self) -> None:
+        await self.pump.aclose()
+        await self.events.aclose()
+
+
+async def streamed(
+    job: ChatJob,
+    record: StoredResponse,
+    *,
+    hold: float | None,
+    keepalive: float,
+    headers: Mapping[str, str],
+    starting_after: int = -1,
+) -> Response:
+    """The response's events as SSE after ``starting_after``; an error response instead if the
+    job fails before any output within ``hold`` seconds (``None``: no wait)."""
+    follower = _Follower(job, record)
+    try:
+        if hold is not None:
+            deadline = time.monotonic() + hold
+            while not follower.stream.ended and all(e["type"] in OPENING for e in follower.ready):
+                wait = deadline - time.monotonic()
+                if wait <= 0 or not await follower.step(wait):
+                    break
+        error = follower.failed_early()
+        if error is not None:
+            raise failure(error, headers)
+    except (JobNotFound, ReadTimeout) as exc:
+        await follower.aclose()
+        raise read_failure(exc, headers) from None
+    except BaseException:
+        await follower.aclose()
+        raise
+    body = _frames(follower, keepalive, starting_after)
+    return StreamingResponse(body, media_type="text/event-stream", headers={**HEADERS, **headers})
+
+
+async def _frames(
+    follower: _Follower, keepalive: float, starting_after: int
+) -> AsyncIterator[bytes]:
+    seen = starting_after
+    try:
+        while True:
+            for item in follower.ready:
+                if item["sequence_number"] > seen:
+                    seen = item["sequence_number"]
+                    yield frame(item["type"], item)
+            follower.ready = []
+            if follower.stream.ended:
+                return
+            if not await follower.step(keepalive):
+                yield KEEPALIVE
+    except JobNotFound:
+        yield _error_frame("expired", EXPIRED, seen)
+    except ReadTimeout as exc:
+        yield _error_frame("read_timeout", str(exc), seen)
+    except StopAsyncIteration:
+        return
+    finally:
+        await follower.aclose()
+
+
+def _error_frame(code: str, message: str, seen: int) -> bytes:
+    # Outside the translation, so after the last number it gave.
+    body = {"type": "error", "code": code, "message": message, "param": None}
+    return frame("error", {**body, "sequence_number": seen + 1})
+
+
+async def finished(
+    job: ChatJob, record: StoredResponse, headers: Mapping[str, str]
+) -> dict[str, Any]:
+    """The Response once the job ended; the job's error as an :class:`ApiError` if it failed
+    before any output."""
+    follower = _Follower(job, record)
+    try:
+        while not follower.stream.ended:
+            await follower.step(None)
+    except StopAsyncIteration:  # the stream ended: the translation has ended too
+        pass
+    except (JobNotFound, ReadTimeout) as exc:
+        raise read_failure(exc, headers) from None
+    finally:
+        await follower.aclose()
+    error = follower.failed_early()
+    if error is not None:
+        raise failure(error, headers)
+    return follower.stream.snapshot()
+
+
+async def ended(job: ChatJob, seconds: float) -> bool:
+    """Whether the job's stream ends within ``seconds``."""
+    events = job.events()
+    pump = Pump(aiter(events))
+    deadline = time.monotonic() + seconds
+    try:
+        while (wait := deadline - time.monotonic()) > 0:
+            event = await pump.next(wait)
+            if event is not None and is_terminal(event):
+                return True
+        return False
+    except (JobNotFound, ReadTimeout, StopAsyncIteration):
+        return False
+    finally:
+        await pump.aclose()
+        await events.aclose()
+
+
+def read_failure(exc: JobNotFound | ReadTimeout, headers: Mapping[str, str]) -> ApiError:
+    """The error answer when the job's stream is gone or silent too long."""
+    if isinstance(exc, JobNotFound):
+        return ApiError(status_of("expired"), "expired", EXPIRED, headers)
+    return ApiError(status_of("read_timeout"), "read_timeout", str(exc), headers)
