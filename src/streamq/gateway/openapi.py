@@ -140,6 +140,205 @@ MODEL_LIST = {
     "required": ["object", "data"],
     "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": MODEL}},
 }
+RESPONSE_ID = {
+    "name": "response_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^resp_[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"},
+}
+INPUT_MESSAGE = {
+    "type": "object",
+    "required": ["role", "content"],
+    "properties": {
+        "type": {"const": "message"},
+        "role": {"enum": ["system", "developer", "user", "assistant"]},
+        "content": {"type": "string", "minLength": 1, "maxLength": 200},
+    },
+}
+RESPONSES_REQUEST = {
+    "type": "object",
+    "required": ["input"],
+    "properties": {
+        "input": {
+            "oneOf": [
+                {"type": "string", "minLength": 1, "maxLength": 200},
+                {"type": "array", "items": INPUT_MESSAGE, "minItems": 1, "maxItems": 4},
+            ]
+        },
+        "model": {"type": "string", "minLength": 1, "maxLength": 64},
+        "instructions": {"type": "string", "maxLength": 200},
+        "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+        "top_p": {"type": "number", "minimum": 0, "maximum": 1},
+        "max_output_tokens": {"type": "integer", "minimum": 1, "maximum": 64},
+        "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
+        "stream": {"type": "boolean"},
+        "background": {"type": "boolean"},
+        "store": {"type": "boolean"},
+        "previous_response_id": {"type": "string"},
+        "deadline": {"type": "number", "exclusiveMinimum": 0, "maximum": 600},
+    },
+    "description": "OpenAI's Responses request: input, optional model, instructions and any "
+    "Responses parameter (provider-specific fields in extra_body); stream, background, store "
+    "and previous_response_id as OpenAI's.",
+}
+RESPONSE = {
+    "type": "object",
+    "required": ["id", "object", "created_at", "status", "model", "output"],
+    "properties": {
+        "id": {"type": "string"},
+        "object": {"const": "response"},
+        "created_at": {"type": "integer"},
+        "status": {
+            "enum": ["queued", "in_progress", "completed", "incomplete", "failed", "cancelled"]
+        },
+        "model": {"type": "string"},
+        "output": {"type": "array", "items": {"type": "object"}},
+        "error": {"type": ["object", "null"]},
+        "incomplete_details": {"type": ["object", "null"]},
+        "usage": {"type": ["object", "null"]},
+    },
+}
+RESPONSE_DELETED = {
+    "type": "object",
+    "required": ["id", "object", "deleted"],
+    "properties": {
+        "id": {"type": "string"},
+        "object": {"const": "response.deleted"},
+        "deleted": {"const": True},
+    },
+}
+INPUT_ITEM_LIST = {
+    "type": "object",
+    "required": ["object", "data", "first_id", "last_id", "has_more"],
+    "properties": {
+        "object": {"const": "list"},
+        "data": {"type": "array", "items": {"type": "object", "required": ["id", "type"]}},
+        "first_id": {"type": ["string", "null"]},
+        "last_id": {"type": ["string", "null"]},
+        "has_more": {"type": "boolean"},
+    },
+}
+# What a job may end with, as the door answers it before any output (failures.py).
+JOB_FAILURES = {
+    "404": _error("the upstream does not know the model"),
+    "409": _error("the job was cancelled, or its Idempotency-Key id is taken"),
+    "500": _error("a bug in streamq (the worker logged it)"),
+    "502": _error("the upstream failed, or refused the worker's key"),
+    "503": _error("Redis is unavailable, or the job was lost"),
+    "504": _error("the job timed out"),
+    "429": _error(
+        "the upstream's rate limit, or the tenant's request rate or stream limit (with Retry-After)"
+    ),
+}
+RESPONSES_SSE = (
+    "OpenAI's Responses stream events: `event: <type>` and `data: <JSON>` with a "
+    "sequence_number, the same on every read; no [DONE]"
+)
+
+
+def _responses_paths(security: list[dict[str, list[str]]]) -> dict[str, Any]:
+    not_found = _error("no such response for this tenant")
+    response_or_events = {
+        JSON: {"schema": RESPONSE},
+        SSE: {"schema": {}},  # SSE data: Responses stream events
+    }
+    return {
+        "/v1/responses": {
+            "post": {
+                "summary": "OpenAI Responses, run as a queued job",
+                "operationId": "createResponse",
+                "security": security,
+                "parameters": [IDEMPOTENCY_KEY],
+                "requestBody": {
+                    "required": True,
+                    "content": {JSON: {"schema": RESPONSES_REQUEST}},
+                },
+                "responses": {
+                    "200": {
+                        "description": "the Response (queued at once with background), or its "
+                        f"events when stream is true: {RESPONSES_SSE}",
+                        "content": response_or_events,
+                    },
+                    **BODY_ERRORS,
+                    **COMMON_ERRORS,
+                    **JOB_FAILURES,
+                },
+            }
+        },
+        "/v1/responses/{response_id}": {
+            "parameters": [RESPONSE_ID],
+            "get": {
+                "summary": "A response, or its events from the start or after a sequence number",
+                "operationId": "getResponse",
+                "security": security,
+                "parameters": [
+                    {"name": "stream", "in": "query", "schema": {"type": "boolean"}},
+                    {
+                        "name": "starting_after",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 0},
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": f"the Response, or with stream: {RESPONSES_SSE}",
+                        "content": response_or_events,
+                    },
+                    "400": _error("invalid stream or starting_after"),
+                    "404": not_found,
+                    **COMMON_ERRORS,
+                },
+            },
+            "delete": {
+                "summary": "Cancel a response if it runs, and forget it",
+                "operationId": "deleteResponse",
+                "security": security,
+                "responses": {
+                    "200": _json("deleted", RESPONSE_DELETED),
+                    "404": not_found,
+                    **COMMON_ERRORS,
+                },
+            },
+        },
+        "/v1/responses/{response_id}/cancel": {
+            "post": {
+                "summary": "Cancel a queued or running response",
+                "operationId": "cancelResponse",
+                "security": security,
+                "parameters": [RESPONSE_ID],
+                "responses": {
+                    "200": _json("the Response, cancelled unless it had ended", RESPONSE),
+                    "404": not_found,
+                    **COMMON_ERRORS,
+                },
+            }
+        },
+        "/v1/responses/{response_id}/input_items": {
+            "get": {
+                "summary": "A response's own input items",
+                "operationId": "listInputItems",
+                "security": security,
+                "parameters": [
+                    RESPONSE_ID,
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 100},
+                    },
+                    {"name": "order", "in": "query", "schema": {"enum": ["asc", "desc"]}},
+                    {"name": "after", "in": "query", "schema": {"type": "string"}},
+                ],
+                "responses": {
+                    "200": _json("a page of input items", INPUT_ITEM_LIST),
+                    "400": _error("invalid limit, order or after"),
+                    "404": not_found,
+                    **COMMON_ERRORS,
+                },
+            }
+        },
+    }
+
+
 ERROR = {
     "type": "object",
     "required": ["error"],
@@ -288,6 +487,7 @@ def openapi_schema() -> dict[str, Any]:
                 },
             }
         },
+        **_responses_paths(security),
         "/v1/models": {
             "get": {
                 "summary": "The models the fleet serves",
