@@ -24,8 +24,9 @@ RESPONSES_ONLY_HINTS = ("metadata", "truncation", "include", "prompt_cache_reten
 # Chat parameters the Responses API does not take.
 CHAT_ONLY = (
     "n", "stop", "seed", "frequency_penalty", "presence_penalty", "logit_bias", "audio",
-    "modalities", "prediction", "web_search_options", "logprobs",
+    "modalities", "prediction", "web_search_options",
 )  # fmt: skip
+LOGPROBS = "message.output_text.logprobs"  # what `include` names to get text log probabilities
 _CHAT_PART = {"input_text": "text", "output_text": "text", "refusal": "refusal"}
 
 
@@ -53,6 +54,8 @@ def chat_from_responses(request: ResponsesRequest) -> ChatRequest:
         params["max_completion_tokens"] = given["max_output_tokens"]
     if "top_logprobs" in given:
         params |= {"logprobs": True, "top_logprobs": given["top_logprobs"]}
+    elif LOGPROBS in (given.get("include") or ()):
+        params["logprobs"] = True
     effort = (given.get("reasoning") or {}).get("effort")
     if effort is not None:
         params["reasoning_effort"] = effort
@@ -79,6 +82,11 @@ def responses_from_chat(request: ChatRequest) -> ResponsesRequest:
             raise InvalidRequest(
                 f"{name} is not available when the upstream speaks the Responses API"
             )
+    if given.get("store"):
+        raise InvalidRequest(
+            "store is not available when the upstream speaks the Responses API: streamq keeps "
+            "the conversation and sends store=false"
+        )
     items: list[dict[str, Any]] = []
     for message in request.messages:
         items.extend(_input_items(message))
@@ -87,8 +95,9 @@ def responses_from_chat(request: ChatRequest) -> ResponsesRequest:
     if limit is not None:
         params["max_output_tokens"] = limit
     if "top_logprobs" in given:
-        params |= {"top_logprobs": given["top_logprobs"]}
-        params["include"] = ["message.output_text.logprobs"]
+        params["top_logprobs"] = given["top_logprobs"]
+    if given.get("logprobs") or "top_logprobs" in given:
+        params["include"] = [LOGPROBS]
     if given.get("reasoning_effort") is not None:
         params["reasoning"] = {"effort": given["reasoning_effort"]}
     text: dict[str, Any] = {}
@@ -184,7 +193,12 @@ def _chat_tool_choice(choice: str | dict[str, Any]) -> str | dict[str, Any]:
     if choice["type"] == "function":
         return {"type": "function", "function": {"name": choice["name"]}}
     if choice["type"] == "allowed_tools":
-        raise InvalidRequest("tool_choice allowed_tools needs a Responses upstream")
+        tools = choice.get("tools") or []
+        if not all(isinstance(t, dict) and isinstance(t.get("name"), str) for t in tools):
+            raise InvalidRequest("tool_choice allowed_tools: each tool needs a string 'name'")
+        named = [_chat_tool_choice(tool) for tool in tools]
+        allowed = {"mode": choice.get("mode", "auto"), "tools": named}
+        return {"type": "allowed_tools", "allowed_tools": allowed}
     raise InvalidRequest(f"tool_choice of type {choice['type']!r} needs a Responses upstream")
 
 
@@ -260,14 +274,24 @@ def _responses_tool(tool: dict[str, Any]) -> dict[str, Any]:
             f"tools of type {tool.get('type')!r} cannot go to a Responses upstream"
         )
     function = tool.get("function") or {}
-    fields = ("name", "description", "parameters", "strict")
-    return {"type": "function", **{k: function[k] for k in fields if function.get(k) is not None}}
+    fields = ("name", "description", "parameters")
+    tool = {"type": "function", **{k: function[k] for k in fields if function.get(k) is not None}}
+    # Responses makes a function strict unless told otherwise; chat, not.
+    return tool | {"strict": bool(function.get("strict"))}
 
 
 def _responses_tool_choice(choice: object) -> object:
-    if isinstance(choice, dict) and choice.get("type") == "function":
+    if not isinstance(choice, dict):
+        return choice
+    if choice.get("type") == "function":
         return {"type": "function", "name": (choice.get("function") or {}).get("name")}
-    return choice
+    if choice.get("type") == "allowed_tools":  # chat nests what Responses puts flat
+        allowed = choice.get("allowed_tools") or {}
+        tools = [_responses_tool_choice(tool) for tool in allowed.get("tools") or ()]
+        return {"type": "allowed_tools", "mode": allowed.get("mode", "auto"), "tools": tools}
+    raise InvalidRequest(
+        f"tool_choice of type {choice.get('type')!r} cannot go to a Responses upstream"
+    )
 
 
 def _responses_text_format(response_format: dict[str, Any]) -> dict[str, Any]:
