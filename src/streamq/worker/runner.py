@@ -262,6 +262,10 @@ class JobRunner:
             request = for_api(request, api)
         except InvalidRequest as exc:  # asks what the upstream's API cannot give
             return Outcome(Error(code="invalid_request", message=str(exc)))
+        except Exception as exc:  # a stored request no producer wrote: the job must still end
+            logger.exception("job %s: its request could not be converted", run.job_id)
+            message = f"the job's request could not be sent as {api} ({type(exc).__name__})"
+            return Outcome(Error(code="invalid_request", message=message))
         deadline = (request.options.get("deadline") or self.settings.job_timeout) - elapsed
         if deadline <= 0:
             return Outcome(_timeout_error(f"the job's deadline passed ({deadline:+.1f}s)", False))
