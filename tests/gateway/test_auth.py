@@ -155,6 +155,10 @@ async def test_the_page_and_schema_are_public(gateway: GatewayThread) -> None:
             "/v1/jobs/{job_id}",
             "/v1/jobs/{job_id}/events",
             "/v1/chat/completions",
+            "/v1/responses",
+            "/v1/responses/{response_id}",
+            "/v1/responses/{response_id}/cancel",
+            "/v1/responses/{response_id}/input_items",
             "/v1/models",
             "/v1/models/{model}",
         }

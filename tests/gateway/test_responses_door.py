@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 
 from streamq import Settings
 from streamq.core.keys import Keys
+from streamq.gateway import GatewayConfig, create_app
 from tests.harness.gateway import TOKEN_B, GatewayThread
 from tests.harness.waiting import poll_until
 
@@ -123,9 +124,12 @@ async def test_parse_sends_the_json_schema(
     assert isinstance(parsed.output_parsed, Weather)
 
 
-async def test_background_response_resumes_after_a_disconnect(sdk: AsyncOpenAI) -> None:
+async def test_background_response_resumes_after_a_disconnect(
+    sdk: AsyncOpenAI, settings: Settings, gateway_config: GatewayConfig
+) -> None:
     """background=True answers queued at once; its events, read in two connections (the second
-    starting_after the last sequence number seen), join into the whole text, none twice."""
+    from another gateway, starting_after the last sequence number seen), join into the whole
+    text, none twice."""
     response = await sdk.responses.create(
         model=MODEL, input=PROMPT, background=True, extra_body=SLOW
     )
@@ -138,12 +142,12 @@ async def test_background_response_resumes_after_a_disconnect(sdk: AsyncOpenAI) 
         if sum(e.type == "response.output_text.delta" for e in first) == 3:
             break
     await stream.close()
-    rest = [
-        event
-        async for event in await sdk.responses.retrieve(
+    with GatewayThread(create_app(settings, gateway_config)) as replica:
+        elsewhere = sdk.with_options(base_url=f"{replica.url}/v1")
+        resumed = await elsewhere.responses.retrieve(
             response.id, stream=True, starting_after=first[-1].sequence_number
         )
-    ]
+        rest = [event async for event in resumed]
     numbers = [e.sequence_number for e in first + rest]
     assert numbers == list(range(len(numbers)))
     text = "".join(e.delta for e in first + rest if e.type == "response.output_text.delta")

@@ -116,8 +116,9 @@ class ResponseEndpoints:
             return await responses_stream.streamed(
                 job, record, hold=config.header_hold, keepalive=config.keepalive, headers=headers
             )
-        if body.background:
-            return JSONResponse(replayed(record, []).snapshot(), headers=headers)
+        if body.background:  # as created, or as it is now for a repeated Idempotency-Key
+            snapshot = replayed(record, []).snapshot() if new else await self._snapshot(record)
+            return JSONResponse(snapshot, headers=headers)
         return JSONResponse(await responses_stream.finished(job, record, headers), headers=headers)
 
     async def retrieve(self, request: Request) -> Response:
