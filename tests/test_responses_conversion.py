@@ -8,7 +8,12 @@ import pytest
 
 from streamq import InvalidRequest
 from streamq.core.request import ChatRequest, build_request
-from streamq.responses.conversion import chat_from_responses, for_api, responses_from_chat
+from streamq.responses.conversion import (
+    chat_from_responses,
+    for_api,
+    responses_from_chat,
+    upstream_input,
+)
 from streamq.responses.request import ResponsesRequest, build_responses_request, load_request
 
 MAX_BYTES = 1_000_000
@@ -147,7 +152,7 @@ def test_a_responses_request_in_chat_terms() -> None:
     converted = chat_from_responses(request)
     assert converted.messages == [
         {"role": "system", "content": "Be kind."},
-        {"role": "user", "content": [{"type": "text", "text": "Hi"}]},
+        {"role": "user", "content": "Hi"},  # text parts only: sent as one string
         {"role": "assistant", "content": None, "tool_calls": [
             {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
         {"role": "tool", "tool_call_id": "c", "content": "ok"},
@@ -283,3 +288,35 @@ def test_a_stored_request_over_the_limit_is_refused() -> None:
     """The size limit holds for stored Responses requests too."""
     with pytest.raises(InvalidRequest, match="the limit is 10"):
         load_request(responses("hi").to_json(), max_bytes=10)
+
+
+def test_text_parts_go_as_a_string_and_mixed_parts_as_parts() -> None:
+    """Chat-only engines that read no content parts still read a text-only message."""
+    request = build_responses_request(
+        [
+            {"role": "user", "content": [{"type": "input_text", "text": "a"},
+                                         {"type": "input_text", "text": "b"}]},
+            {"role": "user", "content": [{"type": "input_text", "text": "see"},
+                                         {"type": "input_image", "image_url": "https://x/y.png"}]},
+        ],
+        None, None, {}, max_bytes=MAX_BYTES,
+    )  # fmt: skip
+    first, second = chat_from_responses(request).messages
+    assert first == {"role": "user", "content": "ab"}
+    assert [part["type"] for part in second["content"]] == ["text", "image_url"]
+
+
+def test_echoed_item_ids_do_not_go_upstream() -> None:
+    """LangChain and the AI SDK send back the ids of earlier output items: streamq's, which a
+    Responses upstream never stored."""
+    items = [
+        {"type": "message", "role": "assistant", "id": "msg_x_0", "status": "completed",
+         "content": [{"type": "output_text", "text": "hi"}]},
+        {"type": "function_call", "id": "fc_x_1", "call_id": "c", "name": "f", "arguments": "{}"},
+        {"type": "reasoning", "id": "rs_1", "summary": []},
+    ]  # fmt: skip
+    sent = upstream_input(items)
+    assert "id" not in sent[0]
+    assert "status" not in sent[0]
+    assert "id" not in sent[1]
+    assert sent[2] == items[2]  # reasoning items keep their ids (encrypted reasoning needs them)

@@ -116,6 +116,18 @@ def responses_from_chat(request: ChatRequest) -> ResponsesRequest:
     return ResponsesRequest(items, request.model, None, params, dict(request.options))
 
 
+def upstream_input(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``items`` as a Responses upstream takes them: without the ``id`` and ``status`` that
+    clients echo from earlier answers (streamq's ids, which the upstream never stored)."""
+    echoed = ("message", "function_call", "function_call_output")
+    return [
+        {k: v for k, v in item.items() if k not in ("id", "status")}
+        if item.get("type") in echoed
+        else item
+        for item in items
+    ]
+
+
 # Responses → chat
 
 
@@ -153,7 +165,8 @@ def _chat_message(item: dict[str, Any]) -> dict[str, Any]:
     role, content = item["role"], item["content"]
     if isinstance(content, str):
         return {"role": role, "content": content}
-    if role != "user":  # system, developer and assistant turns take text
+    text_only = all(part["type"] in _CHAT_PART for part in content)
+    if role != "user" or text_only:  # text goes as a string: chat-only engines all read that
         text = "".join(str(part.get("text") or part.get("refusal") or "") for part in content)
         return {"role": role, "content": text}
     return {"role": role, "content": [_chat_part(part) for part in content]}

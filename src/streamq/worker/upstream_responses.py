@@ -20,6 +20,7 @@ from openai import AsyncOpenAI, AsyncStream
 from openai.types.responses import ResponseStreamEvent
 
 from streamq.core.events import Delta, Done, Event, Meta, Reasoning, Refusal, ToolCallDelta
+from streamq.responses.conversion import upstream_input
 from streamq.responses.request import ResponsesRequest
 from streamq.worker.surrogates import SurrogateJoiner, repair
 from streamq.worker.upstream import IncompleteStream, status_error_in_body
@@ -55,7 +56,7 @@ async def stream_responses(
     """
     arguments: dict[str, Any] = {
         "model": model,
-        "input": request.input,
+        "input": upstream_input(request.input),
         "store": False,
         **request.params,
     }
