@@ -47,3 +47,50 @@ export function openaiUsage(usage) {
   const { prompt_tokens, completion_tokens, total_tokens } = usage;
   return { prompt_tokens, completion_tokens, total_tokens };
 }
+
+/** A chat-shaped request as Responses parameters: system messages become `instructions`,
+ * the other messages `input`, chat tools Responses function tools. */
+export function responsesBody(request) {
+  const system = request.messages.filter((m) => m.role === "system").map((m) => m.content);
+  const params = {
+    model: request.model,
+    input: request.messages.filter((m) => m.role !== "system"),
+  };
+  if (system.length) params.instructions = system.join("\n");
+  if (request.tools) {
+    params.tools = request.tools.map(({ function: f }) => ({ type: "function", ...f }));
+  }
+  if (request.tool_choice) params.tool_choice = request.tool_choice;
+  return params;
+}
+
+/** The outcome of a finished Response object (status, output items, usage). */
+export function responseOutcome(response) {
+  const texts = [""];
+  const calls = [];
+  for (const item of response.output ?? []) {
+    if (item.type === "message") {
+      for (const part of item.content ?? []) if (part.type === "output_text") texts[0] += part.text;
+    } else if (item.type === "function_call") {
+      calls.push({ name: item.name, arguments: item.arguments });
+    }
+  }
+  const usage = response.usage
+    ? {
+        prompt_tokens: response.usage.input_tokens,
+        completion_tokens: response.usage.output_tokens,
+        total_tokens: response.usage.total_tokens,
+      }
+    : null;
+  let finish = calls.length ? "tool_calls" : "stop";
+  if (response.status === "incomplete") finish = "length";
+  if (response.status === "failed") {
+    const error = response.error ?? {};
+    return outcome({
+      ok: false,
+      texts,
+      error: { kind: "ResponseFailed", status: null, message: `${error.code}: ${error.message}` },
+    });
+  }
+  return outcome({ texts, tool_calls: calls, usage, finish_reason: finish });
+}

@@ -1,5 +1,6 @@
 """``langchain-openai``'s ChatOpenAI against the door: ``stream``, ``astream`` and ``invoke``,
-with tools through ``bind_tools``. Run by .venv-compat's python; protocol: driver.py.
+with tools through ``bind_tools``; the ``responses-*`` entries set ``use_responses_api=True``
+(``/v1/responses``). Run by .venv-compat's python; protocol: driver.py.
 
 ChatOpenAI.invoke returns one message, so ``n > 1`` goes through ``generate``, which keeps
 every choice.
@@ -24,6 +25,14 @@ LOOP = asyncio.new_event_loop()
 
 
 def chat_model(request: Request) -> ChatOpenAI:
+    if request["entry"].startswith("responses-"):  # the Responses API has no `n`
+        return ChatOpenAI(
+            model=request["model"],
+            base_url=request["base_url"],
+            api_key=request["api_key"],
+            max_retries=0,
+            use_responses_api=True,
+        )
     return ChatOpenAI(
         model=request["model"],
         base_url=request["base_url"],
@@ -56,8 +65,18 @@ def message_outcome(message: AIMessage) -> Outcome:
             "completion_tokens": usage["output_tokens"],
             "total_tokens": usage["total_tokens"],
         },
-        finish_reason=message.response_metadata.get("finish_reason"),
+        finish_reason=finish_reason(message),
     )
+
+
+def finish_reason(message: AIMessage) -> str | None:
+    """The chat API's finish reason, or what a Responses answer's status and output say."""
+    metadata = message.response_metadata
+    if "finish_reason" in metadata or "status" not in metadata:
+        return metadata.get("finish_reason")
+    if metadata["status"] == "incomplete":
+        return "length"
+    return "tool_calls" if message.tool_calls else "stop"
 
 
 def stream(request: Request) -> Outcome:
@@ -66,7 +85,7 @@ def stream(request: Request) -> Outcome:
         for chunk in runnable(request).stream(request["messages"]):
             assert isinstance(chunk, AIMessageChunk)
             total = chunk if total is None else total + chunk
-    except openai.APIError as exc:
+    except (openai.APIError, ValueError) as exc:  # ValueError: a response.failed event
         return failure(exc, [total.text if total else ""])
     assert total is not None
     return message_outcome(total)
@@ -79,7 +98,7 @@ def astream(request: Request) -> Outcome:
             async for chunk in runnable(request).astream(request["messages"]):
                 assert isinstance(chunk, AIMessageChunk)
                 total = chunk if total is None else total + chunk
-        except openai.APIError as exc:
+        except (openai.APIError, ValueError) as exc:  # ValueError: a response.failed event
             return failure(exc, [total.text if total else ""])
         assert total is not None
         return message_outcome(total)
@@ -92,7 +111,7 @@ def invoke(request: Request) -> Outcome:
         if (request.get("n") or 1) > 1:
             return generate(request)
         message = runnable(request).invoke(request["messages"])
-    except openai.APIError as exc:
+    except (openai.APIError, ValueError) as exc:  # ValueError: a response.failed event
         return failure(exc)
     assert isinstance(message, AIMessage)
     return message_outcome(message)
@@ -107,4 +126,12 @@ def generate(request: Request) -> Outcome:
 
 
 if __name__ == "__main__":
-    serve({"stream": stream, "astream": astream, "invoke": invoke})
+    serve(
+        {
+            "stream": stream,
+            "astream": astream,
+            "invoke": invoke,
+            "responses-stream": stream,
+            "responses-invoke": invoke,
+        }
+    )

@@ -1,8 +1,9 @@
 // The `openai` package for Node.js against the door: chat.completions.create with and without
-// `stream`, and the chat.completions.stream() helper. Protocol: driver.mjs.
+// `stream`, the chat.completions.stream() helper, and the same three for responses (entries
+// "responses-*", against /v1/responses). Protocol: driver.mjs.
 
 import OpenAI from "openai";
-import { outcome, openaiUsage, serve } from "./driver.mjs";
+import { outcome, openaiUsage, responseOutcome, responsesBody, serve } from "./driver.mjs";
 
 function client(request) {
   return new OpenAI({ baseURL: request.base_url, apiKey: request.api_key, maxRetries: 0 });
@@ -73,7 +74,68 @@ function completionOutcome(completion) {
   });
 }
 
+/** Text shown from streamed Responses events, and the response their terminal event carries. */
+class ResponseEvents {
+  constructor() {
+    this.text = "";
+    this.final = null;
+  }
+
+  add(event) {
+    if (event.type === "response.output_text.delta") this.text += event.delta;
+    if (["response.completed", "response.incomplete", "response.failed"].includes(event.type)) {
+      this.final = event.response;
+    }
+  }
+
+  outcome() {
+    if (!this.final) {
+      return outcome({
+        ok: false,
+        texts: [this.text],
+        error: { kind: "NoTerminalEvent", status: null, message: "the stream ended early" },
+      });
+    }
+    const found = responseOutcome(this.final);
+    return { ...found, texts: [this.text] };
+  }
+}
+
 await serve({
+  async "responses-stream"(request) {
+    const events = new ResponseEvents();
+    try {
+      const stream = await client(request).responses.create({
+        ...responsesBody(request),
+        stream: true,
+      });
+      for await (const event of stream) events.add(event);
+    } catch (error) {
+      return failure(error, [events.text]);
+    }
+    return events.outcome();
+  },
+
+  async "responses-create"(request) {
+    try {
+      return responseOutcome(await client(request).responses.create(responsesBody(request)));
+    } catch (error) {
+      return failure(error, [""]);
+    }
+  },
+
+  // The helper checks the event order itself (created first, items before their deltas).
+  async "responses-stream-helper"(request) {
+    const events = new ResponseEvents();
+    try {
+      const stream = client(request).responses.stream(responsesBody(request));
+      for await (const event of stream) events.add(event);
+      return responseOutcome(await stream.finalResponse());
+    } catch (error) {
+      return failure(error, [events.text]);
+    }
+  },
+
   async "create-stream"(request) {
     const chunks = new Chunks();
     try {

@@ -1,6 +1,7 @@
-// The Vercel AI SDK (`ai`) against the door, with two providers: `@ai-sdk/openai`'s .chat()
-// model and `@ai-sdk/openai-compatible`. Entries "<provider>-streamText" and
-// "<provider>-generateText"; protocol: driver.mjs. The SDK has no `n`: one choice only.
+// The Vercel AI SDK (`ai`) against the door, with three providers: `@ai-sdk/openai`'s default
+// model (`openai(model)`, the Responses API: /v1/responses), its .chat() model and
+// `@ai-sdk/openai-compatible`. Entries "<provider>-streamText" and "<provider>-generateText";
+// protocol: driver.mjs. The SDK has no `n`: one choice only.
 
 import { createOpenAI } from "@ai-sdk/openai";
 import { createOpenAICompatible } from "@ai-sdk/openai-compatible";
@@ -10,6 +11,8 @@ import { outcome, serve } from "./driver.mjs";
 globalThis.AI_SDK_LOG_WARNINGS = false; // stdout carries the protocol
 
 const PROVIDERS = {
+  responses: (request) =>
+    createOpenAI({ baseURL: request.base_url, apiKey: request.api_key })(request.model),
   openai: (request) =>
     createOpenAI({ baseURL: request.base_url, apiKey: request.api_key }).chat(request.model),
   compatible: (request) =>
@@ -59,6 +62,12 @@ function describe(error) {
   return { kind, status: null, message: String(error?.message ?? error) };
 }
 
+/** OpenAI's name for why the answer ended: the provider's raw reason, else the SDK's
+ * ("tool-calls" → "tool_calls"); the Responses API has no raw reason for a complete answer. */
+function finishReason(result) {
+  return result.rawFinishReason ?? result.finishReason?.replace("-", "_") ?? null;
+}
+
 function call(part) {
   return { name: part.toolName, arguments: JSON.stringify(part.input) };
 }
@@ -77,7 +86,7 @@ async function stream(provider, request) {
       else if (part.type === "tool-call") calls.push(call(part));
       else if (part.type === "error") errors.push(describe(part.error));
       else if (part.type === "finish") {
-        finish = part.rawFinishReason ?? part.finishReason;
+        finish = finishReason(part);
         total = usage(part.totalUsage);
       }
     }
@@ -101,7 +110,7 @@ async function generate(provider, request) {
       texts: [result.text],
       tool_calls: result.toolCalls.map(call),
       usage: usage(result.usage),
-      finish_reason: result.rawFinishReason ?? result.finishReason,
+      finish_reason: finishReason(result),
     });
   } catch (error) {
     return outcome({ ok: false, error: describe(error) });
@@ -109,6 +118,8 @@ async function generate(provider, request) {
 }
 
 await serve({
+  "responses-streamText": (request) => stream("responses", request),
+  "responses-generateText": (request) => generate("responses", request),
   "openai-streamText": (request) => stream("openai", request),
   "openai-generateText": (request) => generate("openai", request),
   "compatible-streamText": (request) => stream("compatible", request),

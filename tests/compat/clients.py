@@ -178,7 +178,9 @@ def python_driver(script: str) -> list[str]:
 
 class OpenAIPython:
     """The ``openai`` Python SDK in this process: ``chat.completions.create`` with and without
-    ``stream``, the ``chat.completions.stream()`` helper and ``chat.completions.parse``."""
+    ``stream``, the ``chat.completions.stream()`` helper and ``chat.completions.parse``; and
+    ``responses.create`` with and without ``stream``, ``responses.stream()``, and a background
+    response read in two pieces (``retrieve(stream=True)``, then ``starting_after``)."""
 
     def run(self, request: Request) -> Outcome:
         with openai.OpenAI(
@@ -198,6 +200,13 @@ class OpenAIPython:
                         return self._helper(client, params, seen)
                     case "parse":
                         return _completion(client.chat.completions.parse(**params), parsed=True)
+                    case "responses-stream" | "responses-background":
+                        return _Responses(client, request, seen).stream()
+                    case "responses-create":
+                        answer = client.responses.create(**responses_params(request))
+                        return response_outcome(answer.model_dump())
+                    case "responses-stream-helper":
+                        return _Responses(client, request, seen).helper()
             except openai.APIError as exc:
                 status = exc.status_code if isinstance(exc, openai.APIStatusError) else None
                 return Outcome(False, seen, error=Failure(type(exc).__name__, status, exc.message))
@@ -247,6 +256,112 @@ class OpenAIPython:
                 if event.type == "content.delta":
                     seen[0] = event.snapshot
             return _completion(stream.get_final_completion(), parsed=True)
+
+
+def responses_params(request: Request) -> dict[str, Any]:
+    """A chat-shaped request as Responses parameters: system messages become ``instructions``,
+    the others ``input``; chat tools become Responses function tools."""
+    system = [m["content"] for m in request.messages if m["role"] == "system"]
+    params: dict[str, Any] = {
+        "model": request.model,
+        "input": [m for m in request.messages if m["role"] != "system"],
+    }
+    if system:
+        params["instructions"] = "\n".join(system)
+    if request.tools:
+        params["tools"] = [{"type": "function", **tool["function"]} for tool in request.tools]
+    if request.tool_choice:
+        params["tool_choice"] = request.tool_choice
+    return params
+
+
+def response_outcome(response: dict[str, Any]) -> Outcome:
+    """What a finished Response object says: its text, function calls, usage and status."""
+    text, calls = "", []
+    for item in response.get("output") or ():
+        if item["type"] == "message":
+            text += "".join(p["text"] for p in item["content"] if p["type"] == "output_text")
+        elif item["type"] == "function_call":
+            calls.append(ToolCall(item["name"], item["arguments"]))
+    if response["status"] == "failed":
+        error = response.get("error") or {}
+        failure = Failure("ResponseFailed", None, f"{error.get('code')}: {error.get('message')}")
+        return Outcome(False, [text], error=failure)
+    usage = response.get("usage")
+    counts = None
+    if usage:
+        counts = {
+            "prompt_tokens": usage["input_tokens"],
+            "completion_tokens": usage["output_tokens"],
+            "total_tokens": usage["total_tokens"],
+        }
+    finish = "length" if response["status"] == "incomplete" else "stop"
+    if calls and finish == "stop":
+        finish = "tool_calls"
+    return Outcome(True, [text], calls, counts, finish)
+
+
+class _Responses:
+    """Streamed responses: the text the events showed, and the response they ended with."""
+
+    def __init__(self, client: openai.OpenAI, request: Request, seen: list[str]) -> None:
+        self.client = client
+        self.request = request
+        self.seen = seen
+        self.numbers: list[int] = []
+        self.final: dict[str, Any] | None = None
+
+    def _add(self, event: Any) -> None:
+        self.numbers.append(event.sequence_number)
+        if event.type == "response.output_text.delta":
+            self.seen[0] += event.delta
+        if event.type in ("response.completed", "response.incomplete", "response.failed"):
+            self.final = event.response.model_dump()
+
+    def stream(self) -> Outcome:
+        params = responses_params(self.request)
+        if self.request.entry == "responses-background":
+            # Started in the background, read in two pieces as a client that lost its
+            # connection would: the second read resumes after the last event it saw.
+            response = self.client.responses.create(**params, background=True)
+            with self.client.responses.retrieve(response.id, stream=True) as first:
+                for event in first:
+                    self._add(event)
+                    if event.type == "response.output_text.delta" or self.final:
+                        break
+            if self.final is None:
+                after = self.numbers[-1]
+                rest = self.client.responses.retrieve(
+                    response.id, stream=True, starting_after=after
+                )
+                with rest:
+                    for event in rest:
+                        self._add(event)
+        else:
+            with self.client.responses.create(**params, stream=True) as stream:
+                for event in stream:
+                    self._add(event)
+        return self._outcome()
+
+    def helper(self) -> Outcome:
+        with self.client.responses.stream(**responses_params(self.request)) as stream:
+            for event in stream:
+                self._add(event)
+            if self.final is None or self.final["status"] == "completed":
+                # Raises for a stream without response.completed; a failed one says why.
+                self.final = stream.get_final_response().model_dump()
+        return self._outcome()
+
+    def _outcome(self) -> Outcome:
+        if self.numbers != sorted(set(self.numbers)):
+            message = f"sequence numbers repeated or out of order: {self.numbers}"
+            return Outcome(False, self.seen, error=Failure("SequenceError", None, message))
+        if self.final is None:
+            return Outcome(False, self.seen, error=Failure("NoTerminalEvent", None, "ended early"))
+        found = response_outcome(self.final)
+        return Outcome(
+            found.ok, self.seen, found.tool_calls, found.usage, found.finish_reason, found.error
+        )
 
 
 def _usage(usage: Any) -> dict[str, int]:

@@ -47,11 +47,13 @@ def _start_early(request: pytest.FixtureRequest, compat_parts: Parts) -> None:
         compat_parts.start(name)
 
 
-def _simulator_door(redis_url: str, name: str, config: SimulatorConfig) -> Iterator[Door]:
+def _simulator_door(
+    redis_url: str, name: str, config: SimulatorConfig, upstream_api: str = "chat"
+) -> Iterator[Door]:
     with (
         SimulatorThread(config) as simulator,
         parts.door(
-            name, redis_url, simulator.base_url, SIMULATOR_MODELS[0], "sk-simulated"
+            name, redis_url, simulator.base_url, SIMULATOR_MODELS[0], "sk-simulated", upstream_api
         ) as door,
     ):
         yield door
@@ -62,6 +64,13 @@ def simulator_door(redis_url: str) -> Iterator[Door]:
     """The door with the simulator upstream: it knows only SIMULATOR_MODELS."""
     config = SimulatorConfig(models=SIMULATOR_MODELS, tokens_per_second=1000)
     yield from _simulator_door(redis_url, "simulator", config)
+
+
+@pytest.fixture(scope="session")
+def simulator_responses_door(redis_url: str) -> Iterator[Door]:
+    """The simulator door whose worker asks the simulator's Responses API."""
+    config = SimulatorConfig(models=SIMULATOR_MODELS, tokens_per_second=1000)
+    yield from _simulator_door(redis_url, "simulator-responses", config, "responses")
 
 
 @pytest.fixture(scope="session")
@@ -86,6 +95,27 @@ def litellm_door(redis_url: str, compat_parts: Parts) -> Iterator[Door]:
     upstream = compat_parts.server("litellm-proxy") + "/v1"
     key = parts.LITELLM_MASTER_KEY
     with parts.door("litellm-proxy", redis_url, upstream, AIMOCK_MODEL, key) as door:
+        yield door
+
+
+@pytest.fixture(scope="session")
+def aimock_responses_door(redis_url: str, compat_parts: Parts) -> Iterator[Door]:
+    """aimock behind a worker that asks its /v1/responses."""
+    upstream = compat_parts.server("aimock") + "/v1"
+    with parts.door(
+        "aimock-responses", redis_url, upstream, AIMOCK_MODEL, parts.UPSTREAM_KEY, "responses"
+    ) as door:
+        yield door
+
+
+@pytest.fixture(scope="session")
+def litellm_responses_door(redis_url: str, compat_parts: Parts) -> Iterator[Door]:
+    """The LiteLLM proxy behind a worker that asks its /v1/responses (relayed to aimock's)."""
+    upstream = compat_parts.server("litellm-proxy") + "/v1"
+    key = parts.LITELLM_MASTER_KEY
+    with parts.door(
+        "litellm-responses", redis_url, upstream, AIMOCK_MODEL, key, "responses"
+    ) as door:
         yield door
 
 

@@ -157,9 +157,12 @@ class Door:
 
 
 @contextlib.contextmanager
-def door(name: str, redis_url: str, upstream: str, model: str, api_key: str) -> Iterator[Door]:
-    """The gateway and one worker process for ``upstream`` (an OpenAI-compatible base URL),
-    on a queue and key prefix of their own, deleted afterwards."""
+def door(
+    name: str, redis_url: str, upstream: str, model: str, api_key: str, upstream_api: str = "chat"
+) -> Iterator[Door]:
+    """The gateway and one worker process for ``upstream`` (an OpenAI-compatible base URL)
+    speaking ``upstream_api`` to it, on a queue and key prefix of their own, deleted
+    afterwards."""
     scope = f"streamq-compat-{name}-{uuid.uuid4().hex[:8]}"
     settings = Settings(
         redis_url=redis_url,
@@ -170,6 +173,7 @@ def door(name: str, redis_url: str, upstream: str, model: str, api_key: str) -> 
         key_prefix=scope,
         poll_interval=0.01,
         read_timeout=30,
+        upstream_api=upstream_api,
     )
     config = GatewayConfig(tokens={TOKEN: "compat"}, rate_limit=None)
     try:
