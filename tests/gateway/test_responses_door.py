@@ -221,6 +221,41 @@ async def test_previous_response_id_carries_the_conversation(
     assert [item["role"] for item in items] == ["user", "assistant"] * 2 + ["user"]
 
 
+async def test_item_references_are_resolved_within_the_tenant(
+    sdk: AsyncOpenAI, sdk_b: AsyncOpenAI, redis: Redis, settings: Settings
+) -> None:
+    """An item_reference (as the Vercel AI SDK sends earlier output) becomes the item it names:
+    the job carries turn 1's assistant text, or its input item; another tenant's reference, or
+    a malformed id, is a 400 item_not_found."""
+    first = await sdk.responses.create(model=MODEL, input="My name is Ada.")
+    said = first.output[0].id
+    second = await sdk.responses.create(
+        model=MODEL,
+        input=[
+            {"role": "user", "content": "My name is Ada."},
+            {"type": "item_reference", "id": said},
+            {"role": "user", "content": "What is my name?"},
+        ],
+    )
+    assert second.status == "completed"
+    items = (await stored_request(redis, settings, second.id))["input"]
+    assert [item["type"] for item in items] == ["message"] * 3
+    assert items[1]["role"] == "assistant"
+    assert items[1]["content"][0]["text"] == first.output_text
+    asked = (await sdk.responses.input_items.list(first.id)).data[0].id
+    assert asked != said
+    third = await sdk.responses.create(model=MODEL, input=[{"type": "item_reference", "id": asked}])
+    items = (await stored_request(redis, settings, third.id))["input"]
+    assert items == [{"type": "message", "role": "user", "content": "My name is Ada."}]
+    for client, wanted in ((sdk_b, said), (sdk_b, asked), (sdk, "msg_nope"), (sdk, "msg_x_y")):
+        with pytest.raises(openai.BadRequestError) as refused:
+            await client.responses.create(
+                model=MODEL, input=[{"type": "item_reference", "id": wanted}]
+            )
+        assert refused.value.code == "item_not_found"
+        assert wanted in refused.value.message
+
+
 async def test_another_tenant_sees_nothing(sdk: AsyncOpenAI, sdk_b: AsyncOpenAI) -> None:
     """Every read of another tenant's response is a 404, and naming it as the previous
     response is refused as an unknown one."""

@@ -28,6 +28,7 @@ from streamq.gateway.tenancy import job_id_for
 from streamq.job import ChatJob
 from streamq.responses.request import build_responses_request, input_items
 from streamq.responses.store import (
+    ItemNotFound,
     ResponseInProgress,
     ResponseNotFound,
     StoredResponse,
@@ -72,7 +73,7 @@ class ResponseEndpoints:
         settings = self.gateway.settings
         body = ResponsesBody.parse(await read_json_object(request, settings.max_request_bytes))
         store = await self.gateway.responses()
-        items = input_items(body.input)
+        items = input_items(await self._resolved(tenant, body.input))
         context: list[dict[str, Any]] = []
         if body.previous_response_id is not None:
             context = await self._conversation(tenant, body.previous_response_id)
@@ -209,3 +210,16 @@ class ResponseEndpoints:
             ) from None
         except ResponseInProgress as exc:
             raise ApiError(400, "previous_response_in_progress", str(exc)) from None
+
+    async def _resolved(self, tenant: str, value: object) -> object:
+        """``input`` with its ``item_reference`` items (the Vercel AI SDK sends one for each
+        earlier output item) replaced by the items they name in ``tenant``'s responses."""
+        if not isinstance(value, list):
+            return value
+        store = await self.gateway.responses()
+        try:
+            return await store.resolve_references(tenant, value)
+        except ItemNotFound as exc:
+            raise ApiError(400, "item_not_found", str(exc)) from None
+        except ResponseInProgress as exc:
+            raise ApiError(400, "response_in_progress", str(exc)) from None

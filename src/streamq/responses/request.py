@@ -175,7 +175,8 @@ def _check_item(item: dict[str, Any], where: str) -> None:
             raise InvalidRequest(f"{where}.output must be a string or a list of content parts")
     elif kind == "item_reference":
         raise InvalidRequest(
-            f"{where}: item_reference is not supported; send the item itself, or use "
+            f"{where}: a job cannot carry an item_reference; the gateway's /v1/responses "
+            "resolves them within the tenant's stored responses: send the item itself, or use "
             "previous_response_id"
         )
 

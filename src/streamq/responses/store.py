@@ -10,6 +10,7 @@ parse records; :class:`ResponseStore` is a thin async shell around them.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,10 @@ READ_BATCH = 1000
 # OpenAI's id prefixes of the item types, for items a client sent without an id.
 ITEM_ID_PREFIXES = {"message": "msg", "function_call": "fc", "function_call_output": "fco"}
 DEFAULT_ITEM_PREFIX = "item"
+# The prefixes of the ids streamq derives for output items (events.py), and the mark of a
+# derived input item id: output ``{prefix}_{job}_{n}``, input ``{prefix}_{job}_in{n}``.
+OUTPUT_ITEM_PREFIXES = frozenset({"msg", "fc", "rs"})
+INPUT_INDEX_MARK = "in"
 Order = Literal["asc", "desc"]
 
 
@@ -45,12 +50,32 @@ class ResponseNotFound(StreamQError, LookupError):
 class ResponseInProgress(InvalidRequest):
     """A next turn named a response that has not ended: its output is not known yet."""
 
-    def __init__(self, response_id: str) -> None:
+    def __init__(self, response_id: str, use: str = "previous_response_id") -> None:
         super().__init__(
             f"response {response_id!r} has not finished: wait for it (or cancel it) before "
-            "using it as previous_response_id"
+            f"using it as {use}"
         )
         self.response_id = response_id
+
+
+class ItemNotFound(StreamQError, LookupError):
+    """An ``item_reference`` names no item of this tenant's stored responses."""
+
+    def __init__(self, item_id: object) -> None:
+        super().__init__(
+            f"item_reference {item_id!r}: no such item in this tenant's stored responses"
+        )
+        self.item_id = item_id
+
+
+@dataclass(frozen=True)
+class ItemAddress:
+    """Where a derived item id points: the ``index``-th output item (or, with ``input``, the
+    ``index``-th input item) of job ``job_id``'s response."""
+
+    job_id: str
+    index: int
+    input: bool = False
 
 
 @dataclass(frozen=True)
@@ -120,7 +145,7 @@ def listed_items(record: StoredResponse) -> list[dict[str, Any]]:
     for index, item in enumerate(record.input):
         kind = item.get("type", "message")
         prefix = ITEM_ID_PREFIXES.get(kind, DEFAULT_ITEM_PREFIX)
-        listed = {"id": f"{prefix}_{record.job_id}_{index}", **item}
+        listed = {"id": f"{prefix}_{record.job_id}_{INPUT_INDEX_MARK}{index}", **item}
         if kind == "message":
             listed.setdefault("status", "completed")
             if isinstance(item.get("content"), str):
@@ -128,6 +153,29 @@ def listed_items(record: StoredResponse) -> list[dict[str, Any]]:
                 listed["content"] = [{"type": part, "text": item["content"]}]
         items.append(listed)
     return items
+
+
+def item_address(item_id: object) -> ItemAddress:
+    """Parse an id streamq derived (``msg_{job}_{n}`` for output, ``msg_{job}_in{n}`` for
+    input; job ids hold no ``_``); :class:`ItemNotFound` for any other id."""
+    if not isinstance(item_id, str):
+        raise ItemNotFound(item_id)
+    prefix, _, rest = item_id.partition("_")
+    job_id, _, place = rest.rpartition("_")
+    listed = place.startswith(INPUT_INDEX_MARK)
+    number = place.removeprefix(INPUT_INDEX_MARK)
+    known = ITEM_ID_PREFIXES.values() if listed else OUTPUT_ITEM_PREFIXES
+    ok = prefix in known or (listed and prefix == DEFAULT_ITEM_PREFIX)
+    if not ok or not number.isdigit() or not JOB_ID_PATTERN.match(job_id):
+        raise ItemNotFound(item_id)
+    return ItemAddress(job_id, int(number), listed)
+
+
+def referenced_item(item_id: str, items: Sequence[dict[str, Any]], index: int) -> dict[str, Any]:
+    """``items[index]`` if it carries ``item_id``; :class:`ItemNotFound` otherwise."""
+    if not 0 <= index < len(items) or items[index].get("id") != item_id:
+        raise ItemNotFound(item_id)
+    return items[index]
 
 
 def items_page(
@@ -208,10 +256,52 @@ class ResponseStore:
         response's context, input and output. :class:`ResponseNotFound` if ``tenant`` has no
         such response, :class:`ResponseInProgress` if it has not ended."""
         previous = await self.get(tenant, previous_id)
-        events = await self.events(previous.job_id)
-        stream = replayed(previous, events)
-        if not events and not await self._redis.exists(self._keys.request(previous.job_id)):
-            raise ResponseNotFound(previous_id)  # its job expired before the record
+        output = await self._finished_output(previous, "previous_response_id")
+        return previous.conversation(output_as_input(output))
+
+    async def resolve_references(self, tenant: str, items: Sequence[object]) -> list[object]:
+        """``items`` with each ``item_reference`` replaced by the item it names, as an input
+        item: an output item of one of ``tenant``'s stored, finished responses (none if it is a
+        reasoning item no upstream can read again), or one of their listed input items. Other
+        items pass unchanged. :class:`ItemNotFound` for an id naming nothing of ``tenant``'s,
+        :class:`ResponseInProgress` for an output item of an unfinished response."""
+        resolved: list[object] = []
+        records: dict[str, StoredResponse] = {}
+        outputs: dict[str, list[dict[str, Any]]] = {}
+        for item in items:
+            if not isinstance(item, dict) or item.get("type") != "item_reference":
+                resolved.append(item)
+                continue
+            item_id = item.get("id")
+            address = item_address(item_id)
+            job_id = address.job_id
+            if job_id not in records:
+                try:
+                    records[job_id] = await self.get(tenant, response_id(job_id))
+                except ResponseNotFound:
+                    raise ItemNotFound(item_id) from None
+            record = records[job_id]
+            assert isinstance(item_id, str)  # item_address checked it
+            if address.input:
+                referenced_item(item_id, listed_items(record), address.index)  # or raise
+                resolved.append(copy.deepcopy(record.input[address.index]))
+                continue
+            if job_id not in outputs:
+                try:
+                    outputs[job_id] = await self._finished_output(record, "an item_reference")
+                except ResponseNotFound:
+                    raise ItemNotFound(item_id) from None
+            found = referenced_item(item_id, outputs[job_id], address.index)
+            resolved += output_as_input([found])
+        return resolved
+
+    async def _finished_output(self, record: StoredResponse, use: str) -> list[dict[str, Any]]:
+        """The output items of ``record``'s response, which must have ended."""
+        events = await self.events(record.job_id)
+        stream = replayed(record, events)
+        if not events and not await self._redis.exists(self._keys.request(record.job_id)):
+            raise ResponseNotFound(record.id)  # its job expired before the record
         if not stream.ended:
-            raise ResponseInProgress(previous_id)
-        return previous.conversation(output_as_input(stream.snapshot()["output"]))
+            raise ResponseInProgress(record.id, use)
+        output: list[dict[str, Any]] = stream.snapshot()["output"]
+        return output
