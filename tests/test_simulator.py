@@ -7,17 +7,19 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 import httpx2
 import openai
 import pytest
 from openai import AsyncOpenAI, AsyncStream
+from openai.lib._pydantic import to_strict_json_schema
 from openai.types.chat import (
     ChatCompletionChunk,
     ChatCompletionMessageParam,
     ChatCompletionToolParam,
 )
+from pydantic import BaseModel
 
 from streamq.core.exceptions import ConfigError
 from streamq.dev.simulator import (
@@ -27,6 +29,8 @@ from streamq.dev.simulator import (
     SimulatorThread,
     count_prompt_tokens,
     serve,
+    simulated_json,
+    simulated_json_tokens,
     simulated_reasoning,
     simulated_text,
     simulated_tokens,
@@ -213,6 +217,75 @@ async def test_refusal_mode(client: AsyncOpenAI) -> None:
     assert refusal == REFUSAL_TEXT
     assert text_of(chunks) == ""
     assert finish_reasons(chunks) == ["stop"]
+
+
+class Day(BaseModel):
+    weekday: Literal["mon", "tue", "wed"]
+    rain: bool | None
+
+
+class Forecast(BaseModel):
+    """A structured-output model with a nested model ($ref), an enum, an array and a nullable."""
+
+    city: str
+    degrees: int
+    days: list[Day]
+
+
+# The schema the SDK sends for Forecast, from which the simulator makes up its JSON.
+FORECAST_SCHEMA = to_strict_json_schema(Forecast)
+
+
+async def test_parse_answers_json_of_the_schema(client: AsyncOpenAI) -> None:
+    """chat.completions.parse(response_format=Model): the reply is simulated_json's JSON, which
+    parses into the model; usage counts its tokens."""
+    completion = await client.chat.completions.parse(
+        model=MODEL, messages=MESSAGES, response_format=Forecast
+    )
+    message = completion.choices[0].message
+    assert message.content == simulated_json(MESSAGES, FORECAST_SCHEMA)
+    assert message.parsed == Forecast.model_validate_json(message.content)
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage is not None
+    assert completion.usage.completion_tokens == len(
+        simulated_json_tokens(MESSAGES, FORECAST_SCHEMA)
+    )
+
+
+async def test_streamed_parse_answers_json_in_pieces(client: AsyncOpenAI) -> None:
+    """chat.completions.stream(response_format=Model): the JSON arrives in several deltas, one
+    per simulated_json_tokens piece, and the final completion parses into the model."""
+    deltas = []
+    async with client.chat.completions.stream(
+        model=MODEL,
+        messages=MESSAGES,
+        response_format=Forecast,
+        stream_options={"include_usage": True},
+    ) as events:
+        async for event in events:
+            if event.type == "content.delta" and event.delta:  # not the role chunk's ""
+                deltas.append(event.delta)
+        completion = await events.get_final_completion()
+    tokens = simulated_json_tokens(MESSAGES, FORECAST_SCHEMA)
+    assert deltas == tokens
+    assert len(tokens) > 4
+    expected = Forecast.model_validate_json(simulated_json(MESSAGES, FORECAST_SCHEMA))
+    assert completion.choices[0].message.parsed == expected
+    assert completion.usage is not None
+    assert completion.usage.completion_tokens == len(tokens)
+
+
+async def test_json_object_and_cut_json(client: AsyncOpenAI) -> None:
+    """json_object gets a small JSON object; max_tokens cuts JSON like text, ending "length"."""
+    completion = await client.chat.completions.create(
+        model=MODEL, messages=MESSAGES, response_format={"type": "json_object"}
+    )
+    content = completion.choices[0].message.content
+    assert content == simulated_json(MESSAGES, None)
+    assert isinstance(json.loads(content), dict)
+    chunks = await stream(client, response_format={"type": "json_object"}, max_completion_tokens=3)
+    assert text_of(chunks) == "".join(simulated_json_tokens(MESSAGES, None)[:3])
+    assert finish_reasons(chunks) == ["length"]
 
 
 async def test_non_streaming_completion(client: AsyncOpenAI) -> None:

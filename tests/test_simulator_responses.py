@@ -5,24 +5,27 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 import httpx2
 import openai
 import pytest
 from openai import AsyncOpenAI, AsyncStream
+from openai.lib._pydantic import to_strict_json_schema
 from openai.types.responses import (
     FunctionToolParam,
     ResponseInputParam,
     ResponseStreamEvent,
 )
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 
 from streamq.dev.simulator import (
     REFUSAL_TEXT,
     Simulator,
     SimulatorConfig,
     count_prompt_tokens,
+    simulated_json,
+    simulated_json_tokens,
     simulated_reasoning,
     simulated_text,
     simulated_tokens,
@@ -413,3 +416,67 @@ async def test_request_errors_have_openai_shape(sim: Simulator) -> None:
         assert response.status_code == 400
         assert response.json()["error"]["param"] == param
     assert cases[3][0].status_code == 200  # a tool that isn't a function is ignored
+
+
+class Day(BaseModel):
+    weekday: Literal["mon", "tue", "wed"]
+    rain: bool | None
+
+
+class Forecast(BaseModel):
+    """A structured-output model with a nested model ($ref), an enum, an array and a nullable."""
+
+    city: str
+    degrees: int
+    days: list[Day]
+
+
+# The schema the SDK sends for Forecast, from which the simulator makes up its JSON.
+FORECAST_SCHEMA = to_strict_json_schema(Forecast)
+
+
+async def test_parse_answers_json_of_the_schema(client: AsyncOpenAI) -> None:
+    """responses.parse(text_format=Model): output_text is simulated_json's JSON (the chat
+    reply's), parsed into the model; the format is echoed and usage counts the JSON's tokens."""
+    response = await client.responses.parse(
+        model=MODEL, instructions=INSTRUCTIONS, input=PROMPT, text_format=Forecast
+    )
+    assert response.output_text == simulated_json(MESSAGES, FORECAST_SCHEMA)
+    assert response.output_parsed == Forecast.model_validate_json(response.output_text)
+    assert response.text is not None
+    assert response.text.format is not None
+    assert response.text.format.type == "json_schema"
+    assert response.usage is not None
+    assert response.usage.output_tokens == len(simulated_json_tokens(MESSAGES, FORECAST_SCHEMA))
+
+
+async def test_streamed_parse_answers_json_in_pieces(client: AsyncOpenAI) -> None:
+    """responses.stream(text_format=Model): the JSON arrives in several output_text deltas and
+    the final response parses into the model."""
+    deltas = []
+    async with client.responses.stream(
+        model=MODEL, instructions=INSTRUCTIONS, input=PROMPT, text_format=Forecast
+    ) as events:
+        async for event in events:
+            if event.type == "response.output_text.delta":
+                deltas.append(event.delta)
+        response = await events.get_final_response()
+    tokens = simulated_json_tokens(MESSAGES, FORECAST_SCHEMA)
+    assert deltas == tokens
+    assert len(tokens) > 4
+    expected = Forecast.model_validate_json(simulated_json(MESSAGES, FORECAST_SCHEMA))
+    assert response.output_parsed == expected
+    assert response.usage is not None
+    assert response.usage.output_tokens == len(tokens)
+
+
+async def test_json_object_format(client: AsyncOpenAI) -> None:
+    """text.format json_object gets the small JSON object the chat request gets."""
+    response = await client.responses.create(
+        model=MODEL,
+        instructions=INSTRUCTIONS,
+        input=PROMPT,
+        text={"format": {"type": "json_object"}},
+    )
+    assert response.output_text == simulated_json(MESSAGES, None)
+    assert isinstance(json.loads(response.output_text), dict)

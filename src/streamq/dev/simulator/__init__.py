@@ -12,6 +12,11 @@ request (``instructions`` as a system message, ``input`` as the messages), with 
 options: a forced ``tool_choice`` gives ``function_call`` items, a ``reasoning`` object a
 reasoning item first, ``max_output_tokens`` a ``response.incomplete`` ending.
 
+A request for structured output (chat ``response_format`` of type ``json_schema`` or
+``json_object``, Responses ``text.format``) is answered with JSON that satisfies the schema,
+made up from it like tool arguments: :func:`simulated_json` predicts it, and it streams in
+:func:`simulated_json_tokens` pieces, each a completion token.
+
 Modules, in the order a request meets them: ``server`` (routing, runners), ``request`` (the
 body and its options), ``config``, ``reply`` (planning the choices) with ``text`` (their
 deterministic content), ``chunks`` (the OpenAI JSON), ``send`` (pacing), ``faults``, ``stats``,
@@ -26,6 +31,8 @@ from streamq.dev.simulator.text import (
     DEFAULT_REPLY_TOKENS,
     REFUSAL_TEXT,
     count_prompt_tokens,
+    simulated_json,
+    simulated_json_tokens,
     simulated_reasoning,
     simulated_text,
     simulated_tokens,
@@ -41,6 +48,8 @@ __all__ = [
     "SimulatorThread",
     "count_prompt_tokens",
     "serve",
+    "simulated_json",
+    "simulated_json_tokens",
     "simulated_reasoning",
     "simulated_text",
     "simulated_tokens",

@@ -22,6 +22,8 @@ from streamq.dev.simulator.text import (
     content_tokens,
     count_prompt_tokens,
     digest,
+    json_reply,
+    json_tokens,
     reasoning_length,
     reasoning_tokens,
     rng,
@@ -164,6 +166,21 @@ def _tool_choice(
     )
 
 
+def structured_schema(body: Mapping[str, Any]) -> tuple[bool, object]:
+    """Whether ``response_format`` asks for JSON, and the schema the JSON must satisfy (``None``
+    for ``json_object``)."""
+    response_format = body.get("response_format")
+    if not isinstance(response_format, dict):
+        return False, None
+    kind = response_format.get("type")
+    if kind == "json_object":
+        return True, None
+    if kind != "json_schema":
+        return False, None
+    json_schema = response_format.get("json_schema")
+    return True, json_schema.get("schema") if isinstance(json_schema, dict) else None
+
+
 def plan_choice(
     body: Mapping[str, Any],
     key: str,
@@ -185,10 +202,16 @@ def plan_choice(
             split_surrogates=options.split_surrogates,
         )
     length = options.reply_tokens
-    count = length if max_tokens is None else min(length, max_tokens)
-    finish = "stop" if count == length else "length"
+    structured, schema = structured_schema(body)
+    # JSON instead of words, as many tokens as it takes
+    pieces = json_tokens(json_reply(key, schema, seed, index)) if structured else []
+    total = len(pieces) if structured else length
+    count = total if max_tokens is None else min(total, max_tokens)
+    finish = "stop" if count == total else "length"
 
     def content() -> Iterator[tuple[str, str]]:
+        if structured:
+            return (("content", token) for token in pieces[:count])
         return (("content", token) for token in content_tokens(key, seed, index, length, count))
 
     if mode != "reasoning":

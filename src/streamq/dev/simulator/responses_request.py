@@ -3,7 +3,8 @@
 ``instructions`` becomes a system message, a string ``input`` a user message, and input items
 the chat messages they stand for (``input_text``/``output_text`` parts as ``text`` parts,
 ``function_call`` as an assistant ``tool_calls`` message, ``function_call_output`` as a
-``tool`` message), so a Responses request gets the reply of the equivalent chat request.
+``tool`` message), and ``text.format`` as ``response_format``, so a Responses request gets
+the reply of the equivalent chat request.
 """
 
 from __future__ import annotations
@@ -48,10 +49,29 @@ def chat_request(body: Mapping[str, Any]) -> dict[str, Any]:
         chat["tool_choice"] = {"type": "function", "function": {"name": choice.get("name")}}
     elif isinstance(choice, str):
         chat["tool_choice"] = choice
+    response_format = _response_format(body.get("text"))
+    if response_format is not None:
+        chat["response_format"] = response_format
     for name in ("simulator", "seed"):
         if name in body:
             chat[name] = body[name]
     return chat
+
+
+def _response_format(text: object) -> dict[str, Any] | None:
+    """The chat ``response_format`` for the Responses ``text.format``: ``json_schema`` with its
+    name, schema and strictness nested under ``json_schema``, or ``json_object``."""
+    output_format = text.get("format") if isinstance(text, dict) else None
+    if not isinstance(output_format, dict):
+        return None
+    kind = output_format.get("type")
+    if kind == "json_object":
+        return {"type": "json_object"}
+    if kind != "json_schema":
+        return None
+    fields = ("name", "schema", "strict", "description")
+    json_schema = {name: output_format[name] for name in fields if name in output_format}
+    return {"type": "json_schema", "json_schema": json_schema}
 
 
 def wants_reasoning(body: Mapping[str, Any]) -> bool:

@@ -1,4 +1,4 @@
-"""Deterministic reply content: the words, reasoning and tool arguments a request gets.
+"""Deterministic reply content: the words, reasoning, tool arguments and JSON a request gets.
 
 Every value is drawn from a hash of the request's messages, the seed, the choice index and a salt
 naming what is drawn, so the same request always gets the same reply and tests can compute it.
@@ -10,6 +10,7 @@ import hashlib
 import itertools
 import json
 import random
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final
 
@@ -120,26 +121,51 @@ def simulated_reasoning(
     return list(reasoning_tokens(messages_key(messages), seed, choice, length))
 
 
-def _fake_value(schema: object, draw: random.Random) -> Any:
-    """A plausible value for a JSON-schema fragment."""
+def _fake_value(schema: object, draw: random.Random, root: object = None) -> Any:
+    """A plausible value for a JSON-schema fragment; ``root`` is the whole schema, against which
+    local ``$ref`` pointers (``#/$defs/Name``) resolve."""
+    root = schema if root is None else root
     if not isinstance(schema, dict):
         return draw.choice(_WORDS)
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#"):
+        target: object = root
+        for name in filter(None, ref[1:].split("/")):
+            target = target.get(name) if isinstance(target, dict) else None
+        return _fake_value(target, draw, root)
+    if "const" in schema:
+        return schema["const"]
     if isinstance(schema.get("enum"), list) and schema["enum"]:
         return draw.choice(schema["enum"])
+    for combinator in ("anyOf", "oneOf", "allOf"):
+        variants = schema.get(combinator)
+        if isinstance(variants, list) and variants:
+            usable = [v for v in variants if not (isinstance(v, dict) and v.get("type") == "null")]
+            return _fake_value(draw.choice(usable or variants), draw, root)
     kind = schema.get("type")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "string")
+    if kind is None and isinstance(schema.get("properties"), dict):
+        kind = "object"
     if kind in ("integer", "number"):
         return draw.randint(1, 100) if kind == "integer" else round(draw.uniform(0, 100), 2)
     if kind == "boolean":
         return draw.random() < 0.5
+    if kind == "null":
+        return None
     if kind == "array":
-        return [_fake_value(schema.get("items"), draw) for _ in range(draw.randint(1, 3))]
+        least, most = schema.get("minItems"), schema.get("maxItems")
+        least = least if isinstance(least, int) else 1
+        most = max(least, most if isinstance(most, int) else 3)
+        count = draw.randint(least, most)
+        return [_fake_value(schema.get("items"), draw, root) for _ in range(count)]
     if kind == "object":
         properties = schema.get("properties")
-        if not isinstance(properties, dict):
-            return {}
-        return {str(name): _fake_value(sub, draw) for name, sub in properties.items()}
+        properties = properties if isinstance(properties, dict) else {}
+        required = schema.get("required")
+        missing = [n for n in required if n not in properties] if isinstance(required, list) else []
+        value = {str(name): _fake_value(sub, draw, root) for name, sub in properties.items()}
+        return value | {str(name): _fake_value(None, draw, root) for name in missing}
     return f"{draw.choice(_NON_ASCII_WORDS)} {draw.choice(_WORDS)}"
 
 
@@ -163,6 +189,52 @@ def simulated_tool_arguments(
 ) -> str:
     """The JSON ``arguments`` of tool call ``call_index``, made up from the tool's schema."""
     return tool_arguments(messages_key(messages), tool, seed, choice, call_index)
+
+
+# The schema of a ``json_object`` reply, which names none.
+_JSON_OBJECT_SCHEMA: Final = {
+    "type": "object",
+    "properties": {"answer": {"type": "string"}, "confidence": {"type": "number"}},
+}
+# One JSON token: a structural character, or a run of other non-blank text, with the blanks before.
+_JSON_TOKEN: Final = re.compile(r"\s*(?:[{}\[\],:]|[^\s{}\[\],:]+)")
+
+
+def json_reply(key: str, schema: object, seed: int, choice: int) -> str:
+    """The JSON text of a structured-output reply: a value satisfying ``schema`` (a small object
+    for ``json_object``, which has none)."""
+    if not isinstance(schema, dict):
+        schema = _JSON_OBJECT_SCHEMA
+    return json.dumps(_fake_value(schema, rng(key, seed, choice, "json")), ensure_ascii=False)
+
+
+def json_tokens(text: str) -> list[str]:
+    """The pieces a JSON reply streams in, one token each: ``"".join`` gives ``text`` back."""
+    return _JSON_TOKEN.findall(text)
+
+
+def simulated_json(
+    messages: Sequence[Mapping[str, Any]],
+    schema: Mapping[str, Any] | None,
+    *,
+    seed: int = 0,
+    choice: int = 0,
+) -> str:
+    """The reply text to a structured-output request: JSON made up from ``schema`` (the
+    ``json_schema``'s ``schema``; ``None`` for ``json_object``)."""
+    plain = None if schema is None else dict(schema)
+    return json_reply(messages_key(messages), plain, seed, choice)
+
+
+def simulated_json_tokens(
+    messages: Sequence[Mapping[str, Any]],
+    schema: Mapping[str, Any] | None,
+    *,
+    seed: int = 0,
+    choice: int = 0,
+) -> list[str]:
+    """The content tokens of a structured-output reply, one per chunk (and completion token)."""
+    return json_tokens(simulated_json(messages, schema, seed=seed, choice=choice))
 
 
 def _message_words(message: Mapping[str, Any]) -> int:
