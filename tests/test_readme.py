@@ -8,17 +8,22 @@ from pathlib import Path
 
 import pytest
 
-from streamq import Settings
+from streamq import Settings, StreamQ
 from tests.harness.processes import settings_environment
 
 README = Path(__file__).parents[1] / "README.md"
 
 
-def quick_start() -> str:
-    """The README's first Python block: top-level ``await`` code, as in a notebook."""
+def python_block(index: int) -> str:
+    """The README's Python block ``index``: top-level ``await`` code, as in a notebook."""
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    assert blocks, "the README has no Python example"
-    return str(blocks[0])
+    assert len(blocks) > index, "the README has fewer Python examples"
+    return str(blocks[index])
+
+
+def quick_start() -> str:
+    """The README's first Python block."""
+    return python_block(0)
 
 
 @pytest.mark.usefixtures("worker")
@@ -37,3 +42,21 @@ async def test_the_quick_start_runs(
     assert capsys.readouterr().out == result.text
     assert result.finish_reason == "stop"
     assert cursor == result.cursor
+
+
+@pytest.mark.usefixtures("worker")
+async def test_the_responses_example_runs(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The Responses example: a response, then a next turn through previous_response_id."""
+    for name, value in settings_environment(settings).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(Path(__file__).parent)
+    namespace: dict[str, object] = {"StreamQ": StreamQ}
+    code = "async def example():\n" + textwrap.indent(python_block(1), "    ")
+    exec(compile(code, str(README), "exec"), namespace)
+    await namespace["example"]()  # type: ignore[operator]
+    first, second = capsys.readouterr().out.splitlines()
+    assert first
+    assert second
+    assert first != second

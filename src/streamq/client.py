@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Coroutine
+import uuid
+from collections.abc import Awaitable, Coroutine, Sequence
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from arq.connections import ArqRedis
 from redis.asyncio import Redis
 
 from streamq.core import scripts
 from streamq.core.connections import redis_from_url, streams_from_url
+from streamq.core.keys import check_job_id
 from streamq.core.protocol import ClientBase
 from streamq.core.queue import JOB_FUNCTION, serialize_job
 from streamq.core.settings import Settings
 from streamq.job import ChatJob
 from streamq.multiplexer import Multiplexer
+from streamq.responses.request import build_responses_request, input_items
+from streamq.responses.store import DEFAULT_TENANT, ResponseStore, new_record
 
 
 class StreamQ(ClientBase[Redis, ChatJob, Coroutine[Any, Any, ChatJob]]):
@@ -77,6 +81,51 @@ class StreamQ(ClientBase[Redis, ChatJob, Coroutine[Any, Any, ChatJob]]):
 
     def _job_options(self) -> dict[str, Any]:
         return {"streams": self._streams}
+
+    async def enqueue_response(
+        self,
+        input: str | Sequence[dict[str, Any]],
+        *,
+        model: str | None = None,
+        instructions: str | None = None,
+        previous_response_id: str | None = None,
+        store: bool = True,
+        tenant: str = DEFAULT_TENANT,
+        job_id: str | None = None,
+        deadline: float | None = None,
+        idle_timeout: float | None = None,
+        upstream_api: Literal["chat", "responses"] | None = None,
+        **params: Any,
+    ) -> ChatJob:
+        """Enqueue a Responses API request (``input``, ``instructions``, ``tools``,
+        ``max_output_tokens``, ``text``, ``reasoning``...); read it like any job.
+
+        ``previous_response_id`` continues a stored response of ``tenant`` (one made here or
+        through the gateway's ``/v1/responses``, whose open mode's tenant is the default);
+        ``store`` keeps this one for a next turn, for ``GET /v1/responses/{id}`` and its input
+        items. The response's id is ``"resp_" + job.id``. Raises :class:`InvalidRequest` for a
+        bad request and ``ResponseNotFound`` for an unknown previous response.
+        """
+        self._check_open()
+        responses = ResponseStore(self._redis, self.settings, self._streams)
+        items = input_items(list(input) if not isinstance(input, str) else input)
+        context: list[dict[str, Any]] = []
+        if previous_response_id is not None:
+            context = await responses.conversation(tenant, previous_response_id)
+        options = {"deadline": deadline, "idle_timeout": idle_timeout, "upstream_api": upstream_api}
+        request = build_responses_request(
+            context + items, model, instructions, params, options,
+            max_bytes=self.settings.max_request_bytes,
+        )  # fmt: skip
+        job_id = uuid.uuid4().hex if job_id is None else check_job_id(job_id)
+        if store:
+            record = new_record(
+                tenant, job_id, request, items, context,
+                model=self.settings.openai_model, previous_response_id=previous_response_id,
+            )  # fmt: skip
+            await responses.create(record)
+            await responses.claim(tenant, job_id)
+        return await self.enqueue_request(request, job_id)
 
     def multiplexer(self) -> Multiplexer:
         """A reader that follows many jobs over one blocking read (``async with`` it)."""

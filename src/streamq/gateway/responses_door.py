@@ -9,7 +9,6 @@ is not a capability.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from starlette.requests import Request
@@ -34,16 +33,14 @@ from streamq.responses.store import (
     StoredResponse,
     items_page,
     listed_items,
+    new_record,
     replayed,
-    response_id,
 )
 
 logger = logging.getLogger("streamq.gateway")
 
 # How long a cancel waits for the worker to stop the job before answering with what it has.
 CANCEL_WAIT = 10.0
-# Response fields a job's parameters do not echo.
-NOT_ECHOED = frozenset({"extra_body", "include"})
 MAX_ITEMS_LIMIT = 100
 
 
@@ -86,16 +83,11 @@ class ResponseEndpoints:
             max_bytes=settings.max_request_bytes,
         )
         job_id = job_id_for(tenant, request.headers.get("idempotency-key"))
-        fields = {
-            "created_at": int(time.time()),
-            "model": job_request.model or settings.openai_model,
-            "instructions": job_request.instructions,
-            "previous_response_id": body.previous_response_id,
-            "store": body.store,
-            "background": body.background,
-        }
-        fields |= {k: v for k, v in job_request.params.items() if k not in NOT_ECHOED}
-        record = StoredResponse(response_id(job_id), tenant, job_id, fields, items, context)
+        record = new_record(
+            tenant, job_id, job_request, items, context,
+            model=settings.openai_model, previous_response_id=body.previous_response_id,
+            store=body.store, background=body.background,
+        )  # fmt: skip
         created = False
         if body.store:
             stored = await store.create(record)

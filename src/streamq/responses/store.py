@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -21,11 +22,17 @@ from streamq.core.exceptions import InvalidRequest, StreamQError
 from streamq.core.keys import JOB_ID_PATTERN, Keys
 from streamq.core.settings import Settings
 from streamq.responses.events import ResponseStream, output_as_input
+from streamq.responses.request import ResponsesRequest
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
 ID_PREFIX = "resp_"
+# The tenant of a response made by the Python clients unless they name one: the one tenant of a
+# gateway open without tokens (``streamq serve --open``).
+DEFAULT_TENANT = "anonymous"
+# Request parameters a Response does not echo.
+NOT_ECHOED = frozenset({"extra_body", "include"})
 RECORD_VERSION = 1
 READ_BATCH = 1000
 # OpenAI's id prefixes of the item types, for items a client sent without an id.
@@ -112,6 +119,57 @@ class StoredResponse:
         """The input of a next turn's job before its own items: this response's context and
         input, then ``output_items`` (its output as input items)."""
         return [*self.context, *self.input, *output_items]
+
+
+def new_record(
+    tenant: str,
+    job_id: str,
+    request: ResponsesRequest,
+    items: list[dict[str, Any]],
+    context: list[dict[str, Any]],
+    *,
+    model: str,
+    previous_response_id: str | None = None,
+    store: bool = True,
+    background: bool = False,
+) -> StoredResponse:
+    """The record of a new response: ``request`` is its job's (``context`` + ``items``),
+    ``model`` the one it runs on when the request names none."""
+    fields: dict[str, Any] = {
+        "created_at": int(time.time()),
+        "model": request.model or model,
+        "instructions": request.instructions,
+        "previous_response_id": previous_response_id,
+        "store": store,
+        "background": background,
+    }
+    fields |= {k: v for k, v in request.params.items() if k not in NOT_ECHOED}
+    return StoredResponse(response_id(job_id), tenant, job_id, fields, items, context)
+
+
+def checked_record(raw: bytes | None, tenant: str, response_id: str) -> StoredResponse:
+    """The stored record ``raw`` if it is ``tenant``'s response ``response_id``, else
+    :class:`ResponseNotFound`."""
+    if raw is None:
+        raise ResponseNotFound(response_id)
+    record = StoredResponse.from_json(raw)
+    if record.tenant != tenant or record.id != response_id:
+        raise ResponseNotFound(response_id)
+    return record
+
+
+def finished_output(
+    record: StoredResponse, events: Sequence[Event], job_exists: bool, use: str
+) -> list[dict[str, Any]]:
+    """The output items of ``record``'s response from its job's ``events``; it must have ended
+    (:class:`ResponseInProgress`) and its job still be there (:class:`ResponseNotFound`)."""
+    stream = replayed(record, events)
+    if not events and not job_exists:
+        raise ResponseNotFound(record.id)  # its job expired before the record
+    if not stream.ended:
+        raise ResponseInProgress(record.id, use)
+    output: list[dict[str, Any]] = stream.snapshot()["output"]
+    return output
 
 
 def response_id(job_id: str) -> str:
@@ -223,12 +281,12 @@ class ResponseStore:
     async def get(self, tenant: str, response_id: str) -> StoredResponse:
         """``tenant``'s response ``response_id``; :class:`ResponseNotFound` for anyone else's."""
         raw = await self._redis.get(self._keys.response(job_id_of(response_id)))
-        if raw is None:
-            raise ResponseNotFound(response_id)
-        record = StoredResponse.from_json(raw)
-        if record.tenant != tenant or record.id != response_id:
-            raise ResponseNotFound(response_id)
-        return record
+        return checked_record(raw, tenant, response_id)
+
+    async def claim(self, tenant: str, job_id: str) -> None:
+        """Record ``tenant`` as the owner of job ``job_id``, as the gateway does, so its
+        endpoints serve the job to that tenant (a job made by a Python client)."""
+        await self._redis.set(self._keys.owner(job_id), tenant, nx=True, ex=self.ttl)
 
     async def delete(self, record: StoredResponse, *, job_ended: bool) -> None:
         """Forget ``record`` and its job's owner, so the gateway finds neither; the job's own
@@ -298,10 +356,5 @@ class ResponseStore:
     async def _finished_output(self, record: StoredResponse, use: str) -> list[dict[str, Any]]:
         """The output items of ``record``'s response, which must have ended."""
         events = await self.events(record.job_id)
-        stream = replayed(record, events)
-        if not events and not await self._redis.exists(self._keys.request(record.job_id)):
-            raise ResponseNotFound(record.id)  # its job expired before the record
-        if not stream.ended:
-            raise ResponseInProgress(record.id, use)
-        output: list[dict[str, Any]] = stream.snapshot()["output"]
-        return output
+        exists = bool(events) or bool(await self._redis.exists(self._keys.request(record.job_id)))
+        return finished_output(record, events, exists, use)

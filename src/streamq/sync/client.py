@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import uuid
+from collections.abc import Sequence
 from types import TracebackType
+from typing import Any, Literal, cast
 
 from arq.constants import expires_extra_ms
 from arq.utils import timestamp_ms
@@ -11,10 +14,21 @@ from redis import Redis, WatchError
 
 from streamq.core import scripts
 from streamq.core.connections import sync_redis_from_url
+from streamq.core.events import as_text, decode_entry
 from streamq.core.exceptions import ConfigError
+from streamq.core.keys import check_job_id
 from streamq.core.protocol import ClientBase
 from streamq.core.queue import arq_job
 from streamq.core.settings import Settings
+from streamq.responses.events import output_as_input
+from streamq.responses.request import build_responses_request, input_items
+from streamq.responses.store import (
+    DEFAULT_TENANT,
+    checked_record,
+    finished_output,
+    job_id_of,
+    new_record,
+)
 from streamq.sync.job import ChatJob
 
 
@@ -56,6 +70,54 @@ class StreamQ(ClientBase[Redis, ChatJob, ChatJob]):
         if not self._closed and self._owns_redis:
             self._redis.close()
         self._closed = True
+
+    def enqueue_response(
+        self,
+        input: str | Sequence[dict[str, Any]],
+        *,
+        model: str | None = None,
+        instructions: str | None = None,
+        previous_response_id: str | None = None,
+        store: bool = True,
+        tenant: str = DEFAULT_TENANT,
+        job_id: str | None = None,
+        deadline: float | None = None,
+        idle_timeout: float | None = None,
+        upstream_api: Literal["chat", "responses"] | None = None,
+        **params: Any,
+    ) -> ChatJob:
+        """Enqueue a Responses API request: as :meth:`streamq.StreamQ.enqueue_response`."""
+        self._check_open()
+        items = input_items(list(input) if not isinstance(input, str) else input)
+        context: list[dict[str, Any]] = []
+        if previous_response_id is not None:
+            context = self._conversation(tenant, previous_response_id)
+        options = {"deadline": deadline, "idle_timeout": idle_timeout, "upstream_api": upstream_api}
+        request = build_responses_request(
+            context + items, model, instructions, params, options,
+            max_bytes=self.settings.max_request_bytes,
+        )  # fmt: skip
+        job_id = uuid.uuid4().hex if job_id is None else check_job_id(job_id)
+        if store:
+            record = new_record(
+                tenant, job_id, request, items, context,
+                model=self.settings.openai_model, previous_response_id=previous_response_id,
+            )  # fmt: skip
+            ttl = self.settings.stream_ttl + int(self.settings.job_timeout)
+            self._redis.set(self._keys.response(job_id), record.to_json(), nx=True, ex=ttl)
+            self._redis.set(self._keys.owner(job_id), tenant, nx=True, ex=ttl)
+        return self.enqueue_request(request, job_id)
+
+    def _conversation(self, tenant: str, previous_id: str) -> list[dict[str, Any]]:
+        """What :meth:`ResponseStore.conversation` reads, read with this client."""
+        raw = self._redis.get(self._keys.response(job_id_of(previous_id)))
+        previous = checked_record(cast(bytes | None, raw), tenant, previous_id)
+        key = self._keys.events(previous.job_id)
+        entries = cast(list[tuple[bytes, dict[bytes, bytes]]], self._redis.xrange(key))
+        events = [decode_entry(as_text(cursor), fields) for cursor, fields in entries]
+        exists = bool(events) or bool(self._redis.exists(self._keys.request(previous.job_id)))
+        output = finished_output(previous, events, exists, "previous_response_id")
+        return previous.conversation(output_as_input(output))
 
     def _submit(self, job_id: str, keys: list[str], args: list[str | bytes | int]) -> ChatJob:
         is_new = self._enqueue(keys, args)
