@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -19,10 +20,10 @@ from tests.harness.loop_thread import worker_thread
 FIRST = [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "Name a queue."}]
 
 
-async def stored_request(redis: Redis, settings: Settings, job_id: str) -> dict[str, object]:
+async def stored_request(redis: Redis, settings: Settings, job_id: str) -> dict[str, Any]:
     raw = await redis.get(Keys(settings.key_prefix).request(job_id))
     assert raw is not None
-    body: dict[str, object] = json.loads(raw)
+    body: dict[str, Any] = json.loads(raw)
     return body
 
 
@@ -50,7 +51,7 @@ async def test_previous_response_id_carries_the_conversation(
     assert (await second.result()).text == simulated_text(expected)
     stored = await stored_request(redis, settings, second.id)
     assert stored["api"] == "responses"
-    assert [item.get("role") for item in stored["input"]] == ["user", "assistant", "user"]  # type: ignore[union-attr]
+    assert [item.get("role") for item in stored["input"]] == ["user", "assistant", "user"]
 
 
 async def test_unknown_or_foreign_previous_responses_are_refused(sq: StreamQ) -> None:

@@ -309,7 +309,7 @@ def test_text_parts_go_as_a_string_and_mixed_parts_as_parts() -> None:
 def test_echoed_item_ids_do_not_go_upstream() -> None:
     """LangChain and the AI SDK send back the ids of earlier output items: streamq's, which a
     Responses upstream never stored."""
-    items = [
+    items: list[dict[str, Any]] = [
         {"type": "message", "role": "assistant", "id": "msg_x_0", "status": "completed",
          "content": [{"type": "output_text", "text": "hi"}]},
         {"type": "function_call", "id": "fc_x_1", "call_id": "c", "name": "f", "arguments": "{}"},

@@ -229,6 +229,7 @@ async def test_item_references_are_resolved_within_the_tenant(
     a malformed id, is a 400 item_not_found."""
     first = await sdk.responses.create(model=MODEL, input="My name is Ada.")
     said = first.output[0].id
+    assert said is not None
     second = await sdk.responses.create(
         model=MODEL,
         input=[
@@ -243,6 +244,7 @@ async def test_item_references_are_resolved_within_the_tenant(
     assert items[1]["role"] == "assistant"
     assert items[1]["content"][0]["text"] == first.output_text
     asked = (await sdk.responses.input_items.list(first.id)).data[0].id
+    assert asked is not None
     assert asked != said
     third = await sdk.responses.create(model=MODEL, input=[{"type": "item_reference", "id": asked}])
     items = (await stored_request(redis, settings, third.id))["input"]
