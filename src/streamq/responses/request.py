@@ -16,6 +16,7 @@ from typing import Any
 from streamq.core.exceptions import InvalidRequest
 from streamq.core.request import (
     FORMAT_VERSION,
+    MAX_DEPTH,
     ChatRequest,
     check_depth,
     check_extra_body,
@@ -73,7 +74,7 @@ def load_request(raw: bytes | str, *, max_bytes: int) -> ChatRequest | Responses
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidRequest(f"request is not UTF-8 JSON: {exc}") from None
     except RecursionError:
-        raise InvalidRequest("request is nested too deeply") from None
+        raise InvalidRequest(f"request is nested deeper than {MAX_DEPTH} levels") from None
     if not isinstance(body, dict) or body.get("api") != API:
         return ChatRequest.from_json(raw, max_bytes=max_bytes)
     if body.get("v") != FORMAT_VERSION:
