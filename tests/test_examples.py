@@ -4,7 +4,9 @@ and the Node.js reader, against a real Redis, worker and simulator."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import functools
+import hashlib
 import json
 import shutil
 import socket
@@ -164,12 +166,18 @@ def node_reader() -> list[str]:
         pytest.skip(f"the Node.js reader example needs Node.js >= {MIN_NODE}; found {found}")
     installed = NODE_READER / "node_modules" / ".package-lock.json"
     lock = NODE_READER / "package-lock.json"
-    if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
-        subprocess.run(
-            [npm, "ci", "--prefix", str(NODE_READER), "--no-audit", "--no-fund", "--silent"],
-            check=True,
-            timeout=300,
-        )
+    # `make test` runs two sessions at once, and `npm ci` starts by deleting node_modules: one
+    # session's install must not pull the packages from under the other's reader.
+    digest = hashlib.sha256(str(NODE_READER).encode()).hexdigest()[:16]
+    guard = Path(tempfile.gettempdir()) / f"streamq-node-reader-{digest}.lock"
+    with open(guard, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
+            subprocess.run(
+                [npm, "ci", "--prefix", str(NODE_READER), "--no-audit", "--no-fund", "--silent"],
+                check=True,
+                timeout=300,
+            )
     return [node, str(NODE_READER / "reader.mjs")]
 
 
