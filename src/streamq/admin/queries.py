@@ -13,7 +13,7 @@ from streamq.admin.counters import RecentCounts, recent_counts
 from streamq.admin.presence import WorkerPresence, alive_workers
 from streamq.core.clock import server_time_ms
 from streamq.core.connections import streams_from_url
-from streamq.core.events import Delta, Done, Error, Start, decode_entry, entry_order
+from streamq.core.events import Delta, Done, Error, Event, Start, decode_entry, entry_order
 from streamq.core.exceptions import InvalidRequest
 from streamq.core.keys import Keys, arq_in_progress_key, arq_job_key
 from streamq.core.protocol import lease_parts
@@ -99,6 +99,28 @@ class JobRecord:
         """A JSON-ready form (``streamq inspect --json``)."""
         return asdict(self)
 
+    def apply(self, event: Event) -> None:
+        """Count one entry of the job's stream, read in order (also incrementally, as the
+        gateway's ``/admin`` page does)."""
+        self.entries += 1
+        self.last_cursor = event.cursor
+        at = entry_order(event.cursor)[0] / 1000
+        if isinstance(event, Start):
+            self.attempts.append({"attempt": event.attempt, "worker": event.worker})
+            self.model, self.worker, self.started_at = event.model, event.worker, at
+            self.deltas, self.first_delta_after_s = 0, None
+        elif isinstance(event, Delta):
+            self.deltas += 1
+            if self.first_delta_after_s is None and self.started_at is not None:
+                self.first_delta_after_s = round(at - self.started_at, 3)
+        elif isinstance(event, Done | Error) and self.started_at is not None:
+            self.ended_after_s = round(at - self.started_at, 3)
+            if isinstance(event, Done):
+                self.finish_reason, self.usage = event.finish_reason, event.usage
+            else:
+                self.error = {"code": event.code, "message": event.message}
+
+
 
 async def inspect_job(redis: Redis, settings: Settings, job_id: str) -> JobRecord:
     """The job's state, attempts, timings, usage and last cursor (raises JobNotFound)."""
@@ -130,24 +152,7 @@ async def _inspect(
     ttl = await streams.ttl(events_key)
     record.ttl_s = ttl if ttl >= 0 else None
     for raw_id, fields in await streams.xrange(events_key):
-        event = decode_entry(raw_id.decode(), fields)
-        record.entries += 1
-        record.last_cursor = event.cursor
-        at = entry_order(event.cursor)[0] / 1000
-        if isinstance(event, Start):
-            record.attempts.append({"attempt": event.attempt, "worker": event.worker})
-            record.model, record.worker, record.started_at = event.model, event.worker, at
-            record.deltas, record.first_delta_after_s = 0, None
-        elif isinstance(event, Delta):
-            record.deltas += 1
-            if record.first_delta_after_s is None and record.started_at is not None:
-                record.first_delta_after_s = round(at - record.started_at, 3)
-        elif isinstance(event, Done | Error) and record.started_at is not None:
-            record.ended_after_s = round(at - record.started_at, 3)
-            if isinstance(event, Done):
-                record.finish_reason, record.usage = event.finish_reason, event.usage
-            else:
-                record.error = {"code": event.code, "message": event.message}
+        record.apply(decode_entry(raw_id.decode(), fields))
     return record
 
 
