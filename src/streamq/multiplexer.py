@@ -13,10 +13,10 @@ would need a permission that lets any reader end every other reader's reads
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
@@ -28,7 +28,7 @@ from streamq.core.connections import is_cluster
 from streamq.core.events import Event, as_text, decode_entry, entry_order, is_terminal
 from streamq.core.exceptions import ClientClosed, JobNotFound, ReadTimeout
 from streamq.core.keys import Keys
-from streamq.core.protocol import check_cursor, max_block, read_interrupted
+from streamq.core.protocol import STREAM_GONE, check_cursor, max_block, read_interrupted
 from streamq.job import ChatJob, EventStream, ended_by
 
 logger = logging.getLogger("streamq.multiplexer")
@@ -42,15 +42,41 @@ GATHER_SECONDS = 0.005
 # only until the long read returns (at most its block, 5 s) and names them.
 JOIN_BLOCK_SECONDS = 0.02
 BACKOFF = 0.05
+# Entries that may wait for one follower; past that its backlog is dropped and it catches up
+# from Redis by cursor, so a stalled reader costs memory bounded by this, not by the stream.
+MAX_BACKLOG = 256
 MAX_BACKOFF = 2.0
 
 
-@dataclass(eq=False)
 class _Follower:
-    key: str
-    cursor: str
-    queue: asyncio.Queue[list[Event] | BaseException] = field(default_factory=asyncio.Queue)
-    ended: bool = False  # its terminal event, or an error, is queued: nothing more to read
+    """One reader of one stream: what has come for it and not been taken yet.
+
+    ``cursor`` is the last entry handed to it (taken or waiting), ``taken`` the last it took.
+    Over :data:`MAX_BACKLOG` waiting entries, the waiting ones are dropped and it goes
+    ``behind``: it reads from Redis after ``taken`` on its own until it has caught up.
+    """
+
+    __slots__ = ("behind", "cursor", "ended", "error", "key", "pending", "taken", "waiter")
+
+    def __init__(self, key: str, cursor: str) -> None:
+        self.key = key
+        self.cursor = cursor
+        self.taken = cursor
+        self.pending: list[Event] = []
+        self.error: BaseException | None = None
+        self.ended = False  # its terminal event, or an error, is waiting: nothing more to read
+        self.behind = False
+        self.waiter: asyncio.Future[None] | None = None
+
+    def wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def fail(self, error: BaseException) -> None:
+        self.error = error
+        self.ended = True
+        self.wake()
 
 
 class Multiplexer:
@@ -58,6 +84,7 @@ class Multiplexer:
 
     ``async for event in mux.follow(job_id, after=cursor)`` behaves like
     ``job.events(after=cursor)``: every event after the cursor, up to the terminal one.
+    :meth:`subscribe` gives the same events in batches, each all that had come.
     """
 
     def __init__(
@@ -67,6 +94,7 @@ class Multiplexer:
         *,
         read_timeout: float = 300.0,
         streams: Redis | None = None,
+        max_backlog: int = MAX_BACKLOG,
     ) -> None:
         self._queue = redis
         self._redis = redis if streams is None else streams
@@ -74,6 +102,7 @@ class Multiplexer:
         self._per_job = is_cluster(self._redis)
         self._keys = keys
         self._read_timeout = read_timeout
+        self._max_backlog = max_backlog
         self._followers: dict[str, list[_Follower]] = {}
         self._changed = asyncio.Event()  # a follower joined: for the long read, when idle
         self._joined = asyncio.Event()  # a follower joined: for the join read
@@ -85,6 +114,13 @@ class Multiplexer:
         self._covered: dict[str, str] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
+        self._seen: dict[str, float] = {}  # when each followed stream was last seen to exist
+        self.dropped = 0  # times a follower's backlog was dropped (it fell too far behind)
+
+    @property
+    def subscribers(self) -> int:
+        """How many followers are reading now."""
+        return sum(len(group) for group in self._followers.values())
 
     async def __aenter__(self) -> Multiplexer:
         if self._closed:
@@ -118,14 +154,28 @@ class Multiplexer:
         if not self._tasks or self._closed:
             raise ClientClosed("use the Multiplexer inside `async with`")
         cursor = check_cursor(after)
-        job = ChatJob(
-            self._queue, self._keys, job_id, read_timeout=self._read_timeout, streams=self._redis
-        )
-        events = job.events(cursor, timeout=timeout) if self._per_job else None
-        source = self._per_job_events(events) if events else self._shared(job, cursor, timeout)
+        job = self._job(job_id)
+        if self._per_job:
+            source = self._per_job_events(job.events(cursor, timeout=timeout))
+        else:
+            source = self._shared(job, cursor, timeout)
         async with contextlib.aclosing(source):  # a reader that stops early lets go at once
             async for event in source:
                 yield event
+
+    def subscribe(
+        self, job_id: str, after: str | None = None, *, timeout: float | None = None
+    ) -> Subscription:
+        """Follow ``job_id`` after cursor ``after`` in batches: ``async with`` the result, then
+        ``await sub.next(wait)`` until it raises :class:`StopAsyncIteration`."""
+        if not self._tasks or self._closed:
+            raise ClientClosed("use the Multiplexer inside `async with`")
+        return Subscription(self, self._job(job_id), check_cursor(after), timeout)
+
+    def _job(self, job_id: str) -> ChatJob:
+        return ChatJob(
+            self._queue, self._keys, job_id, read_timeout=self._read_timeout, streams=self._redis
+        )
 
     @staticmethod
     async def _per_job_events(events: EventStream) -> AsyncGenerator[Event, None]:
@@ -138,35 +188,56 @@ class Multiplexer:
         self, job: ChatJob, cursor: str, timeout: float | None
     ) -> AsyncGenerator[Event, None]:
         """The job's events from the shared read: what its stream holds, then what comes."""
-        follower = _Follower(self._keys.events(job.id), cursor)
+        async with Subscription(self, job, cursor, timeout) as subscription:
+            while True:
+                try:
+                    batch = await subscription.next(None)
+                except StopAsyncIteration:
+                    return
+                for event in batch or ():
+                    yield event
+
+    async def _join(self, job: ChatJob, follower: _Follower) -> None:
+        """Start following: check the job, then take it as a follower that is behind, which
+        reads what its stream holds on its own (the shared reads may be blocked) first."""
         async with self._control:  # one control connection, however many follow at once
             if not await job.exists():
                 raise JobNotFound(job.id)
-            if await ended_by(self._redis, follower.key, cursor):
+            if await ended_by(self._redis, follower.key, follower.cursor):
+                follower.ended = True
                 return
-            # What the stream holds already, at once: the reads that follow it may be blocked.
-            reply = await self._redis.xread({follower.key: cursor}, count=READ_COUNT)
-        if reply:
-            self._offer(follower, reply[0][1])
-        if not follower.ended:
-            self._followers.setdefault(follower.key, []).append(follower)
-            self._changed.set()
-            self._joined.set()
-        wait = self._read_timeout if timeout is None else timeout
-        try:
-            while True:
-                try:
-                    item = await asyncio.wait_for(follower.queue.get(), wait)
-                except TimeoutError:
-                    raise ReadTimeout(f"no event from job {job.id!r} for {wait:g}s") from None
-                if isinstance(item, BaseException):
-                    raise item
-                for event in item:
-                    yield event
-                    if is_terminal(event):
-                        return
-        finally:
+        follower.behind = True
+        self._followers.setdefault(follower.key, []).append(follower)
+
+    async def _catch_up(self, follower: _Follower) -> None:
+        """A follower behind reads the entries after the last it took from Redis, at most a
+        backlog's worth at a time; once that reaches the stream's end, the shared reads take
+        it from its cursor again."""
+        async with self._control:
+            reply = await self._redis.xread({follower.key: follower.taken}, count=self._max_backlog)
+        entries = reply[0][1] if reply else []
+        follower.behind = False
+        follower.cursor = follower.taken
+        self._offer(follower, _decoded(entries, entry_order(follower.taken)))
+        if follower.ended:
             self._drop(follower)
+        elif len(entries) >= self._max_backlog:
+            follower.behind = True  # more to read on its own
+        else:
+            self._changed.set()  # the long or the join read takes it from its cursor
+            self._joined.set()
+
+    async def _exists(self, job: ChatJob, key: str) -> bool:
+        """Whether the job is still there; asked at most once a block per stream, however
+        many follow it."""
+        now = asyncio.get_running_loop().time()
+        if now - self._seen.get(key, -1e9) < max_block(self._redis) / 2:
+            return True
+        async with self._control:
+            exists = await job.exists()
+        if exists:
+            self._seen[key] = now
+        return exists
 
     async def _run(self) -> None:
         """The long read: every followed stream in one ``XREAD``, blocking up to 5 s."""
@@ -262,45 +333,48 @@ class Multiplexer:
         ]
         for key, error in failing:
             for follower in self._followers.pop(key, []):
-                follower.queue.put_nowait(error)
-                follower.ended = True
+                follower.fail(error)
         if not failing:
             logger.warning("multiplexer read failed (%r); no stream fails alone, retrying", exc)
         return not failing
 
     def _deliver(self, reply: Any, streams: dict[str, str]) -> None:
+        """Hand each follower of each stream read its entries, decoded once for all of them."""
         for raw_key, entries in reply or ():
             key = as_text(raw_key)
             read_from = entry_order(streams[key])
-            for follower in list(self._followers.get(key, ())):
-                if entry_order(follower.cursor) < read_from:
+            group = self._followers.get(key)
+            if not group:
+                continue
+            decoded = _decoded(entries, read_from)
+            for follower in list(group):
+                if follower.behind or entry_order(follower.cursor) < read_from:
                     continue  # joined behind this read: its entries before read_from are not here
-                self._offer(follower, entries)
+                self._offer(follower, decoded)
                 if follower.ended:
                     self._drop(follower)  # a bad entry would otherwise come back on every read
 
-    @staticmethod
-    def _offer(follower: _Follower, entries: list[Any]) -> None:
-        """Queue for ``follower`` the entries after its cursor (a contiguous run from it)."""
-        after = entry_order(follower.cursor)
-        batch: list[Event] = []
-        failure: Exception | None = None
-        for entry_id, fields in entries:
-            cursor = as_text(entry_id)
-            if entry_order(cursor) <= after:
-                continue
-            try:
-                batch.append(decode_entry(cursor, fields))
-            except Exception as exc:  # one bad entry fails its reader, not the others
-                failure = exc
-                break
+    def _offer(self, follower: _Follower, decoded: _Decoded) -> None:
+        """Queue for ``follower`` the entries after its cursor (a contiguous run from it); drop
+        its backlog instead when it would grow past the bound."""
+        events, orders, failure = decoded
+        start = bisect.bisect_right(orders, entry_order(follower.cursor))
+        batch = events[start:] if start else events
         if batch:
+            if len(follower.pending) + len(batch) > self._max_backlog:
+                # Too far behind: it reads from Redis after what it took, on its own.
+                self.dropped += 1
+                follower.pending = []
+                follower.cursor = follower.taken
+                follower.behind = True
+                follower.wake()
+                return
+            follower.pending.extend(batch)
             follower.cursor = batch[-1].cursor
-            follower.queue.put_nowait(batch)
-            follower.ended = any(is_terminal(event) for event in batch)
-        if failure is not None:
-            follower.queue.put_nowait(failure)
-            follower.ended = True
+            follower.ended = is_terminal(batch[-1])
+            follower.wake()
+        if failure is not None and not follower.ended:
+            follower.fail(failure)
 
     def _drop(self, follower: _Follower) -> None:
         followers = self._followers.get(follower.key, [])
@@ -308,6 +382,110 @@ class Multiplexer:
             followers.remove(follower)
         if not followers:
             self._followers.pop(follower.key, None)
+            self._seen.pop(follower.key, None)
+
+
+class Subscription:
+    """One job followed through a :class:`Multiplexer`, its events taken in batches."""
+
+    def __init__(self, mux: Multiplexer, job: ChatJob, cursor: str, timeout: float | None) -> None:
+        self._mux = mux
+        self._job = job
+        self._follower = _Follower(mux._keys.events(job.id), cursor)
+        self._timeout = mux._read_timeout if timeout is None else timeout
+        self._done = False
+
+    @property
+    def job_id(self) -> str:
+        return self._job.id
+
+    async def __aenter__(self) -> Subscription:
+        await self._mux._join(self._job, self._follower)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop following; what was waiting is let go."""
+        follower = self._follower
+        self._mux._drop(follower)
+        follower.pending = []
+        follower.wake()
+
+    async def next(self, wait: float | None) -> list[Event] | None:
+        """Every event that came since the last call (at least one), in order, up to the
+        terminal one; ``None`` if ``wait`` seconds pass first (``None``: no limit).
+
+        Raises :class:`StopAsyncIteration` after the terminal event, :class:`ReadTimeout` when
+        nothing came for the read timeout and :class:`JobNotFound` if the stream disappears.
+        """
+        follower = self._follower
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        give_up = None if wait is None else now + wait
+        quiet_until = now + self._timeout
+        while True:
+            if follower.pending:
+                batch, follower.pending = follower.pending, []
+                follower.taken = batch[-1].cursor
+                self._done = is_terminal(batch[-1])
+                return batch
+            if follower.error is not None:
+                error, follower.error = follower.error, None
+                self._done = True
+                raise error
+            if self._done or follower.ended:
+                raise StopAsyncIteration
+            if follower.behind:
+                await self._mux._catch_up(follower)
+                continue
+            now = loop.time()
+            if now >= quiet_until:
+                raise ReadTimeout(f"no event from job {self._job.id!r} for {self._timeout:g}s")
+            if give_up is not None and now >= give_up:
+                return None
+            # Wake up at least every block to see whether the stream is still there.
+            until = min(quiet_until, now + max_block(self._mux._redis))
+            if give_up is not None:
+                until = min(until, give_up)
+            follower.waiter = loop.create_future()
+            try:
+                async with asyncio.timeout_at(until):
+                    await follower.waiter
+            except TimeoutError:
+                checkpoint = until < quiet_until and (give_up is None or until < give_up)
+                idle = checkpoint and not follower.pending and not follower.ended
+                if idle and not await self._mux._exists(self._job, follower.key):
+                    raise JobNotFound(self._job.id, STREAM_GONE) from None
+            finally:
+                follower.waiter = None
+
+
+_Decoded = tuple[list[Event], list[tuple[int, int]], Exception | None]
+
+
+def _decoded(entries: list[Any], after: tuple[int, int]) -> _Decoded:
+    """Entries after ``after``, decoded, with their orders; a bad entry ends the run and is the
+    error its readers get after the events before it."""
+    events: list[Event] = []
+    orders: list[tuple[int, int]] = []
+    for entry_id, fields in entries:
+        cursor = as_text(entry_id)
+        order = entry_order(cursor)
+        if order <= after:
+            continue
+        try:
+            events.append(decode_entry(cursor, fields))
+        except Exception as exc:  # one bad entry fails its readers, not the others
+            return events, orders, exc
+        orders.append(order)
+    return events, orders, None
 
 
 class _Reader:
