@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Coroutine, Sequence
 from types import TracebackType
 from typing import Any, Literal, cast
@@ -12,14 +11,13 @@ from redis.asyncio import Redis
 
 from streamq.core import scripts
 from streamq.core.connections import redis_from_url, streams_from_url
-from streamq.core.keys import check_job_id
 from streamq.core.protocol import ClientBase
 from streamq.core.queue import JOB_FUNCTION, serialize_job
 from streamq.core.settings import Settings
 from streamq.job import ChatJob
 from streamq.multiplexer import Multiplexer
-from streamq.responses.request import build_responses_request, input_items
-from streamq.responses.store import DEFAULT_TENANT, ResponseStore, new_record
+from streamq.responses.request import input_items
+from streamq.responses.store import DEFAULT_TENANT, ResponseStore, new_response
 
 
 class StreamQ(ClientBase[Redis, ChatJob, Coroutine[Any, Any, ChatJob]]):
@@ -113,19 +111,15 @@ class StreamQ(ClientBase[Redis, ChatJob, Coroutine[Any, Any, ChatJob]]):
         if previous_response_id is not None:
             context = await responses.conversation(tenant, previous_response_id)
         options = {"deadline": deadline, "idle_timeout": idle_timeout, "upstream_api": upstream_api}
-        request = build_responses_request(
-            context + items, model, instructions, params, options,
-            max_bytes=self.settings.max_request_bytes,
+        new = new_response(
+            self.settings, items, context, tenant=tenant, job_id=job_id, model=model,
+            instructions=instructions, params=params, options=options,
+            previous_response_id=previous_response_id, store=store,
         )  # fmt: skip
-        job_id = uuid.uuid4().hex if job_id is None else check_job_id(job_id)
-        if store:
-            record = new_record(
-                tenant, job_id, request, items, context,
-                model=self.settings.openai_model, previous_response_id=previous_response_id,
-            )  # fmt: skip
-            await responses.create(record)
-            await responses.claim(tenant, job_id)
-        return await self.enqueue_request(request, job_id)
+        if new.record is not None:
+            await responses.create(new.record)
+            await responses.claim(tenant, new.job_id)
+        return await self.enqueue_request(new.request, new.job_id)
 
     def multiplexer(self) -> Multiplexer:
         """A reader that follows many jobs over one blocking read (``async with`` it)."""

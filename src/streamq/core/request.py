@@ -218,25 +218,29 @@ def _check_params(params: Mapping[str, Any]) -> dict[str, Any]:
     return dict(params)
 
 
+def check_number(name: str, value: Any, low: float, high: float) -> None:
+    """Raise :class:`InvalidRequest` unless ``value`` is a finite number from low to high."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not ok or not math.isfinite(value) or not low <= value <= high:
+        raise InvalidRequest(f"{name} must be a number from {low} to {high}, got {value!r}")
+
+
+def check_integer(name: str, value: Any, low: int = 1) -> None:
+    """Raise :class:`InvalidRequest` unless ``value`` is an integer of at least ``low``."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise InvalidRequest(f"{name} must be an integer of at least {low}, got {value!r}")
+
+
 def _check_param_value(name: str, value: Any) -> None:
-    def number(low: float, high: float) -> None:
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        if not ok or not math.isfinite(value) or not low <= value <= high:
-            raise InvalidRequest(f"{name} must be a number from {low} to {high}, got {value!r}")
-
-    def positive_int() -> None:
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise InvalidRequest(f"{name} must be a positive integer, got {value!r}")
-
     match name:
         case "temperature":
-            number(0, 2)
+            check_number(name, value, 0, 2)
         case "top_p":
-            number(0, 1)
+            check_number(name, value, 0, 1)
         case "presence_penalty" | "frequency_penalty":
-            number(-2, 2)
+            check_number(name, value, -2, 2)
         case "n" | "max_tokens" | "max_completion_tokens":
-            positive_int()
+            check_integer(name, value)
         case "seed" if not isinstance(value, int) or isinstance(value, bool):
             raise InvalidRequest(f"seed must be an integer, got {value!r}")
         case "stop" if not (

@@ -8,7 +8,6 @@ enqueued: the stored ``input`` is the whole conversation, so a worker needs noth
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +19,8 @@ from streamq.core.request import (
     ChatRequest,
     check_depth,
     check_extra_body,
+    check_integer,
+    check_number,
     check_options,
 )
 
@@ -197,28 +198,19 @@ def _check_params(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _check_value(name: str, value: Any) -> None:
-    def number(low: float, high: float) -> None:
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        if not ok or not math.isfinite(value) or not low <= value <= high:
-            raise InvalidRequest(f"{name} must be a number from {low} to {high}, got {value!r}")
-
-    def integer(low: int) -> None:
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise InvalidRequest(f"{name} must be an integer of at least {low}, got {value!r}")
-
     def is_object() -> None:
         if not isinstance(value, dict):
             raise InvalidRequest(f"{name} must be an object")
 
     match name:
         case "temperature":
-            number(0, 2)
+            check_number(name, value, 0, 2)
         case "top_p":
-            number(0, 1)
+            check_number(name, value, 0, 1)
         case "max_output_tokens" | "max_tool_calls":
-            integer(1)
+            check_integer(name, value)
         case "top_logprobs":
-            integer(0)
+            check_integer(name, value, 0)
         case "parallel_tool_calls" if not isinstance(value, bool):
             raise InvalidRequest("parallel_tool_calls must be true or false")
         case "tools":

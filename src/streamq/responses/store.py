@@ -13,16 +13,17 @@ from __future__ import annotations
 import copy
 import json
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from streamq.core.events import Event, as_text, decode_entry
 from streamq.core.exceptions import InvalidRequest, StreamQError
-from streamq.core.keys import JOB_ID_PATTERN, Keys
+from streamq.core.keys import JOB_ID_PATTERN, Keys, check_job_id
 from streamq.core.settings import Settings
 from streamq.responses.events import ResponseStream, output_as_input
-from streamq.responses.request import ResponsesRequest
+from streamq.responses.request import ResponsesRequest, build_responses_request
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -145,6 +146,45 @@ def new_record(
     }
     fields |= {k: v for k, v in request.params.items() if k not in NOT_ECHOED}
     return StoredResponse(response_id(job_id), tenant, job_id, fields, items, context)
+
+
+@dataclass(frozen=True)
+class NewResponse:
+    """A response about to be enqueued: its job id, its job's request and, unless it is not
+    to be stored, its record."""
+
+    job_id: str
+    request: ResponsesRequest
+    record: StoredResponse | None
+
+
+def new_response(
+    settings: Settings,
+    items: list[dict[str, Any]],
+    context: list[dict[str, Any]],
+    *,
+    tenant: str,
+    job_id: str | None,
+    model: str | None,
+    instructions: str | None,
+    params: dict[str, Any],
+    options: dict[str, Any],
+    previous_response_id: str | None,
+    store: bool,
+) -> NewResponse:
+    """Validate a Python client's new response (``context`` + ``items``) and build its record,
+    as the gateway's door does; raises :class:`InvalidRequest`."""
+    request = build_responses_request(
+        context + items, model, instructions, params, options, max_bytes=settings.max_request_bytes
+    )
+    job_id = uuid.uuid4().hex if job_id is None else check_job_id(job_id)
+    record = None
+    if store:
+        record = new_record(
+            tenant, job_id, request, items, context,
+            model=settings.openai_model, previous_response_id=previous_response_id,
+        )  # fmt: skip
+    return NewResponse(job_id, request, record)
 
 
 def checked_record(raw: bytes | None, tenant: str, response_id: str) -> StoredResponse:

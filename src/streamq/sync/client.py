@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Literal, cast
@@ -16,18 +15,17 @@ from streamq.core import scripts
 from streamq.core.connections import sync_redis_from_url
 from streamq.core.events import as_text, decode_entry
 from streamq.core.exceptions import ConfigError
-from streamq.core.keys import check_job_id
 from streamq.core.protocol import ClientBase
 from streamq.core.queue import arq_job
 from streamq.core.settings import Settings
 from streamq.responses.events import output_as_input
-from streamq.responses.request import build_responses_request, input_items
+from streamq.responses.request import input_items
 from streamq.responses.store import (
     DEFAULT_TENANT,
     checked_record,
     finished_output,
     job_id_of,
-    new_record,
+    new_response,
 )
 from streamq.sync.job import ChatJob
 
@@ -93,20 +91,16 @@ class StreamQ(ClientBase[Redis, ChatJob, ChatJob]):
         if previous_response_id is not None:
             context = self._conversation(tenant, previous_response_id)
         options = {"deadline": deadline, "idle_timeout": idle_timeout, "upstream_api": upstream_api}
-        request = build_responses_request(
-            context + items, model, instructions, params, options,
-            max_bytes=self.settings.max_request_bytes,
+        new = new_response(
+            self.settings, items, context, tenant=tenant, job_id=job_id, model=model,
+            instructions=instructions, params=params, options=options,
+            previous_response_id=previous_response_id, store=store,
         )  # fmt: skip
-        job_id = uuid.uuid4().hex if job_id is None else check_job_id(job_id)
-        if store:
-            record = new_record(
-                tenant, job_id, request, items, context,
-                model=self.settings.openai_model, previous_response_id=previous_response_id,
-            )  # fmt: skip
+        if new.record is not None:
             ttl = self.settings.stream_ttl + int(self.settings.job_timeout)
-            self._redis.set(self._keys.response(job_id), record.to_json(), nx=True, ex=ttl)
-            self._redis.set(self._keys.owner(job_id), tenant, nx=True, ex=ttl)
-        return self.enqueue_request(request, job_id)
+            self._redis.set(self._keys.response(new.job_id), new.record.to_json(), nx=True, ex=ttl)
+            self._redis.set(self._keys.owner(new.job_id), tenant, nx=True, ex=ttl)
+        return self.enqueue_request(new.request, new.job_id)
 
     def _conversation(self, tenant: str, previous_id: str) -> list[dict[str, Any]]:
         """What :meth:`ResponseStore.conversation` reads, read with this client."""
