@@ -17,7 +17,7 @@ from starlette.types import ASGIApp
 from streamq.core import metrics
 from streamq.core.exceptions import ConfigError
 from streamq.core.settings import Settings
-from streamq.gateway import jobs, models, openai_compat, responses_door
+from streamq.gateway import admin, jobs, models, openai_compat, responses_door
 from streamq.gateway.config import GatewayConfig
 from streamq.gateway.errors import EXCEPTION_HANDLERS
 from streamq.gateway.openapi import openapi_schema
@@ -71,6 +71,7 @@ def create_app(
         *openai_compat.routes(gateway),
         *responses_door.routes(gateway),
         *models.routes(gateway),
+        *admin.routes(gateway),
     ]
     middleware = [Middleware(BodyTimeout, seconds=config.body_timeout)]
     if metrics.available():  # the metrics extra is installed: GET /metrics, request metrics

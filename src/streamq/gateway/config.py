@@ -36,6 +36,9 @@ class GatewayConfig:
     first chunk or its end, so a failure before any text gets its HTTP status (``None``: send
     the head at once); ``models`` is what ``GET /v1/models`` lists (empty: the worker's
     default model, ``OPENAI_MODEL``).
+
+    ``admin_tokens`` open the operators' page ``/admin`` and its ``/admin/api`` (none: no
+    ``/admin``); they are not tenant tokens, and a tenant token never opens ``/admin``.
     """
 
     tokens: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -50,6 +53,7 @@ class GatewayConfig:
     rate_burst: int = 100
     header_hold: float | None = 20.0
     models: tuple[str, ...] = ()
+    admin_tokens: tuple[str, ...] = field(default=(), repr=False)
 
     @classmethod
     def from_env(
@@ -77,11 +81,17 @@ class GatewayConfig:
             rate_burst=read.number("STREAMQ_GATEWAY_RATE_BURST", cls.rate_burst, int),
             header_hold=_limit(read, "STREAMQ_GATEWAY_HEADER_HOLD", 20.0, float),
             models=_names(env.get("STREAMQ_GATEWAY_MODELS", "")),
+            admin_tokens=_names(env.get("STREAMQ_GATEWAY_ADMIN_TOKENS", "")),
         )
 
     def __post_init__(self) -> None:
         for token, tenant in self.tokens.items():
             check_token(token, tenant)
+        for number, token in enumerate(self.admin_tokens, start=1):
+            where = f"STREAMQ_GATEWAY_ADMIN_TOKENS item {number}"
+            check_token(token, "admin", where=where)
+            if token in self.tokens:
+                raise ConfigError(f"{where} is also a tenant token: give operators their own")
         if self.keepalive <= 0:
             raise ConfigError(f"keepalive must be a positive number, got {self.keepalive!r}")
         if self.max_stream_seconds is not None and self.max_stream_seconds <= 0:
