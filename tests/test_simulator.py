@@ -581,3 +581,60 @@ def test_config_rejects_bad_values() -> None:
     with pytest.raises(ConfigError, match="fault"):
         SimulatorConfig(fault="explode")
     assert SimulatorConfig(fault="http_503").fault == "http_503"
+
+
+async def test_demo_mode_says_it_is_the_simulator_and_echoes(client: AsyncOpenAI) -> None:
+    """Mode demo (the demo's answers) names the simulator, echoes the question, shows a
+    markdown list and a code block after a reasoning summary, and quotes the first question
+    on a later turn."""
+    chunks = await stream(client, {"mode": "demo"})
+    text = text_of(chunks)
+    assert text.startswith("**This answer comes from streamq's built-in simulator**")
+    assert "> Write a haiku about queues." in text
+    assert "\n- **reload** the page" in text
+    assert "```python\n" in text
+    reasoning = "".join(
+        (chunk.choices[0].delta.model_extra or {}).get("reasoning_content") or ""
+        for chunk in chunks
+        if chunk.choices
+    )
+    assert "Write a haiku about queues." in reasoning
+    second: list[ChatCompletionMessageParam] = [
+        *MESSAGES,
+        {"role": "assistant", "content": text},
+        {"role": "user", "content": "And one about streams?"},
+    ]
+    follow_up = text_of(await stream(client, {"mode": "demo"}, messages=second))
+    assert "> And one about streams?" in follow_up
+    assert "turn 2" in follow_up
+    assert "“Write a haiku about queues.”" in follow_up
+
+
+async def test_demo_mode_calls_a_tool_when_asked(client: AsyncOpenAI) -> None:
+    """Asked to use a tool, the demo calls the request's first tool, else its own get_weather."""
+    ask: list[ChatCompletionMessageParam] = [
+        {"role": "user", "content": "What is the weather in Oslo? Use a tool."}
+    ]
+    own = await client.chat.completions.create(
+        model=MODEL, messages=ask, extra_body={"simulator": {"mode": "demo"}}
+    )
+    (call,) = own.choices[0].message.tool_calls or []
+    assert own.choices[0].finish_reason == "tool_calls"
+    assert call.type == "function"
+    assert call.function.name == "get_weather"
+    assert "city" in json.loads(call.function.arguments)
+    theirs = await client.chat.completions.create(
+        model=MODEL, messages=ask, tools=[TIME], extra_body={"simulator": {"mode": "demo"}}
+    )
+    (call,) = theirs.choices[0].message.tool_calls or []
+    assert call.type == "function"
+    assert call.function.name == "get_time"
+
+
+async def test_reply_text_streams_the_given_text(client: AsyncOpenAI) -> None:
+    """reply_text: the text, word by word, whatever the prompt; the default stays drawn."""
+    script = "# Title\n\nSome *markdown*\n\n```\ncode\n```\n"
+    chunks = await stream(client, {"reply_text": script})
+    assert text_of(chunks) == script
+    assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) == 7  # words
+    assert text_of(await stream(client)) == simulated_text(MESSAGES)

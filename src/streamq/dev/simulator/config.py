@@ -11,7 +11,7 @@ from streamq.core.exceptions import ConfigError
 from streamq.dev.simulator.text import DEFAULT_REPLY_TOKENS
 
 DEFAULT_MODELS: Final = ("gpt-4o-mini", "gpt-4.1-mini", "streamq-simulator")
-MODES: Final = ("text", "tools", "reasoning", "refusal")
+MODES: Final = ("text", "tools", "reasoning", "refusal", "demo")
 STREAM_FAULTS: Final = (
     "disconnect", "stall", "silent_end", "no_done", "bad_json", "bad_utf8", "error_event",
 )  # fmt: skip
@@ -33,6 +33,7 @@ OPTION_TYPES: Final[dict[str, tuple[type, ...]]] = {
     "role_chunk": (bool,),
     "usage_in_last_choice_chunk": (bool,),
     "split_surrogates": (bool,),
+    "reply_text": (str, type(None)),
 }
 
 
@@ -76,6 +77,9 @@ class SimulatorConfig:
     ``split_surrogates`` cuts text as a JavaScript server does, by UTF-16 code units: every
     character beyond the BMP (an emoji) ends one chunk with its high surrogate and opens the
     next with its low one, each a lone ``\\uXXXX`` escape in the chunk's JSON.
+    ``mode="demo"`` is the demo's reply (it names the simulator, echoes the question, shows a
+    list, a code block, and a tool call when asked: ``canned``); ``reply_text`` replaces the
+    drawn words of mode ``text`` with that text, streamed word by word.
     """
 
     tokens_per_second: float | None = None
@@ -95,6 +99,7 @@ class SimulatorConfig:
     role_chunk: bool = True
     usage_in_last_choice_chunk: bool = False
     split_surrogates: bool = False
+    reply_text: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("seed", *OPTION_TYPES):

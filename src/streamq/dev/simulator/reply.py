@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamq.dev.simulator import logprobs
+from streamq.dev.simulator import canned, logprobs
 from streamq.dev.simulator._http import json_bytes
 from streamq.dev.simulator.config import SimulatorConfig
 from streamq.dev.simulator.errors import HTTPFailure
@@ -193,6 +193,11 @@ def plan_choice(
     """Choice ``index`` of a chat reply in ``mode`` (``body`` in the chat shape)."""
     if mode == "tools":
         return _tool_choice(body, key, seed, index, options)
+    if mode == "demo":
+        return _canned_choice(canned.demo_pieces(body["messages"]), max_tokens, options)
+    if options.reply_text is not None and mode == "text":
+        scripted = [("content", token) for token in canned.text_tokens(options.reply_text)]
+        return _canned_choice(scripted, max_tokens, options)
     if mode == "refusal":
         tokens = re.findall(r"\s*\S+", REFUSAL_TEXT)
         return _text_choice(
@@ -229,6 +234,30 @@ def plan_choice(
         thinking,
         split_surrogates=options.split_surrogates,
     )
+
+
+def _canned_choice(
+    pieces: list[tuple[str, str]], max_tokens: int | None, options: SimulatorConfig
+) -> Choice:
+    """A choice of pieces written out in advance, cut after ``max_tokens`` of them."""
+    count = len(pieces) if max_tokens is None else min(len(pieces), max_tokens)
+    kept = pieces[:count]
+    thinking = sum(1 for name, _ in kept if name == "reasoning_content")
+    return _text_choice(
+        lambda: iter(kept),
+        count,
+        "stop" if count == len(pieces) else "length",
+        thinking,
+        split_surrogates=options.split_surrogates,
+    )
+
+
+def resolve_tools(mode: str, body: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]]:
+    """Mode ``demo`` asked to use a tool is mode ``tools``, with the demo's tool if ``body``
+    declares none; any other mode and body stay as they are."""
+    if mode == "demo" and canned.wants_tool(body):
+        return "tools", canned.with_tool(body)
+    return mode, body
 
 
 def resolve_mode(body: Mapping[str, Any], options: SimulatorConfig) -> str:
@@ -275,7 +304,7 @@ class Reply:
             max_tokens = int_param(body, "max_tokens", minimum=1)
         stream_options = body.get("stream_options")
         include_usage = isinstance(stream_options, dict) and stream_options.get("include_usage")
-        mode = resolve_mode(body, options)
+        mode, body = resolve_tools(resolve_mode(body, options), body)
         return cls(
             model=body["model"],
             stream=body.get("stream") is True,

@@ -16,7 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streamq.dev.simulator.config import SimulatorConfig
-from streamq.dev.simulator.reply import ToolCall, plan_choice, plan_tool_calls, resolve_mode
+from streamq.dev.simulator.reply import (
+    ToolCall,
+    plan_choice,
+    plan_tool_calls,
+    resolve_mode,
+    resolve_tools,
+)
 from streamq.dev.simulator.request import int_param
 from streamq.dev.simulator.responses_request import chat_request, wants_reasoning
 from streamq.dev.simulator.text import count_prompt_tokens
@@ -83,10 +89,10 @@ class ResponsePlan:
         seed: int,
     ) -> ResponsePlan:
         """Plan the reply to ``body``; ``key`` is its chat messages' key."""
-        chat = chat_request(body)
+        chat: Mapping[str, Any] = chat_request(body)
         limit = int_param(body, "max_output_tokens", minimum=1)
-        mode = resolve_mode(chat, options)
-        if mode == "text" and wants_reasoning(body):
+        mode, chat = resolve_tools(resolve_mode(chat, options), chat)
+        if mode == "text" and wants_reasoning(body) and options.reply_text is None:
             mode = "reasoning"
         if mode == "tools":
             calls = plan_tool_calls(chat, key, seed, 0, options)
