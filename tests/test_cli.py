@@ -13,9 +13,8 @@ from redis.asyncio import Redis
 
 from streamq import Settings, StreamQ
 from streamq.core.request import chat_messages
-from streamq.dev.demo import DEMO_REPLY_TOKENS
 from streamq.dev.local_redis import free_port
-from streamq.dev.simulator import simulated_text
+from streamq.dev.simulator import simulated_demo_text, simulated_text
 from tests.harness.processes import STOP_TIMEOUT, run_cli, settings_environment, start_cli
 from tests.harness.redis_servers import blocked_in
 from tests.harness.waiting import STARTUP, poll_until
@@ -123,7 +122,7 @@ async def test_demo_streams_an_answer(settings: Settings, redis_up: bool) -> Non
         env["REDIS_URL"] = "redis://127.0.0.1:1/0"
     code, out, err = await run_cli(settings, "demo", "Say hi", env=env)
     assert code == 0, err
-    assert out == simulated_text(chat_messages("Say hi"), length=DEMO_REPLY_TOKENS) + "\n"
+    assert out == simulated_demo_text(chat_messages("Say hi")) + "\n"
     assert "simulator" in err
     assert ("throwaway" in err) is not redis_up
 

@@ -74,7 +74,7 @@ def throwaway_parts(
         settings = settings.replace(redis_url=server.url)
     if settings.openai_api_key is None and settings.openai_base_url is None:
         pace = DEMO_TOKENS_PER_SECOND
-        config = SimulatorConfig(tokens_per_second=pace, reply_tokens=reply_tokens)
+        config = SimulatorConfig(tokens_per_second=pace, reply_tokens=reply_tokens, mode="demo")
         simulator = stack.enter_context(SimulatorThread(config))
         say(f"no OPENAI_API_KEY: answering with the built-in simulator at {simulator.base_url}")
         settings = settings.replace(openai_base_url=simulator.base_url)

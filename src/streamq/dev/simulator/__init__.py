@@ -12,6 +12,9 @@ request (``instructions`` as a system message, ``input`` as the messages), with 
 options: a forced ``tool_choice`` gives ``function_call`` items, a ``reasoning`` object a
 reasoning item first, ``max_output_tokens`` a ``response.incomplete`` ending.
 
+Mode ``demo`` is the demo's answer: it says it comes from the simulator, echoes the question
+and shows a list, a code block, and a tool call when asked (:func:`simulated_demo_text`).
+
 A request for structured output (chat ``response_format`` of type ``json_schema`` or
 ``json_object``, Responses ``text.format``) is answered with JSON that satisfies the schema,
 made up from it like tool arguments: :func:`simulated_json` predicts it, and it streams in
@@ -24,6 +27,7 @@ deterministic content), ``chunks`` (the OpenAI JSON), ``send`` (pacing), ``fault
 (restating it as a chat request), ``responses_plan`` and ``responses_events``.
 """
 
+from streamq.dev.simulator.canned import simulated_demo_text
 from streamq.dev.simulator.config import SimulatorConfig
 from streamq.dev.simulator.server import Simulator, SimulatorThread, serve
 from streamq.dev.simulator.stats import SimulatorStats
@@ -48,6 +52,7 @@ __all__ = [
     "SimulatorThread",
     "count_prompt_tokens",
     "serve",
+    "simulated_demo_text",
     "simulated_json",
     "simulated_json_tokens",
     "simulated_reasoning",

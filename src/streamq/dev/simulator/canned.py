@@ -119,6 +119,12 @@ def demo_reasoning(messages: Sequence[Mapping[str, Any]]) -> str:
     )
 
 
+def simulated_demo_text(messages: Sequence[Mapping[str, Any]]) -> str:
+    """The text (content, without the reasoning) of mode ``demo``'s answer to ``messages``
+    when it does not call a tool: what ``streamq demo`` prints."""
+    return demo_text(messages)
+
+
 def demo_pieces(messages: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
     """The ``(delta field, token)`` pieces of a demo answer: reasoning, then content."""
     thoughts = [("reasoning_content", t) for t in text_tokens(demo_reasoning(messages))]
