@@ -27,6 +27,7 @@ from streamq.dev.simulator import simulated_text
 from streamq.worker.arq_worker import running_worker
 from streamq.worker.publisher import Publisher, StreamWriter
 from tests.harness.processes import worker_processes
+from tests.harness.upstreams import data_frames, scripted_upstream, sse_response
 
 ROCKET = "\U0001f680"
 ENDLESS = 3600.0  # a publisher retry window no test may wait out
@@ -118,29 +119,17 @@ async def test_redis_refusing_one_job_fails_only_that_job(
 async def hostile_upstream() -> AsyncIterator[str]:
     """An OpenAI-compatible server whose answer to "poison" has an unencodable usage key."""
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = next(
-            int(line.split(b":")[1]) for line in head.lower().split(b"\r\n")
-            if line.startswith(b"content-length")
-        )  # fmt: skip
-        body = json.loads(await reader.readexactly(length))
+    def answer(body: dict[str, Any]) -> bytes:
         poison = body["messages"][-1]["content"] == "poison"
         usage = {"\ud800bad": 1} if poison else {"total_tokens": 2}
         chunks = [
             {"choices": [{"index": 0, "delta": {"content": "fine"}}]},
             {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": usage},
         ]
-        sse = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks)
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n")
-        writer.write(b"connection: close\r\n\r\n" + sse + b"data: [DONE]\n\n")
-        await writer.drain()
-        writer.close()
+        return sse_response(data_frames(chunks))
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
-    server.close()
-    await server.wait_closed()
+    async with scripted_upstream(answer) as base_url:
+        yield base_url
 
 
 async def test_an_unencodable_upstream_answer_ends_its_job_with_an_error(

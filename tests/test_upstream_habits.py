@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -15,6 +14,7 @@ from streamq import Delta, Done, Event, Meta, ToolCallDelta
 from streamq.core.protocol import ResultBuilder
 from streamq.core.request import ChatRequest
 from streamq.worker.upstream import IncompleteStream, error_event, stream_chat
+from tests.harness.upstreams import data_frames, scripted_upstream, sse_response
 
 
 def chunk(choices: list[dict[str, Any]] | None, **extra: Any) -> dict[str, Any]:
@@ -32,34 +32,16 @@ async def replay(
     """
     fast = request.param == "fast"
     served: list[bytes] = []
+    async with scripted_upstream(lambda body: sse_response(served)) as base_url:
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = next(
-            int(line.split(b":")[1]) for line in head.lower().split(b"\r\n")
-            if line.startswith(b"content-length")
-        )  # fmt: skip
-        await reader.readexactly(length)
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n")
-        writer.write(b"connection: close\r\n\r\n" + served[0])
-        await writer.drain()
-        writer.close()
+        async def run(chunks: list[dict[str, Any]], done: bool = True) -> list[Event]:
+            served[:] = data_frames(chunks, done=done)
+            client = AsyncOpenAI(api_key="k", base_url=base_url, max_retries=0)
+            async with client:
+                chat = ChatRequest([{"role": "user", "content": "hi"}])
+                return [event async for event in stream_chat(client, chat, "m", fast=fast)]
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-
-    async def run(chunks: list[dict[str, Any]], done: bool = True) -> list[Event]:
-        served[:] = [b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks)]
-        if done:
-            served[0] += b"data: [DONE]\n\n"
-        client = AsyncOpenAI(api_key="k", base_url=f"http://127.0.0.1:{port}/v1", max_retries=0)
-        async with client:
-            chat = ChatRequest([{"role": "user", "content": "hi"}])
-            return [event async for event in stream_chat(client, chat, "m", fast=fast)]
-
-    yield run
-    server.close()
-    await server.wait_closed()
+        yield run
 
 
 def assemble(events: list[Event]) -> Any:

@@ -6,7 +6,6 @@ Responses stream's less common shapes replayed by a scripted server to the real 
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -37,6 +36,7 @@ from streamq.responses.request import ResponsesRequest, build_responses_request
 from streamq.worker.arq_worker import running_worker
 from streamq.worker.upstream import IncompleteStream, error_event
 from streamq.worker.upstream_responses import chat_usage, stream_responses
+from tests.harness.upstreams import scripted_upstream, sse_response, typed_frames
 
 MAX_BYTES = 1_000_000
 MESSAGES: list[dict[str, Any]] = [
@@ -323,37 +323,21 @@ async def replay() -> AsyncIterator[Replay]:
     served: list[bytes] = []
     bodies: list[dict[str, Any]] = []
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = next(
-            int(line.split(b":")[1]) for line in head.lower().split(b"\r\n")
-            if line.startswith(b"content-length")
-        )  # fmt: skip
-        bodies.append(json.loads(await reader.readexactly(length)))
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n")
-        writer.write(b"connection: close\r\n\r\n" + served[0])
-        await writer.drain()
-        writer.close()
+    def answer(body: dict[str, Any]) -> bytes:
+        bodies.append(body)
+        return sse_response(served)
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
+    async with scripted_upstream(answer) as base_url:
 
-    async def run(events: list[dict[str, Any]], **params: Any) -> list[Event]:
-        served[:] = [
-            b"".join(
-                b"event: " + e["type"].encode() + b"\ndata: " + json.dumps(e).encode() + b"\n\n"
-                for e in events
-            )
-        ]
-        client = AsyncOpenAI(api_key="k", base_url=f"http://127.0.0.1:{port}/v1", max_retries=0)
-        request = build_responses_request("hi", None, "be kind", params, max_bytes=MAX_BYTES)
-        async with client:
-            return [event async for event in stream_responses(client, request, "m")]
+        async def run(events: list[dict[str, Any]], **params: Any) -> list[Event]:
+            served[:] = typed_frames(events)
+            client = AsyncOpenAI(api_key="k", base_url=base_url, max_retries=0)
+            request = build_responses_request("hi", None, "be kind", params, max_bytes=MAX_BYTES)
+            async with client:
+                return [event async for event in stream_responses(client, request, "m")]
 
-    run.bodies = bodies  # type: ignore[attr-defined]
-    yield run
-    server.close()
-    await server.wait_closed()
+        run.bodies = bodies  # type: ignore[attr-defined]
+        yield run
 
 
 def assemble(events: list[Event]) -> Any:

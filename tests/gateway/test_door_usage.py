@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,6 +11,7 @@ from openai import AsyncOpenAI
 from streamq import Settings
 from streamq.gateway import GatewayConfig, create_app
 from tests.harness.gateway import TOKEN_A, TOKENS, GatewayThread
+from tests.harness.upstreams import data_frames, json_response, scripted_upstream, sse_response
 
 USAGE = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
 
@@ -25,36 +24,19 @@ def _response(body: dict[str, Any]) -> bytes:
                          "finish_reason": "stop"}],
             "usage": USAGE,
         }  # fmt: skip
-        payload = json.dumps(completion).encode()
-        head = b"content-type: application/json\r\ncontent-length: %d\r\n" % len(payload)
-        return b"HTTP/1.1 200 OK\r\n" + head + b"connection: close\r\n\r\n" + payload
+        return json_response(completion)
     chunks = [
         {"choices": [{"index": 0, "delta": {"content": "hi there"}}]},
         {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
     ]
-    sse = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks)
-    head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n"
-    return head + sse + b"data: [DONE]\n\n"
+    return sse_response(data_frames(chunks))
 
 
 @pytest.fixture
 async def usage_when_whole() -> AsyncIterator[str]:
     """An OpenAI-compatible server that reports usage for non-streamed calls only."""
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = next(
-            int(line.split(b":")[1]) for line in head.lower().split(b"\r\n")
-            if line.startswith(b"content-length")
-        )  # fmt: skip
-        writer.write(_response(json.loads(await reader.readexactly(length))))
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
-    server.close()
-    await server.wait_closed()
+    async with scripted_upstream(_response) as base_url:
+        yield base_url
 
 
 async def test_a_non_streamed_reply_has_the_usage_only_a_whole_answer_gets(

@@ -5,5 +5,6 @@
 - :mod:`.redis_servers`: throwaway redis-servers, all :class:`streamq.dev.local_redis.LocalRedis`;
 - :mod:`.loop_thread`: an event loop in a thread (a worker beside blocking code, a server);
 - :mod:`.gateway`: the HTTP gateway under uvicorn on such a thread;
+- :mod:`.upstreams`: a scripted OpenAI-compatible server, for answers no real server gives;
 - :mod:`.waiting`: ``poll_until``: wait for a condition under a generous bound, never a sleep.
 """
