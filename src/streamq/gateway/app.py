@@ -60,11 +60,15 @@ def create_app(
     async def page(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
 
+    async def favicon(request: Request) -> Response:
+        return FileResponse(STATIC / "favicon.ico", media_type="image/x-icon")
+
     async def openapi(request: Request) -> Response:
         return JSONResponse(schema)
 
     routes: list[BaseRoute] = [
         Route("/", page, methods=["GET"]),
+        Route("/favicon.ico", favicon, methods=["GET"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
         Route("/openapi.json", openapi, methods=["GET"]),
         *jobs.routes(gateway),
