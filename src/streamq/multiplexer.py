@@ -394,13 +394,17 @@ class Subscription:
         self._follower = _Follower(mux._keys.events(job.id), cursor)
         self._timeout = mux._read_timeout if timeout is None else timeout
         self._done = False
+        # On a cluster: the job's own reader, and its read in flight past a wait.
+        self._events = job.events(cursor, timeout=timeout) if mux._per_job else None
+        self._read: asyncio.Future[Event] | None = None
 
     @property
     def job_id(self) -> str:
         return self._job.id
 
     async def __aenter__(self) -> Subscription:
-        await self._mux._join(self._job, self._follower)
+        if self._events is None:
+            await self._mux._join(self._job, self._follower)
         return self
 
     async def __aexit__(
@@ -413,6 +417,9 @@ class Subscription:
 
     def close(self) -> None:
         """Stop following; what was waiting is let go."""
+        if self._read is not None:
+            self._read.cancel()  # its reader closes as the cancelled read unwinds
+            self._read = None
         follower = self._follower
         self._mux._drop(follower)
         follower.pending = []
@@ -425,6 +432,8 @@ class Subscription:
         Raises :class:`StopAsyncIteration` after the terminal event, :class:`ReadTimeout` when
         nothing came for the read timeout and :class:`JobNotFound` if the stream disappears.
         """
+        if self._events is not None:
+            return await self._next_alone(self._events, wait)
         follower = self._follower
         loop = asyncio.get_running_loop()
         now = loop.time()
@@ -465,6 +474,16 @@ class Subscription:
                     raise JobNotFound(self._job.id, STREAM_GONE) from None
             finally:
                 follower.waiter = None
+
+    async def _next_alone(self, events: EventStream, wait: float | None) -> list[Event] | None:
+        """:meth:`next` on a cluster, one event at a time from the job's own reader."""
+        if self._read is None:
+            self._read = asyncio.ensure_future(anext(events))
+        done, _ = await asyncio.wait({self._read}, timeout=wait)
+        if not done:
+            return None  # the read stays in flight for the next call
+        read, self._read = self._read, None
+        return [read.result()]
 
 
 _Decoded = tuple[list[Event], list[tuple[int, int]], Exception | None]

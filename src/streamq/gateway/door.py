@@ -31,15 +31,17 @@ from streamq.gateway.chunks import ChunkWriter
 from streamq.gateway.completion import CompletionBuilder
 from streamq.gateway.errors import ApiError
 from streamq.gateway.failures import failure, status_of
-from streamq.gateway.pump import Pump
+from streamq.gateway.fanout import Feed
 from streamq.gateway.sse import HEADERS, KEEPALIVE
-from streamq.job import ChatJob, EventStream
+from streamq.gateway.state import Gateway
+from streamq.job import ChatJob
 
 EXPIRED = "the job's stream is gone: expired, or Redis lost it"
 FIRST_CHUNK = (Delta, Reasoning, Refusal, ToolCallDelta)
 
 
 async def streamed(
+    gateway: Gateway,
     job: ChatJob,
     writer: ChunkWriter,
     hold: float | None,
@@ -51,31 +53,33 @@ async def streamed(
     # Attempts before the current one are over: a client replaying a finished job (the same
     # Idempotency-Key) gets the final attempt's answer, not the start of an abandoned one.
     writer.floor = (await job.status()).attempt
-    events = job.events()
-    pump = Pump(aiter(events))
+    feed = await gateway.feed(job)
     try:
-        first = await _first_chunk(pump, writer, hold)
+        await feed.start()
+        first = await _first_chunk(feed, writer, hold)
     except (JobNotFound, ReadTimeout) as exc:
-        await _close(pump, events)
+        feed.close()
         raise _read_failure(exc, headers) from None
+    except StopAsyncIteration:
+        first = None  # the feed ended: nothing more, the chunks say so at once
     except BaseException:
-        await _close(pump, events)
+        feed.close()
         raise
     if isinstance(first, Error | Cancelled):
-        await _close(pump, events)
+        feed.close()
         raise failure(first, headers)
-    body = _chunks(pump, events, writer, first, keepalive)
+    body = _chunks(feed, writer, first, keepalive)
     return StreamingResponse(body, media_type="text/event-stream", headers={**HEADERS, **headers})
 
 
-async def _first_chunk(pump: Pump[Event], writer: ChunkWriter, hold: float | None) -> Event | None:
+async def _first_chunk(feed: Feed, writer: ChunkWriter, hold: float | None) -> Event | None:
     """The event that starts the answer: the first chunk of the current attempt or the job's
     end; ``None`` once ``hold`` has passed without one."""
     if hold is None:
         return None
     deadline = time.monotonic() + hold
     while (wait := deadline - time.monotonic()) > 0:
-        event = await pump.next(wait)
+        event = await feed.event(wait)
         if event is None:
             return None
         metrics.delivered(event.cursor)
@@ -88,24 +92,24 @@ async def _first_chunk(pump: Pump[Event], writer: ChunkWriter, hold: float | Non
 
 
 async def _chunks(
-    pump: Pump[Event],
-    events: EventStream,
-    writer: ChunkWriter,
-    first: Event | None,
-    keepalive: float,
+    feed: Feed, writer: ChunkWriter, first: Event | None, keepalive: float
 ) -> AsyncIterator[bytes]:
+    """The chunks: every event that came since the last write, in one write."""
     try:
         if first is not None:
-            for item in writer.frames(first):
-                yield item
+            yield b"".join(writer.frames(first))
         while not writer.ended:
-            event = await pump.next(keepalive)
-            if event is None:
+            batch = await feed.batch(keepalive)
+            if batch is None:
                 yield KEEPALIVE
                 continue
-            metrics.delivered(event.cursor)
-            for item in writer.frames(event):
-                yield item
+            out: list[bytes] = []
+            for event in batch:
+                metrics.delivered(event.cursor)
+                out += writer.frames(event)
+                if writer.ended:
+                    break
+            yield b"".join(out)
     except JobNotFound:
         yield writer.error("expired", EXPIRED)
     except ReadTimeout as exc:
@@ -113,15 +117,19 @@ async def _chunks(
     except StopAsyncIteration:
         return
     finally:
-        await _close(pump, events)
+        feed.close()
 
 
-async def completed(job: ChatJob, model: str, headers: Mapping[str, str]) -> Response:
+async def completed(
+    gateway: Gateway, job: ChatJob, model: str, headers: Mapping[str, str]
+) -> Response:
     """The non-streamed answer: the last attempt's ``chat.completion``, or the job's failure."""
     builder = CompletionBuilder(job.id, model)
+    feed = await gateway.feed(job)
     try:
-        async with job.events() as events:
-            async for event in events:
+        await feed.start()
+        while True:
+            for event in await feed.batch(None) or ():
                 if isinstance(event, Error | Cancelled):
                     raise failure(event, headers)
                 if isinstance(event, Done):
@@ -129,6 +137,10 @@ async def completed(job: ChatJob, model: str, headers: Mapping[str, str]) -> Res
                 builder.add(event)
     except (JobNotFound, ReadTimeout) as exc:
         raise _read_failure(exc, headers) from None
+    except StopAsyncIteration:
+        pass
+    finally:
+        feed.close()
     raise AssertionError("unreachable: the event stream ends only after a terminal event")
 
 
@@ -136,8 +148,3 @@ def _read_failure(exc: JobNotFound | ReadTimeout, headers: Mapping[str, str]) ->
     if isinstance(exc, JobNotFound):
         return ApiError(status_of("expired"), "expired", EXPIRED, headers)
     return ApiError(status_of("read_timeout"), "read_timeout", str(exc), headers)
-
-
-async def _close(pump: Pump[Event], events: EventStream) -> None:
-    await pump.aclose()
-    await events.aclose()

@@ -97,7 +97,8 @@ class JobEndpoints:
         if ended:
             return Response(status_code=204)  # tells an EventSource to stop reconnecting
         config = self.gateway.config
-        body = event_stream_body(job.events(after), config.keepalive, config.max_stream_seconds)
+        feed = await self.gateway.feed(job, after)
+        body = event_stream_body(feed, config.keepalive, config.max_stream_seconds)
         return StreamingResponse(body, media_type="text/event-stream", headers=HEADERS)
 
     async def _job(self, request: Request) -> ChatJob:

@@ -45,10 +45,12 @@ def routes(gateway: Gateway) -> list[Route]:
         requested = body.get("model")
         model = requested if isinstance(requested, str) else gateway.settings.openai_model
         if not stream:
-            return await door.completed(job, model, headers)
+            return await door.completed(gateway, job, model, headers)
         config = gateway.config
         writer = ChunkWriter(job.id, include_usage, model)
-        return await door.streamed(job, writer, config.header_hold, config.keepalive, headers)
+        return await door.streamed(
+            gateway, job, writer, config.header_hold, config.keepalive, headers
+        )
 
     # Streamed or not, the response lasts as long as the job: either holds a stream.
     held = HeldStream(gateway, chat_completions)

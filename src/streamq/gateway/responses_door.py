@@ -107,12 +107,19 @@ class ResponseEndpoints:
         if body.stream:
             config = self.gateway.config
             return await responses_stream.streamed(
-                job, record, hold=config.header_hold, keepalive=config.keepalive, headers=headers
+                self.gateway,
+                job,
+                record,
+                hold=config.header_hold,
+                keepalive=config.keepalive,
+                headers=headers,
             )
         if body.background:  # as created, or as it is now for a repeated Idempotency-Key
             snapshot = replayed(record, []).snapshot() if new else await self._snapshot(record)
             return JSONResponse(snapshot, headers=headers)
-        return JSONResponse(await responses_stream.finished(job, record, headers), headers=headers)
+        return JSONResponse(
+            await responses_stream.finished(self.gateway, job, record, headers), headers=headers
+        )
 
     async def retrieve(self, request: Request) -> Response:
         """``GET /v1/responses/{id}``: the Response now; with ``stream=true``, its events (after
@@ -129,6 +136,7 @@ class ResponseEndpoints:
             raise ApiError(400, "invalid_request", "starting_after must be a sequence number")
         config = self.gateway.config
         return await responses_stream.streamed(
+            self.gateway,
             job,
             record,
             hold=None,
@@ -144,7 +152,7 @@ class ResponseEndpoints:
         outcome = await job.cancel()
         logger.info("response %s cancel: %s", record.id, outcome)
         if outcome == "cancelling":
-            await responses_stream.ended(job, CANCEL_WAIT)
+            await responses_stream.ended(self.gateway, job, CANCEL_WAIT)
         return JSONResponse(await self._snapshot(record))
 
     async def delete(self, request: Request) -> Response:

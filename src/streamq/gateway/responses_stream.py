@@ -23,9 +23,10 @@ from streamq.core.exceptions import JobNotFound, ReadTimeout
 from streamq.gateway.door import EXPIRED
 from streamq.gateway.errors import ApiError
 from streamq.gateway.failures import failure, status_of
-from streamq.gateway.pump import Pump
+from streamq.gateway.fanout import Feed
 from streamq.gateway.sse import HEADERS, KEEPALIVE, frame
-from streamq.job import ChatJob, EventStream
+from streamq.gateway.state import Gateway
+from streamq.job import ChatJob
 from streamq.responses.events import ResponseStream
 from streamq.responses.store import StoredResponse
 
@@ -37,33 +38,40 @@ class _Follower:
     """One read of a job's events through a fresh translation; ``failed_early`` is the job's
     ``error`` when the response ended without output."""
 
-    def __init__(self, job: ChatJob, record: StoredResponse) -> None:
+    def __init__(self, feed: Feed, record: StoredResponse) -> None:
         self.stream = ResponseStream(record.id, record.fields)
         self.ready = self.stream.opening()  # translated, not sent yet
-        self.events: EventStream = job.events()
-        self.pump: Pump[Event] = Pump(aiter(self.events))
+        self.feed = feed
         self.last: Event | None = None
 
     async def step(self, timeout: float | None) -> bool:
-        """Read one event within ``timeout`` and translate it; ``False`` if none came."""
-        event = await self.pump.next(timeout)
-        if event is None:
+        """Read the events that came within ``timeout`` and translate them; ``False`` if none
+        came."""
+        batch = await self.feed.batch(timeout)
+        if batch is None:
             return False
-        metrics.delivered(event.cursor)
-        self.last = event
-        self.ready += self.stream.feed(event)
+        for event in batch:
+            metrics.delivered(event.cursor)
+            self.last = event
+            self.ready += self.stream.feed(event)
         return True
 
     def failed_early(self) -> Error | None:
         ended_empty = self.stream.ended and not self.stream.snapshot()["output"]
         return self.last if ended_empty and isinstance(self.last, Error) else None
 
-    async def aclose(self) -> None:
-        await self.pump.aclose()
-        await self.events.aclose()
+    def close(self) -> None:
+        self.feed.close()
+
+
+async def _follower(gateway: Gateway, job: ChatJob, record: StoredResponse) -> _Follower:
+    feed = await gateway.feed(job)
+    await feed.start()
+    return _Follower(feed, record)
 
 
 async def streamed(
+    gateway: Gateway,
     job: ChatJob,
     record: StoredResponse,
     *,
@@ -74,7 +82,10 @@ async def streamed(
 ) -> Response:
     """The response's events as SSE after ``starting_after``; an error response instead if the
     job fails before any output within ``hold`` seconds (``None``: no wait)."""
-    follower = _Follower(job, record)
+    try:
+        follower = await _follower(gateway, job, record)
+    except (JobNotFound, ReadTimeout) as exc:
+        raise read_failure(exc, headers) from None
     try:
         if hold is not None:
             deadline = time.monotonic() + hold
@@ -86,10 +97,12 @@ async def streamed(
         if error is not None:
             raise failure(error, headers)
     except (JobNotFound, ReadTimeout) as exc:
-        await follower.aclose()
+        follower.close()
         raise read_failure(exc, headers) from None
+    except StopAsyncIteration:
+        pass  # the stream ended: the translation has ended too
     except BaseException:
-        await follower.aclose()
+        follower.close()
         raise
     body = _frames(follower, keepalive, starting_after)
     return StreamingResponse(body, media_type="text/event-stream", headers={**HEADERS, **headers})
@@ -101,11 +114,14 @@ async def _frames(
     seen = starting_after
     try:
         while True:
+            out = []  # everything ready, in one write
             for item in follower.ready:
                 if item["sequence_number"] > seen:
                     seen = item["sequence_number"]
-                    yield frame(item["type"], item)
+                    out.append(frame(item["type"], item))
             follower.ready = []
+            if out:
+                yield b"".join(out)
             if follower.stream.ended:
                 return
             if not await follower.step(keepalive):
@@ -117,7 +133,7 @@ async def _frames(
     except StopAsyncIteration:
         return
     finally:
-        await follower.aclose()
+        follower.close()
 
 
 def _error_frame(code: str, message: str, seen: int) -> bytes:
@@ -127,11 +143,14 @@ def _error_frame(code: str, message: str, seen: int) -> bytes:
 
 
 async def finished(
-    job: ChatJob, record: StoredResponse, headers: Mapping[str, str]
+    gateway: Gateway, job: ChatJob, record: StoredResponse, headers: Mapping[str, str]
 ) -> dict[str, Any]:
     """The Response once the job ended; the job's error as an :class:`ApiError` if it failed
     before any output."""
-    follower = _Follower(job, record)
+    try:
+        follower = await _follower(gateway, job, record)
+    except (JobNotFound, ReadTimeout) as exc:
+        raise read_failure(exc, headers) from None
     try:
         while not follower.stream.ended:
             await follower.step(None)
@@ -140,29 +159,28 @@ async def finished(
     except (JobNotFound, ReadTimeout) as exc:
         raise read_failure(exc, headers) from None
     finally:
-        await follower.aclose()
+        follower.close()
     error = follower.failed_early()
     if error is not None:
         raise failure(error, headers)
     return follower.stream.snapshot()
 
 
-async def ended(job: ChatJob, seconds: float) -> bool:
+async def ended(gateway: Gateway, job: ChatJob, seconds: float) -> bool:
     """Whether the job's stream ends within ``seconds``."""
-    events = job.events()
-    pump = Pump(aiter(events))
+    feed = await gateway.feed(job)
     deadline = time.monotonic() + seconds
     try:
+        await feed.start()
         while (wait := deadline - time.monotonic()) > 0:
-            event = await pump.next(wait)
-            if event is not None and is_terminal(event):
+            batch = await feed.batch(wait)
+            if batch and is_terminal(batch[-1]):
                 return True
         return False
     except (JobNotFound, ReadTimeout, StopAsyncIteration):
         return False
     finally:
-        await pump.aclose()
-        await events.aclose()
+        feed.close()
 
 
 def read_failure(exc: JobNotFound | ReadTimeout, headers: Mapping[str, str]) -> ApiError:

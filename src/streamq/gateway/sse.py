@@ -11,15 +11,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import Any, TypeVar
+from typing import Any
 
 from streamq.core import metrics
 from streamq.core.events import TERMINAL_TYPES, Event, entry_order, event_to_dict
 from streamq.core.exceptions import InvalidCursor, JobNotFound, ReadTimeout
-from streamq.gateway.pump import Pump
+from streamq.gateway.fanout import Alone, Feed
 from streamq.job import ChatJob, EventStream, check_cursor
-
-T = TypeVar("T")
 
 RETRY_MS = 1000  # how long a browser's EventSource waits before it reconnects
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -58,43 +56,56 @@ async def resume_point(job: ChatJob, cursor: str | None) -> tuple[str, bool]:
     return after, ended and entry_order(after) == entry_order(entry_id)
 
 
-async def paced(
-    source: AsyncIterator[T], keepalive: float, max_seconds: float | None
-) -> AsyncIterator[T | None]:
-    """``source``'s items, ``None`` after every ``keepalive`` seconds without one; stops after
-    ``max_seconds`` (when set) even if ``source`` has more."""
+def frames_of(batch: list[Event]) -> bytes:
+    """The frames of ``batch``, for one write. Each entry's frame is made once for all the
+    responses that follow its job (the multiplexer hands them all the same objects)."""
+    cache = _FRAMES
+    out = []
+    for event in batch:
+        metrics.delivered(event.cursor)
+        cached = cache.get(id(event))
+        if cached is None or cached[0] is not event:
+            cached = (event, event_frame(event))
+            if len(cache) >= FRAME_CACHE:
+                del cache[next(iter(cache))]  # the oldest
+            cache[id(event)] = cached
+        out.append(cached[1])
+    return b"".join(out)
+
+
+# The frames of the latest entries, by object id; holding the event keeps its id from reuse.
+_FRAMES: dict[int, tuple[Event, bytes]] = {}
+FRAME_CACHE = 4096
+
+
+async def event_stream_body(
+    feed: Feed | EventStream, keepalive: float, max_seconds: float | None
+) -> AsyncIterator[bytes]:
+    """The body of ``GET /v1/jobs/{id}/events``: all the entries that came since the last
+    write in one write, a keep-alive after ``keepalive`` seconds without any. Best given a
+    :meth:`Gateway.feed`; a job's own ``events()`` holds a Redis connection while it lasts."""
+    if isinstance(feed, EventStream):
+        feed = Feed(Alone(feed))
+    yield f"retry: {RETRY_MS}\n\n".encode()
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
-    pump = Pump(source)
     try:
+        await feed.start()
         while True:
             wait = keepalive
             if deadline is not None:
                 wait = min(wait, deadline - time.monotonic())
                 if wait <= 0:
                     return
-            try:
-                item = await pump.next(wait)
-            except StopAsyncIteration:
-                return
-            if item is not None or deadline is None or time.monotonic() < deadline:
-                yield item
-    finally:
-        await pump.aclose()
-
-
-async def event_stream_body(
-    events: EventStream, keepalive: float, max_seconds: float | None
-) -> AsyncIterator[bytes]:
-    """The body of ``GET /v1/jobs/{id}/events``."""
-    yield f"retry: {RETRY_MS}\n\n".encode()
-    try:
-        async for event in paced(aiter(events), keepalive, max_seconds):
-            if event is not None:
-                metrics.delivered(event.cursor)
-            yield KEEPALIVE if event is None else event_frame(event)
+            batch = await feed.batch(wait)
+            if batch is not None:
+                yield frames_of(batch)
+            elif deadline is None or time.monotonic() < deadline:
+                yield KEEPALIVE
+    except StopAsyncIteration:
+        return
     except JobNotFound:
         yield frame("expired", {"message": "the job's stream is gone: expired, or Redis lost it"})
     except ReadTimeout as exc:
         yield frame("timeout", {"message": f"{exc}; reconnect with Last-Event-ID to keep waiting"})
     finally:
-        await events.aclose()
+        feed.close()

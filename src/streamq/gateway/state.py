@@ -17,8 +17,11 @@ from streamq.core.keys import Keys
 from streamq.core.settings import Settings
 from streamq.gateway.auth import Authenticator
 from streamq.gateway.config import GatewayConfig
+from streamq.gateway.fanout import Feed
 from streamq.gateway.limits import TenantLimits
 from streamq.gateway.tenancy import TenantJobs
+from streamq.job import ChatJob
+from streamq.multiplexer import MAX_BACKLOG, Multiplexer
 from streamq.responses.store import ResponseStore
 
 TENANT_KEY = "streamq.tenant"  # in the ASGI scope, once the request is authenticated
@@ -42,6 +45,9 @@ class Gateway:
         self._sq: StreamQ | None = None
         self._responses: ResponseStore | None = None
         self._streams: Redis | None = None  # STREAMQ_STREAMS_URL's, when it is set
+        self._mux: Multiplexer | None = None  # follows every job a response follows
+        # Entries that may wait for one response before it is dropped back to Redis.
+        self.max_backlog = MAX_BACKLOG
         self._lock = asyncio.Lock()
 
     async def tenants(self) -> TenantJobs:
@@ -65,6 +71,33 @@ class Gateway:
             self._responses = ResponseStore(redis, self.settings, self._streams)
         return self._responses
 
+    async def feed(self, job: ChatJob, after: str | None = None) -> Feed:
+        """``job``'s events after cursor ``after``, from the gateway's one multiplexer; not
+        started yet (:meth:`Feed.start`)."""
+        redis = await self.redis()
+        if self._mux is None:
+            if self.settings.streams_url is not None and self._streams is None:
+                self._streams = streams_from_url(self.settings.streams_url)
+            self._mux = Multiplexer(
+                redis,
+                self.keys,
+                read_timeout=self.settings.read_timeout,
+                streams=self._streams,
+                max_backlog=self.max_backlog,
+            )
+            await self._mux.__aenter__()
+        return Feed(self._mux.subscribe(job.id, after))
+
+    @property
+    def subscribers(self) -> int:
+        """How many responses follow a job now."""
+        return 0 if self._mux is None else self._mux.subscribers
+
+    @property
+    def dropped(self) -> int:
+        """How often a response fell too far behind and was dropped back to Redis."""
+        return 0 if self._mux is None else self._mux.dropped
+
     async def redis(self) -> Redis:
         """The gateway's Redis client."""
         await self.tenants()
@@ -84,6 +117,9 @@ class Gateway:
     async def aclose(self) -> None:
         """Close the Redis clients the gateway opened (the streams' own, with STREAMS_URL)."""
         self._responses = None
+        if self._mux is not None:
+            await self._mux.aclose()
+            self._mux = None
         if self._streams is not None:
             await self._streams.aclose()
             self._streams = None

@@ -1,0 +1,180 @@
+"""Fan-out: every response a gateway process serves follows its job through one shared
+multiplexer; every subscriber still gets every entry once, in order, slow ones included."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Iterator
+
+import httpx2
+import pytest
+from redis.asyncio import Redis
+
+from streamq import Settings
+from streamq.core.request import chat_messages
+from streamq.dev.simulator import simulated_text
+from streamq.gateway import GatewayConfig, create_app
+from streamq.gateway.state import Gateway
+from tests.gateway.sse import Frame, frames, read_events, text_of
+from tests.harness.gateway import TOKEN_A, TOKENS, GatewayThread
+from tests.harness.waiting import poll_until
+
+AUTH = {"Authorization": f"Bearer {TOKEN_A}"}
+PACED = {"simulator": {"tokens_per_second": 40, "reply_tokens": 60}}
+SUBSCRIBERS = 200
+BOUND = 120  # seconds: a bound on a hang on a loaded machine, never a measure
+
+
+@pytest.fixture
+def fanout(settings: Settings) -> Iterator[GatewayThread]:
+    """A gateway without per-tenant limits: one tenant holds hundreds of streams."""
+    config = GatewayConfig(tokens=TOKENS, keepalive=1, max_streams=None, rate_limit=None)
+    with GatewayThread(create_app(settings, config)) as server:
+        yield server
+
+
+def state(server: GatewayThread) -> Gateway:
+    gateway: Gateway = server.server.config.app.state.gateway
+    return gateway
+
+
+@pytest.fixture
+async def http(fanout: GatewayThread) -> AsyncIterator[httpx2.AsyncClient]:
+    limits = httpx2.Limits(max_connections=None, max_keepalive_connections=None)
+    async with httpx2.AsyncClient(
+        base_url=fanout.url, headers=AUTH, timeout=BOUND, limits=limits
+    ) as client:
+        yield client
+
+
+async def enqueue(client: httpx2.AsyncClient, prompt: str, extra: dict[str, object]) -> str:
+    body = {"messages": chat_messages(prompt), "extra_body": extra}
+    response = await client.post("/v1/jobs", json=body)
+    assert response.status_code == 202, response.text
+    job_id: str = response.json()["id"]
+    return job_id
+
+
+def assert_exact(events: list[Frame], prompt: str, length: int = 60) -> None:
+    ids = [frame.id for frame in events]
+    assert len(ids) == len(set(ids)), "an entry came twice"
+    assert [frame.json()["seq"] for frame in events] == list(range(len(events)))
+    assert events[-1].event == "done"
+    assert text_of(events) == simulated_text(chat_messages(prompt), length=length)
+
+
+@pytest.mark.usefixtures("worker")
+async def test_two_hundred_subscribers_of_one_job_each_get_every_event_once(
+    http: httpx2.AsyncClient, fanout: GatewayThread, redis: Redis, settings: Settings
+) -> None:
+    """200 SSE clients of one live job: each gets every entry once, in order, and the exact
+    text; the gateway reads them all over a few Redis connections, and lets go of them after."""
+    job_id = await enqueue(http, "fan out", PACED)
+    url = f"/v1/jobs/{job_id}/events"
+    readers = [asyncio.create_task(read_events(http, url)) for _ in range(SUBSCRIBERS)]
+    await poll_until(lambda: state(fanout).subscribers > 0, BOUND, "subscribers to join")
+    results = await asyncio.gather(*readers)
+    for events in results:
+        assert_exact(events, "fan out")
+    await poll_until(lambda: state(fanout).subscribers == 0, BOUND, "subscribers to be let go")
+
+
+@pytest.mark.usefixtures("worker")
+async def test_subscribers_of_many_jobs_at_once(http: httpx2.AsyncClient) -> None:
+    """Twenty jobs, five subscribers each, all at once: each gets its own job's exact stream."""
+    prompts = [f"job {i}" for i in range(20)]
+    ids = await asyncio.gather(*(enqueue(http, prompt, PACED) for prompt in prompts))
+    reads = [read_events(http, f"/v1/jobs/{job_id}/events") for job_id in ids for _ in range(5)]
+    results = await asyncio.gather(*reads)
+    for i, events in enumerate(results):
+        assert_exact(events, prompts[i // 5])
+
+
+@pytest.mark.usefixtures("worker")
+async def test_disconnects_mid_stream_resume_exactly_and_free_their_state(
+    http: httpx2.AsyncClient, fanout: GatewayThread
+) -> None:
+    """Fifty subscribers leave mid-stream, each after a different number of entries: the
+    multiplexer forgets them, and each resumes with Last-Event-ID to the exact stream."""
+    slow = {"simulator": {"tokens_per_second": 20, "reply_tokens": 60}}
+    job_id = await enqueue(http, "leave and resume", slow)
+    url = f"/v1/jobs/{job_id}/events"
+
+    async def leave_after(count: int) -> list[Frame]:
+        seen: list[Frame] = []
+        async with http.stream("GET", url) as response:
+            async for frame in frames(response):
+                if frame.data:
+                    seen.append(frame)
+                if len(seen) == count:
+                    break
+        return seen
+
+    heads = await asyncio.gather(*(leave_after(1 + i % 10) for i in range(50)))
+    await poll_until(lambda: state(fanout).subscribers == 0, BOUND, "left subscribers let go")
+    tails = await asyncio.gather(
+        *(read_events(http, url, headers={"Last-Event-ID": str(head[-1].id)}) for head in heads)
+    )
+    for head, tail in zip(heads, tails, strict=True):
+        assert_exact(head + tail, "leave and resume")
+
+
+@pytest.mark.usefixtures("worker")
+async def test_a_stalled_subscriber_is_dropped_back_to_redis_and_still_gets_it_all(
+    http: httpx2.AsyncClient, fanout: GatewayThread, redis: Redis, settings: Settings
+) -> None:
+    """A client that stops reading while a long job streams fills its socket; the gateway drops
+    its backlog rather than buffering it, and once the client reads again it catches up from
+    Redis by cursor: the whole stream, every entry once. A fast subscriber alongside is not
+    held back."""
+    state(fanout).max_backlog = 16
+    long = {"simulator": {"reply_tokens": 3000}}
+    job_id = await enqueue(http, "a long answer", long)
+    stalled = await StalledClient.connect(fanout.port, f"/v1/jobs/{job_id}/events")
+    fast = await read_events(http, f"/v1/jobs/{job_id}/events")
+    assert_exact(fast, "a long answer", 3000)
+    await poll_until(lambda: state(fanout).dropped > 0, BOUND, "the stalled client dropped")
+    events = await stalled.read_to_end()
+    assert_exact(events, "a long answer", 3000)
+    await poll_until(lambda: state(fanout).subscribers == 0, BOUND, "subscribers to be let go")
+
+
+class StalledClient:
+    """An SSE client on a raw socket with a small receive buffer, reading nothing until told."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def connect(cls, port: int, path: str) -> StalledClient:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: the window
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+        reader, writer = await asyncio.open_connection(sock=sock, limit=2**16)
+        # HTTP/1.0: the body ends with the connection, no chunks to take apart.
+        request = f"GET {path} HTTP/1.0\r\nAuthorization: {AUTH['Authorization']}\r\n\r\n"
+        writer.write(request.encode())
+        await writer.drain()
+        return cls(reader, writer)
+
+    async def read_to_end(self) -> list[Frame]:
+        raw = await self.reader.read()
+        self.writer.close()
+        head, _, body = raw.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        events = []
+        for block in body.decode().split("\n\n"):
+            frame = Frame()
+            for line in block.split("\n"):
+                name, _, value = line.partition(": ")
+                if name == "id":
+                    frame.id = value
+                elif name == "event":
+                    frame.event = value
+                elif name == "data":
+                    frame.data = value
+            if frame.data:
+                events.append(frame)
+        return events
