@@ -1,17 +1,24 @@
-"""The chat page in a real headless Chromium (Debian's, driven by Playwright): text streams in,
-Stop cancels, and forced reconnects neither lose nor repeat text. A screenshot is kept in
-test-artifacts/."""
+"""The chat page in a real headless Chromium (Debian's, driven by Playwright) against a real
+gateway, worker, Redis and the simulator: a conversation through the Responses door, Stop,
+reload mid-answer, a second tab following live, and model markdown that cannot run script. A
+screenshot of each is kept in test-artifacts/ (look at them)."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx2
 import pytest
-from playwright.async_api import BrowserContext, Page, async_playwright
+from playwright.async_api import BrowserContext, ConsoleMessage, Page, async_playwright
+from redis.asyncio import Redis
 
 from streamq import Settings
+from streamq.core.keys import Keys
 from streamq.dev.simulator import SimulatorConfig, SimulatorThread, simulated_text
 from streamq.gateway import GatewayConfig, create_app
 from tests.harness.gateway import TOKEN_A, TOKENS, GatewayThread
@@ -22,6 +29,16 @@ CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
+REPLY_TOKENS = 60  # at 15 tokens/s: 4 s an answer, time enough to act mid-answer
+WAIT_MS = 20_000
+XSS_ANSWER = (
+    "# Rendered, not run\n\n"
+    "- a **list** item\n- `inline code`\n\n"
+    "<script>document.title = 'pwned by script'</script>\n\n"
+    '<img src="nothing.png" alt="broken" onerror="document.title = \'pwned by onerror\'">\n\n'
+    '<a href="javascript:document.title=1">a javascript: link</a>\n\n'
+    "```html\n<script>alert('shown as code')</script>\n```\n"
+)
 
 pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists(),
@@ -29,16 +46,29 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.fixture
-def page_gateway(settings: Settings) -> Iterator[GatewayThread]:
-    """The gateway with a worker, an upstream at 20 tokens/s, and event streams cut every
-    0.4 s, so each answer needs several reconnects."""
-    with SimulatorThread(SimulatorConfig(tokens_per_second=20)) as slow:
-        slow_settings = settings.replace(openai_base_url=slow.base_url)
-        config = GatewayConfig(tokens=TOKENS, keepalive=0.2, max_stream_seconds=0.4)
-        app = create_app(slow_settings, config)
-        with GatewayThread(app, worker=slow_settings) as server:
+@contextlib.contextmanager
+def chat_gateway(settings: Settings, simulator: SimulatorConfig) -> Iterator[GatewayThread]:
+    """The gateway (tokens required) with a worker, answered by a simulator of ``simulator``."""
+    with SimulatorThread(simulator) as upstream:
+        upstream_settings = settings.replace(openai_base_url=upstream.base_url)
+        app = create_app(upstream_settings, GatewayConfig(tokens=TOKENS, keepalive=0.2))
+        with GatewayThread(app, worker=upstream_settings) as server:
             yield server
+
+
+@pytest.fixture
+def slow_gateway(settings: Settings) -> Iterator[GatewayThread]:
+    """Plain simulated answers of REPLY_TOKENS words at 15 tokens/s."""
+    config = SimulatorConfig(tokens_per_second=15, reply_tokens=REPLY_TOKENS)
+    with chat_gateway(settings, config) as server:
+        yield server
+
+
+@pytest.fixture
+def demo_gateway(settings: Settings) -> Iterator[GatewayThread]:
+    """The demo's answers (simulator mode demo), as `streamq serve --demo` gives them."""
+    with chat_gateway(settings, SimulatorConfig(tokens_per_second=200, mode="demo")) as server:
+        yield server
 
 
 @pytest.fixture
@@ -46,7 +76,10 @@ async def browser(tmp_path: Path) -> AsyncIterator[BrowserContext]:
     """Headless Chromium with a fresh profile."""
     async with async_playwright() as playwright:
         context = await playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=CHROMIUM, args=CHROMIUM_ARGS
+            str(tmp_path / "profile"),
+            executable_path=CHROMIUM,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1000, "height": 900},
         )
         try:
             yield context
@@ -54,55 +87,175 @@ async def browser(tmp_path: Path) -> AsyncIterator[BrowserContext]:
             await context.close()
 
 
-async def text_longer_than(page: Page, length: int) -> str:
-    """The answer once it is longer than ``length`` (polled: the page's CSP forbids eval)."""
-    for _ in range(400):
-        text = await page.text_content("#answer") or ""
-        if len(text) > length:
-            return text
-        await page.wait_for_timeout(25)
-    raise AssertionError(f"the answer stayed at {len(text)} characters")
+class Tab:
+    """One tab of the chat page, recording its script errors and console errors."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.errors: list[str] = []
+        self.console: list[str] = []
+        page.on("pageerror", lambda error: self.errors.append(str(error)))
+        page.on("console", self._console)
+
+    def _console(self, message: ConsoleMessage) -> None:
+        if message.type == "error" and "401 (Unauthorized)" not in message.text:
+            self.console.append(message.text)  # a 401 is how the page learns it needs a token
+
+    @classmethod
+    async def open(cls, browser: BrowserContext, url: str) -> Tab:
+        """A new tab on ``url``."""
+        tab = cls(await browser.new_page())
+        await tab.page.goto(url)
+        return tab
+
+    async def give_token(self) -> None:
+        """Answer the page's request for the gateway token (it keeps it for the tab)."""
+        await self.page.wait_for_selector("#token-form:not([hidden])")
+        await self.page.fill("#token", TOKEN_A)
+        await self.page.click("#token-form button")
+
+    async def send(self, prompt: str, *, first: bool = False) -> None:
+        """Type ``prompt`` and press Enter; ``first``: the tab has no token yet, so give it
+        when asked and press Enter again."""
+        await self.page.fill("#prompt", prompt)
+        await self.page.press("#prompt", "Enter")
+        if first:
+            await self.give_token()
+            assert await self.page.input_value("#prompt") == prompt  # kept meanwhile
+            await self.page.press("#prompt", "Enter")
+
+    def turn(self, number: int) -> str:
+        return f".turn:nth-of-type({number + 1})"  # after the intro section
+
+    async def answer(self, number: int) -> str:
+        """The raw text of turn ``number``'s answer so far (1-based)."""
+        selector = f"{self.turn(number)} .answer"
+        if not await self.page.query_selector(selector):
+            return ""
+        return await self.page.get_attribute(selector, "data-text") or ""
+
+    async def answer_longer_than(self, number: int, length: int) -> str:
+        """Turn ``number``'s answer once it is longer than ``length`` (polled: the CSP forbids
+        the eval that wait_for_function needs)."""
+        text = ""
+        for _ in range(800):
+            text = await self.answer(number)
+            if len(text) > length:
+                return text
+            await self.page.wait_for_timeout(25)
+        raise AssertionError(f"the answer stayed at {len(text)} characters")
+
+    async def ended(self, number: int, status: str = "completed") -> str:
+        """Turn ``number``'s answer once the turn has ``status``."""
+        await self.page.wait_for_selector(
+            f"{self.turn(number)}[data-status={status}]", timeout=WAIT_MS
+        )
+        return await self.answer(number)
+
+    async def response_id(self, number: int) -> str:
+        return await self.page.get_attribute(self.turn(number), "data-id") or ""
+
+    async def screenshot(self, name: str) -> None:
+        ARTIFACTS.mkdir(exist_ok=True)
+        await self.page.screenshot(path=str(ARTIFACTS / name), full_page=True)
 
 
-async def send(page: Page, prompt: str) -> None:
-    await page.fill("#prompt", prompt)
-    await page.click("#send")
+async def stored_response(gateway: GatewayThread, response_id: str) -> dict[str, Any]:
+    """The Response as the API gives it, to compare the page with."""
+    async with httpx2.AsyncClient(base_url=gateway.url) as client:
+        headers = {"Authorization": f"Bearer {TOKEN_A}"}
+        reply = await client.get(f"/v1/responses/{response_id}", headers=headers)
+    reply.raise_for_status()
+    body: dict[str, Any] = reply.json()
+    return body
 
 
-async def test_chat_page_streams_stops_and_resumes(
-    page_gateway: GatewayThread, browser: BrowserContext
+def output_text(response: dict[str, Any]) -> str:
+    return "".join(
+        part["text"]
+        for item in response["output"]
+        if item["type"] == "message"
+        for part in item["content"]
+        if part["type"] == "output_text"
+    )
+
+
+async def test_token_streamed_answer_stop_and_favicon(
+    slow_gateway: GatewayThread, browser: BrowserContext
 ) -> None:
-    """Prompt, token, streamed answer identical to the model's text despite cut connections;
-    then a second answer stopped half-way with the Stop button."""
-    page = await browser.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    await page.goto(f"{page_gateway.url}/")
-
+    """The page asks for the token, Enter sends and clears the prompt, the answer streams in
+    (with time to first token and tokens/s), Stop cancels the next one half-way; /favicon.ico
+    is served."""
+    tab = await Tab.open(browser, f"{slow_gateway.url}/")
     prompt = "Tell me about message queues"
-    await send(page, prompt)
-    await page.wait_for_selector("#token-form:not([hidden])")  # 401: the page asks for a token
-    await page.fill("#token", TOKEN_A)
-    await page.click("#token-form button")
-    await page.click("#send")
-
-    partial = await text_longer_than(page, 0)
-    await page.wait_for_selector("#status[data-state=done]", timeout=20_000)
-    answer = await page.text_content("#answer")
-    expected = simulated_text([{"role": "user", "content": prompt}])
-    assert answer == expected
+    await tab.send(prompt, first=True)
+    partial = await tab.answer_longer_than(1, 0)
+    assert await tab.page.input_value("#prompt") == ""
+    answer = await tab.ended(1)
+    assert answer == simulated_text([{"role": "user", "content": prompt}], length=REPLY_TOKENS)
     assert partial != answer  # the text arrived in pieces
-    assert int(await page.get_attribute("#status", "data-reconnects") or 0) >= 1
+    meta = await tab.page.text_content(f"{tab.turn(1)} .meta") or ""
+    assert "first token" in meta
+    assert "tokens/s" in meta
+    assert f"{REPLY_TOKENS} tokens" in meta
 
-    await send(page, "Now something long, then stop")
-    await text_longer_than(page, 20)
-    await page.click("#stop")
-    await page.wait_for_selector("#status[data-state=cancelled]", timeout=20_000)
-    stopped = await page.text_content("#answer") or ""
-    full = simulated_text([{"role": "user", "content": "Now something long, then stop"}])
-    assert full.startswith(stopped)
-    assert len(stopped) < len(full)
+    await tab.send("Now something long, then stop")
+    await tab.answer_longer_than(2, 20)
+    await tab.page.click("#stop")
+    stopped = await tab.ended(2, "cancelled")
+    assert "Stopped." in (await tab.page.text_content(f"{tab.turn(2)} .notices") or "")
+    response = await stored_response(slow_gateway, await tab.response_id(2))
+    assert response["status"] == "cancelled"
+    assert stopped == output_text(response)
+    assert len(stopped.split()) < REPLY_TOKENS
+    await tab.screenshot("chat-stop.png")
 
-    ARTIFACTS.mkdir(exist_ok=True)
-    await page.screenshot(path=str(ARTIFACTS / "gateway-chat-page.png"), full_page=True)
-    assert errors == []
+    async with httpx2.AsyncClient(base_url=slow_gateway.url) as client:
+        icon = await client.get("/favicon.ico")
+    assert icon.status_code == 200
+    assert icon.headers["content-type"] == "image/x-icon"
+    assert tab.errors == []
+    assert tab.console == []
+
+
+async def test_two_turns_share_the_conversation(
+    demo_gateway: GatewayThread, browser: BrowserContext, settings: Settings, redis: Redis
+) -> None:
+    """The second turn is chained to the first (previous_response_id): its job carries turn 1,
+    and the demo's answer quotes it; markdown, the reasoning block and a tool call render."""
+    tab = await Tab.open(browser, f"{demo_gateway.url}/")
+    await tab.send("What is a queue?", first=True)
+    first = await tab.ended(1)
+    assert first.startswith("**This answer comes from streamq's built-in simulator**")
+    await tab.send("And a stream?")
+    second = await tab.ended(2)
+    assert "This is turn 2 of our conversation" in second
+    assert "“What is a queue?”" in second
+
+    job_id = (await tab.response_id(2)).removeprefix("resp_")
+    stored = json.loads(await redis.get(Keys(settings.key_prefix).request(job_id)) or "{}")
+    said = json.dumps(stored)
+    assert "What is a queue?" in said
+    assert "built-in simulator" in said  # turn 1's answer, as context
+    answer = f"{tab.turn(2)} .answer"
+    assert (
+        await tab.page.text_content(f"{answer} strong")
+        == "This answer comes from streamq's built-in simulator"
+    )
+    assert await tab.page.query_selector(f"{answer} ul > li")
+    assert "enqueue_chat" in (await tab.page.text_content(f"{answer} pre code") or "")
+    assert "What is a queue?" in (
+        await tab.page.text_content(f"{tab.turn(1)} details.reasoning") or ""
+    )
+
+    await tab.send("Use a tool: what is the weather in Oslo?")
+    await tab.ended(3)
+    tool = f"{tab.turn(3)} details.tool"
+    assert await tab.page.text_content(f"{tool} summary") == "Tool call: get_weather"
+    assert "city" in json.loads(await tab.page.text_content(f"{tool} code") or "{}")
+    await tab.screenshot("chat-conversation.png")
+    await tab.page.set_viewport_size({"width": 390, "height": 844})
+    await tab.page.emulate_media(color_scheme="dark")
+    await tab.screenshot("chat-phone-dark.png")
+    assert tab.errors == []
+    assert tab.console == []
