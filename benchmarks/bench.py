@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import streamq
-from benchmarks.common import Endpoints
+from benchmarks.common import Endpoints, aimock_fixtures
 from benchmarks.processes import ROOT, Processes
 from benchmarks.report import render, targets
 from benchmarks.workloads import (
@@ -30,6 +30,7 @@ from benchmarks.workloads import (
     Bench,
     first_delta_latency,
     idle_workers,
+    latency_jobs,
     run_workload,
     simulator_rate,
 )
@@ -41,7 +42,9 @@ LATENCY_SAMPLES = 200
 LATENCY_WARMUP = 20
 IDLE_SECONDS = 5.0
 STREAMQ_CONCURRENCY = 1000  # the 1,000-stream workload on one worker; otherwise defaults
-PHASES = ("latency", "idle", *(workload.key for workload in WORKLOADS))
+AIMOCK_LATENCY = "aimock-latency"
+PHASES = ("latency", "idle", *(workload.key for workload in WORKLOADS), AIMOCK_LATENCY)
+QUICK = 0.2  # --quick: a fifth of the streams and of the latency samples
 
 
 def progress_printer() -> Callable[[str], None]:
@@ -54,7 +57,7 @@ def progress_printer() -> Callable[[str], None]:
 
 
 async def run(
-    progress: Callable[[str], None], phases: list[str], multiplexer: bool
+    progress: Callable[[str], None], phases: list[str], multiplexer: bool, scale: float = 1.0
 ) -> dict[str, Any]:
     """Start everything, run the phases, stop everything; the results as a dict."""
     main = asyncio.current_task()
@@ -63,7 +66,7 @@ async def run(
     with tempfile.TemporaryDirectory(prefix="streamq-bench-") as log_dir:
         processes = Processes(Path(log_dir))
         try:
-            return await _run(processes, progress, phases, multiplexer)
+            return await _run(processes, progress, phases, multiplexer, scale)
         except Exception:
             print(processes.log_tails(), file=sys.stderr)
             raise
@@ -75,13 +78,28 @@ async def run(
 
 
 async def _run(
-    processes: Processes, progress: Callable[[str], None], phases: list[str], multiplexer: bool
+    processes: Processes,
+    progress: Callable[[str], None],
+    phases: list[str],
+    multiplexer: bool,
+    scale: float,
 ) -> dict[str, Any]:
     progress("starting redis-server, the simulator, the workers and the client processes ...")
     server = processes.start_redis()
     base_url = await processes.start_simulator()
+    workloads = [w if scale == 1 else w.scaled(scale) for w in WORKLOADS if w.key in phases]
+    samples, warmup = round(LATENCY_SAMPLES * scale), round(LATENCY_WARMUP * scale)
+    aimock_url = ""
+    if AIMOCK_LATENCY in phases or any(w.upstream == "aimock" for w in workloads):
+        jobs = [job for w in workloads if w.upstream == "aimock" for job in w.jobs("", 0)]
+        jobs += latency_jobs("", 1, "aimock")
+        aimock_url = await processes.start_aimock(aimock_fixtures(jobs)) or ""
+        if not aimock_url:
+            progress("aimock is not installed (`make compat` installs it): its phases are skipped")
+            phases = [p for p in phases if p != AIMOCK_LATENCY]
+            workloads = [w for w in workloads if w.upstream != "aimock"]
     prefix = f"bench{os.getpid()}"
-    endpoints = Endpoints(server.url, base_url, prefix, f"{prefix}:queue")
+    endpoints = Endpoints(server.url, base_url, prefix, f"{prefix}:queue", aimock_url)
     redis = redis_from_url(server.url)
     settings = Settings(redis_url=server.url, key_prefix=prefix, queue_name=endpoints.queue_name)
     async with redis, StreamQ(redis, settings) as producer:
@@ -104,6 +122,7 @@ async def _run(
                 "streamq-worker": streamq_worker.pid,
                 "redis": int(info["process_id"]),
                 "simulator": processes.popens["simulator"].pid,
+                **({"aimock": processes.popens["aimock"].pid} if aimock_url else {}),
                 "producer": os.getpid(),
             },
             multiplexer=multiplexer,
@@ -113,9 +132,10 @@ async def _run(
             "machine": machine(str(info["redis_version"])),
             "config": {
                 "phases": phases,
-                "workloads": [vars(w) for w in WORKLOADS if w.key in phases],
-                "latency_samples": LATENCY_SAMPLES,
-                "latency_warmup": LATENCY_WARMUP,
+                "workloads": [vars(w) for w in workloads],
+                "latency_samples": samples,
+                "latency_warmup": warmup,
+                "aimock": bool(aimock_url),
                 "idle_seconds": IDLE_SECONDS,
                 "streamq_concurrency": STREAMQ_CONCURRENCY,
                 "streamq_reader": "Multiplexer" if bench.multiplexer else "job.events() per job",
@@ -128,12 +148,26 @@ async def _run(
         results["simulator"] = rate
         progress(f"simulator: {rate['chunks_per_s']:,.0f} chunks/s from one process")
         if "latency" in phases:
-            results["latency"] = await first_delta_latency(bench, LATENCY_SAMPLES, LATENCY_WARMUP)
+            results["latency"] = await first_delta_latency(bench, samples, warmup)
         if "idle" in phases:
             results["idle"] = await idle_workers(bench, IDLE_SECONDS)
-        for workload in WORKLOADS:
-            if workload.key in phases:
+        for workload in workloads:
+            if workload.upstream == "simulator":
                 results["workloads"][workload.key] = await run_workload(bench, workload)
+        if aimock_url:
+            # The streamq worker's upstream is its OPENAI_BASE_URL: start it again on aimock.
+            progress(f"aimock at {aimock_url}: starting the streamq worker again against it ...")
+            worker = await processes.restart_streamq_worker(
+                endpoints, redis, STREAMQ_CONCURRENCY, aimock_url
+            )
+            bench.pids["streamq-worker"] = worker.pid
+            if AIMOCK_LATENCY in phases:
+                results["aimock_latency"] = await first_delta_latency(
+                    bench, samples, warmup, "aimock"
+                )
+            for workload in workloads:
+                if workload.upstream == "aimock":
+                    results["workloads"][workload.key] = await run_workload(bench, workload)
         return results
 
 
@@ -185,6 +219,11 @@ def main(argv: list[str] | None = None) -> int:
         help=f"comma-separated phases to run, of: {','.join(PHASES)}",
     )
     parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"{QUICK:g}x the streams of each workload and the latency samples (for CI)",
+    )
+    parser.add_argument(
         "--events-per-job",
         action="store_true",
         help="streamq readers use one job.events() per job even where a Multiplexer exists",
@@ -197,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     progress = progress_printer()
     try:
         multiplexer = hasattr(streamq, "Multiplexer") and not args.events_per_job
-        results = asyncio.run(run(progress, phases, multiplexer))
+        scale = QUICK if args.quick else 1.0
+        results = asyncio.run(run(progress, phases, multiplexer, scale))
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("interrupted: everything the benchmark started has been stopped", file=sys.stderr)
         return 130
@@ -206,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     results["targets"] = targets(results)
     table = render(results)
     print(table)
-    if args.only or args.events_per_job:
+    if args.only or args.events_per_job or args.quick:
         return 0
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -20,6 +20,11 @@ class Endpoints:
     base_url: str
     key_prefix: str
     queue_name: str
+    aimock_url: str = ""  # @copilotkit/aimock's base URL, when compat/node_modules has it
+
+    def upstream_url(self, upstream: str) -> str:
+        """The base URL of ``upstream``: "simulator" or "aimock"."""
+        return self.aimock_url if upstream == "aimock" else self.base_url
 
     @property
     def naive_queue(self) -> str:
@@ -46,9 +51,23 @@ class JobSpec:
     tokens: int
     tokens_per_second: float | None
     offset: float = 0.0  # seconds after the workload's start
+    upstream: str = "simulator"  # or "aimock", paced by its fixture (see aimock_fixtures)
+    ttft_ms: float = 0.0  # aimock: time to its first chunk (the role-only one)
+
+    @property
+    def interval(self) -> float | None:
+        """Seconds between two deltas of a paced stream."""
+        return 1 / self.tokens_per_second if self.tokens_per_second else None
+
+    @property
+    def marker(self) -> str:
+        """The text in the prompt that picks this job's aimock fixture."""
+        return f"[aimock tokens={self.tokens} ttft={self.ttft_ms:g} tps={self.tokens_per_second}]"
 
     @property
     def prompt(self) -> str:
+        if self.upstream == "aimock":
+            return f"benchmark job {self.id} {self.marker}"
         return f"benchmark job {self.id}"
 
     def messages(self) -> list[dict[str, str]]:
@@ -56,6 +75,8 @@ class JobSpec:
 
     def extra_body(self) -> dict[str, Any]:
         """The request's ``extra_body``: the simulator's per-request options."""
+        if self.upstream == "aimock":
+            return {}
         options = {"reply_tokens": self.tokens, "tokens_per_second": self.tokens_per_second}
         return {"simulator": options}
 
@@ -63,7 +84,12 @@ class JobSpec:
         """The job as pushed onto the naive worker's list."""
         stream = endpoints.naive_stream(self.id)
         return json.dumps(
-            {"stream": stream, "messages": self.messages(), "extra_body": self.extra_body()}
+            {
+                "stream": stream,
+                "messages": self.messages(),
+                "extra_body": self.extra_body(),
+                "base_url": endpoints.upstream_url(self.upstream),
+            }
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -74,6 +100,29 @@ class JobSpec:
         return cls(**raw)
 
 
+AIMOCK_PIECE = "tok "  # one delta of an aimock answer: aimock splits content every 4 chars
+
+
+def aimock_fixtures(jobs: list[JobSpec]) -> dict[str, Any]:
+    """An aimock fixture file answering ``jobs``: per marker, ``tokens`` deltas after a first
+    (role-only) chunk at ``ttft_ms``, one every ``1 / tokens_per_second`` s (full speed if None).
+    """
+    fixtures: dict[str, dict[str, Any]] = {}
+    for job in jobs:
+        fixture: dict[str, Any] = {
+            "match": {"userMessage": job.marker},
+            "response": {"content": AIMOCK_PIECE * job.tokens},
+            "chunkSize": len(AIMOCK_PIECE),
+        }
+        profile = {"ttft": job.ttft_ms} if job.ttft_ms else {}
+        if job.tokens_per_second:
+            profile["tps"] = job.tokens_per_second
+        if profile:
+            fixture["streamingProfile"] = profile
+        fixtures[job.marker] = fixture
+    return {"fixtures": list(fixtures.values())}
+
+
 @dataclass
 class Trace:
     """What a reader saw of one job: each delta's arrival time and, via Redis, its entry id."""
@@ -82,6 +131,7 @@ class Trace:
     entry_ids: list[str] = field(default_factory=list)  # stream entry ids (empty for direct)
     offset: float = 0.0  # when the job was due to start, in seconds after the workload began
     error: str | None = None
+    interval: float | None = None  # seconds between deltas of a paced stream
 
 
 def entry_seconds(entry_id: str | bytes) -> float:
@@ -119,10 +169,13 @@ def lag_summary(
         stamps = [entry_seconds(entry_id) for entry_id in trace.entry_ids]
         if stamps:  # through Redis: how long each entry took to reach the reader
             delivery += [got - at for got, at in zip(trace.received, stamps, strict=True)]
-        if interval:
-            publish += schedule_lags(stamps, interval)
-            end_to_end += schedule_lags(trace.received, interval)
+        paced = trace.interval or interval
+        if paced:
+            publish += schedule_lags(stamps, paced)
+            end_to_end += schedule_lags(trace.received, paced)
     summary: dict[str, float | None] = {"peak_live_streams": peak_overlap(traces)}
+    # Jobs started per second: how many showed a first delta ÷ when the last of them did.
+    summary["starts_per_s"] = len(start) / max(start) if start and max(start) > 0 else None
     named = {"start": start, "delivery": delivery, "publish": publish, "e2e": end_to_end}
     for name, values in named.items():
         for p in (50, 99, 100):

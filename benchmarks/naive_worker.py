@@ -22,8 +22,9 @@ from redis.asyncio import Redis
 from benchmarks.common import MODEL, NAIVE_WORKER_NAME, Endpoints
 
 
-async def run_job(client: AsyncOpenAI, redis: Redis, job: dict[str, Any]) -> None:
+async def run_job(clients: dict[str, AsyncOpenAI], redis: Redis, job: dict[str, Any]) -> None:
     key = job["stream"]
+    client = clients[job["base_url"]]
     try:
         stream = await client.chat.completions.create(
             model=MODEL, messages=job["messages"], stream=True, extra_body=job["extra_body"]
@@ -41,7 +42,10 @@ async def serve(endpoints: Endpoints) -> None:
     main = asyncio.current_task()
     assert main is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
-    client = AsyncOpenAI(api_key="unused", base_url=endpoints.base_url, max_retries=0)
+    clients = {
+        url: AsyncOpenAI(api_key="unused", base_url=url, max_retries=0)
+        for url in {endpoints.base_url, endpoints.aimock_url} - {""}
+    }
     redis = Redis.from_url(endpoints.redis_url, client_name=NAIVE_WORKER_NAME)
     tasks: set[asyncio.Task[None]] = set()
     try:
@@ -49,7 +53,7 @@ async def serve(endpoints: Endpoints) -> None:
             popped = await redis.blpop([endpoints.naive_queue], timeout=0)
             if popped is None:
                 continue
-            task = asyncio.create_task(run_job(client, redis, json.loads(popped[1])))
+            task = asyncio.create_task(run_job(clients, redis, json.loads(popped[1])))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
     finally:
@@ -57,7 +61,8 @@ async def serve(endpoints: Endpoints) -> None:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await redis.aclose()
-        await client.close()
+        for client in clients.values():
+            await client.close()
 
 
 def main() -> None:

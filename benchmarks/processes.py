@@ -35,6 +35,7 @@ from streamq.dev.local_redis import LocalRedis, free_port
 __all__ = ["ROOT", "Agent", "Processes", "StartFailed"]
 
 STOP_TIMEOUT = 10.0
+AIMOCK = ROOT / "compat" / "node_modules" / ".bin" / "llmock"
 READY_TIMEOUT = 30.0
 
 
@@ -139,14 +140,46 @@ class Processes:
         await wait_until(listening, "the simulator", process)
         return f"http://127.0.0.1:{port}/v1"
 
+    async def start_aimock(self, fixtures: dict[str, Any]) -> str | None:
+        """@copilotkit/aimock (installed by `make compat`) serving ``fixtures``; its base URL,
+        or None when it is not installed."""
+        if not AIMOCK.exists():
+            return None
+        path = self.log_dir / "aimock-fixtures.json"
+        path.write_text(json.dumps(fixtures))
+        port = free_port()
+        args = ["--host", "127.0.0.1", "--port", str(port), "--fixtures", str(path),
+                "--log-level", "warn", "--journal-max", "1"]  # fmt: skip
+        process = self.popens["aimock"] = self._popen([str(AIMOCK), *args], "aimock")
+
+        async def listening() -> bool:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                return True
+            return False
+
+        await wait_until(listening, "aimock", process)
+        return f"http://127.0.0.1:{port}/v1"
+
+    def _popen(self, argv: list[str], name: str) -> subprocess.Popen[bytes]:
+        """Start a program that is not Python, its output to ``<name>.log``."""
+        with (self.log_dir / f"{name}.log").open("wb") as log:
+            return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.log_dir)
+
+    async def restart_streamq_worker(
+        self, endpoints: Endpoints, redis: Redis, concurrency: int, base_url: str
+    ) -> subprocess.Popen[bytes]:
+        """Stop the streamq worker and start it again with ``base_url`` as its upstream."""
+        stop(self.popens.pop("streamq-worker"), STOP_TIMEOUT)
+        return await self.start_streamq_worker(endpoints, redis, concurrency, base_url)
+
     async def start_streamq_worker(
-        self, endpoints: Endpoints, redis: Redis, concurrency: int
+        self, endpoints: Endpoints, redis: Redis, concurrency: int, base_url: str | None = None
     ) -> subprocess.Popen[bytes]:
         """One real ``python -m streamq worker``, default settings but for concurrency."""
         env = clean_environment(
             {
                 "REDIS_URL": endpoints.redis_url,
-                "OPENAI_BASE_URL": endpoints.base_url,
+                "OPENAI_BASE_URL": base_url or endpoints.base_url,
                 "OPENAI_API_KEY": "unused",
                 "STREAMQ_KEY_PREFIX": endpoints.key_prefix,
                 "STREAMQ_QUEUE": endpoints.queue_name,

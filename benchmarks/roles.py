@@ -59,7 +59,7 @@ class Role:
         raise ValueError(f"unknown op {op!r}")
 
     def trace(self, job: JobSpec) -> Trace:
-        trace = self.traces[job.id] = Trace(offset=job.offset)
+        trace = self.traces[job.id] = Trace(offset=job.offset, interval=job.interval)
         return trace
 
     def track(self, job: JobSpec, work: Awaitable[None]) -> None:
@@ -112,7 +112,13 @@ class DirectRole(Role):
 
     def __init__(self, endpoints: Endpoints) -> None:
         super().__init__()
-        self.client = AsyncOpenAI(api_key="unused", base_url=endpoints.base_url, max_retries=0)
+        self.endpoints = endpoints
+        urls = {"simulator": endpoints.base_url, "aimock": endpoints.aimock_url}
+        self.clients = {
+            upstream: AsyncOpenAI(api_key="unused", base_url=url, max_retries=0)
+            for upstream, url in urls.items()
+            if url
+        }
 
     async def handle(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
         if op != "run":
@@ -130,7 +136,7 @@ class DirectRole(Role):
 
     async def _stream(self, job: JobSpec, on_delta: Callable[[str], None]) -> None:
         messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": job.prompt}]
-        stream = await self.client.chat.completions.create(
+        stream = await self.clients[job.upstream].chat.completions.create(
             model=MODEL, messages=messages, stream=True, extra_body=job.extra_body()
         )
         async for chunk in stream:
@@ -149,7 +155,8 @@ class DirectRole(Role):
 
     async def aclose(self) -> None:
         await super().aclose()
-        await self.client.close()
+        for client in self.clients.values():
+            await client.close()
 
 
 class NaiveReaderRole(Role):

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from redis.asyncio import Redis
@@ -51,17 +52,38 @@ class Workload:
     rate: float | None
     spread: float
     timeout: float
+    upstream: str = "simulator"  # or "aimock" (a third-party server)
+    ttft_ms: float = 0.0  # aimock: the wait before its first (role-only) chunk
+    varied: bool = False  # paced like a model: each stream's length, rate and TTFT drawn
 
     @property
     def interval(self) -> float | None:
-        return 1 / self.rate if self.rate else None
+        return 1 / self.rate if self.rate and not self.varied else None
 
     def jobs(self, column: str, run: int) -> list[JobSpec]:
         step = self.spread / self.streams
-        return [
-            JobSpec(f"{self.key}-{column}-{run}-{i}", self.tokens, self.rate, offset=i * step)
-            for i in range(self.streams)
-        ]
+        draw = random.Random(self.key)  # the same draws for every column
+        jobs = []
+        for i in range(self.streams):
+            tokens, rate, ttft = self.tokens, self.rate, self.ttft_ms
+            if self.varied:
+                tokens = draw.choice(VARIED_LENGTHS)
+                rate = draw.choice(VARIED_RATES)
+                ttft = draw.choice(VARIED_TTFTS_MS)
+            job_id = f"{self.key}-{column}-{run}-{i}"
+            jobs.append(JobSpec(job_id, tokens, rate, i * step, self.upstream, ttft))
+        return jobs
+
+    def scaled(self, factor: float) -> Workload:
+        """The same workload with ``factor`` times the streams (``--quick``)."""
+        streams = max(1, round(self.streams * factor))
+        return replace(self, streams=streams, spread=self.spread * streams / self.streams)
+
+
+# A realistic mix: answers of 30 to 320 tokens at 20 to 50 tokens/s after 150 to 600 ms.
+VARIED_LENGTHS = (30, 80, 160, 320)
+VARIED_RATES = (20.0, 35.0, 50.0)
+VARIED_TTFTS_MS = (150.0, 300.0, 600.0)
 
 
 WORKLOADS = (
@@ -71,7 +93,15 @@ WORKLOADS = (
     Workload("single", "1 stream, 5,000 deltas at full speed", 1, 5000, None, 0, 60),
     Workload("burst100", "100 concurrent streams, 300 deltas at full speed", 100, 300, None, 0, 90),
     Workload("paced300", "300 streams, 100 deltas at 50/s, spread over 4 s", 300, 100, 50, 4, 90),
-)
+    # Against a server we did not write: @copilotkit/aimock (`make compat` installs it).
+    Workload("aimock-burst100", "aimock: 100 concurrent streams, 300 deltas at full speed",
+             100, 300, None, 0, 90, "aimock"),
+    Workload("aimock-starts1000", "aimock: 1,000 jobs enqueued within 1 s, 200 ms TTFT, "
+             "50 deltas at 5/s", 1000, 50, 5, 1, 120, "aimock", 200),
+    Workload("aimock-realistic", "aimock: 300 streams paced like a model (TTFT 150-600 ms, "
+             "20-50 tokens/s, 30-320 tokens), started over 5 s", 300, 0, None, 5, 90, "aimock",
+             varied=True),
+)  # fmt: skip
 
 
 @dataclass
@@ -160,12 +190,12 @@ async def run_column(bench: Bench, workload: Workload, column: str, run: int) ->
         "worker": used.cpu[WORKER[column]],
         "reader": used.cpu[READER[column]] if column in READER else None,
         "redis": used.cpu["redis"],
-        "simulator": used.cpu["simulator"],
+        "simulator": used.cpu[workload.upstream],  # the upstream server: simulator or aimock
         "producer": used.cpu["producer"],  # this process: enqueueing, sampling, measuring
     }
     figures: dict[str, Any] = {
         "deltas": summary["deltas"],
-        "expected_deltas": workload.streams * workload.tokens,
+        "expected_deltas": sum(job.tokens for job in jobs),
         "failed": summary["failed"],
         "unfinished": summary["unfinished"],
         "errors": summary["errors"],
@@ -251,14 +281,20 @@ async def _produce(
             started.put_nowait(None)
 
 
-async def first_delta_latency(bench: Bench, samples: int, warmup: int) -> dict[str, Any]:
+def latency_jobs(column: str, count: int, upstream: str) -> list[JobSpec]:
+    """The sequential jobs of the first-delta phase against ``upstream``."""
+    return [JobSpec(f"latency-{upstream}-{column}-{i}", 4, None, upstream=upstream)
+            for i in range(count)]  # fmt: skip
+
+
+async def first_delta_latency(
+    bench: Bench, samples: int, warmup: int, upstream: str = "simulator"
+) -> dict[str, Any]:
     """Sequential single jobs: time to the first delta, per column, and what the queue adds."""
     results: dict[str, Any] = {}
     for column in COLUMNS:
         agent = bench.reader(column) or bench.agents["direct"]
-        jobs = [
-            JobSpec(f"latency-{column}-{i}", 4, None).to_dict() for i in range(samples + warmup)
-        ]
+        jobs = [job.to_dict() for job in latency_jobs(column, samples + warmup, upstream)]
         answer = await agent.call("latency", jobs=jobs, warmup=warmup)
         figures = results[column] = {}
         names = list(answer["samples"][0])  # "first", and what it is made of where known
@@ -270,8 +306,8 @@ async def first_delta_latency(bench: Bench, samples: int, warmup: int) -> dict[s
             figures[f"{prefix}max_ms"] = max(values)
         parts = ", ".join(f"{n} {figures[f'{n}_p50_ms']:.2f}" for n in names if n != "first")
         bench.progress(
-            f"first delta, {samples} sequential jobs: {column}: p50 {figures['p50_ms']:.2f} ms, "
-            f"p99 {figures['p99_ms']:.2f} ms"
+            f"first delta, {samples} sequential jobs ({upstream}): {column}: "
+            f"p50 {figures['p50_ms']:.2f} ms, p99 {figures['p99_ms']:.2f} ms"
             + (f" (p50 of its parts, ms: {parts})" if parts else "")
         )
     direct = results["direct"]
