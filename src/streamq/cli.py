@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
+import os
+import socket
 import sys
 from collections.abc import Sequence
 from urllib.parse import urlsplit, urlunsplit
@@ -17,15 +20,17 @@ from streamq.client import StreamQ
 from streamq.core import metrics
 from streamq.core.connections import redis_from_url
 from streamq.core.events import Error, event_to_dict, is_terminal
-from streamq.core.exceptions import ConfigError, JobFailed, StreamQError
+from streamq.core.exceptions import ConfigError, InvalidRequest, JobFailed, StreamQError
 from streamq.core.keys import check_job_id
 from streamq.core.logs import configure_logging
 from streamq.core.settings import LOG_FORMATS, LOG_LEVELS, Settings
+from streamq.core.version import __version__
 from streamq.terminal import EXIT_JOB_FAILED, print_text
 
 EXIT_USAGE = 2
 ON_RESTART = ("exit", "final")
 EXIT_INTERRUPTED = 130
+UVICORN_STARTUP_FAILURE = 3
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -46,16 +51,51 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # stdout's reader left (`| head`): stop quietly, as Unix tools do
+        silence_stdout()
+        return 0
     except JobFailed as exc:
         print(f"streamq: {exc}", file=sys.stderr)
         return EXIT_JOB_FAILED
     except StreamQError as exc:
         print(f"streamq: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (RedisError, OSError) as exc:
+    except RedisError as exc:
         where = redact(settings.redis_url) if settings else "Redis"
         print(f"streamq: error: cannot use Redis at {where}: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:  # not Redis's (redis-py wraps its own): say what failed, as the OS did
+        print(f"streamq: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush into the closed pipe
+    does not print "Exception ignored ... BrokenPipeError" on the way out."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def check_port(host: str, port: int, option: str = "--port") -> None:
+    """Fail with one line naming ``host:port`` when a server could not listen there.
+
+    Binds and closes a socket as the server will (``SO_REUSEADDR``), before anything else starts.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            reason = "it is already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+            raise ConfigError(
+                f"cannot listen on {host}:{port}: {reason}; pick another port with {option} N"
+            ) from None
 
 
 def redact(url: str) -> str:
@@ -72,11 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streamq",
         description="Run LLM chat completions behind a job queue; stream tokens through Redis.",
+        epilog="Exit codes: 0 done, 1 the job failed (or unhealthy), 2 bad input, configuration"
+        " or a failed connection, 3 the job restarted after text was printed, 130 interrupted."
+        " `streamq COMMAND --help` describes each command.",
     )
+    parser.add_argument("--version", action="version", version=f"streamq {__version__}")
     parser.add_argument("--env-file", help="read settings from this .env file (default: ./.env)")
     parser.add_argument("--log-level", choices=[lvl.lower() for lvl in LOG_LEVELS])
     parser.add_argument("--log-format", choices=LOG_FORMATS, help="json: one object per line")
-    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+    subparsers = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+    commands = Commands(subparsers)
 
     worker = commands.add_parser("worker", help="run a worker that streams queued jobs")
     worker.add_argument("--concurrency", type=int, help="jobs at once (STREAMQ_CONCURRENCY)")
@@ -113,16 +158,16 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.set_defaults(run=run_cancel)
 
     simulate = commands.add_parser("simulate", help="serve the OpenAI-compatible simulator")
-    simulate.add_argument("--host", default="127.0.0.1")
-    simulate.add_argument("--port", type=int, default=8000)
+    simulate.add_argument("--host", default="127.0.0.1", help="default: %(default)s")
+    simulate.add_argument("--port", type=int, default=8000, help="default: %(default)s")
     simulate.add_argument("--tokens-per-second", type=float, help="default: as fast as possible")
     simulate.add_argument("--ttft", type=float, default=0.0, help="time to first token (s)")
     simulate.add_argument("--seed", type=int, default=0)
     simulate.set_defaults(run=run_simulate)
 
     serve = commands.add_parser("serve", help="serve the HTTP gateway and its chat page")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--host", default="127.0.0.1", help="default: %(default)s")
+    serve.add_argument("--port", type=int, default=8080, help="default: %(default)s")
     serve.add_argument(
         "--open",
         action="store_true",
@@ -152,15 +197,43 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument("--json", action="store_true", help="one JSON object")
     health.set_defaults(run=run_health)
 
-    purge = commands.add_parser("purge", help="remove stale leases and orphaned keys")
+    purge = commands.add_parser(
+        "purge",
+        help="clean up streamq's bookkeeping; never touches queued or running jobs",
+        details="Removes leases of jobs that ended, index entries of workers that are gone,"
+        " this prefix's arq abort entries and arq keys of jobs that ended; gives job keys"
+        " that lost their TTL the stream TTL again. To drop queued jobs: `streamq drain`.",
+    )
     purge.add_argument("--dry-run", action="store_true", help="count, change nothing")
     purge.add_argument("--json", action="store_true", help="one JSON object")
     purge.set_defaults(run=run_purge)
+
+    drain = commands.add_parser(
+        "drain",
+        help="cancel every job still waiting in the queue (asks for --yes)",
+        details="Jobs that never started leave the queue and end with a `cancelled` event,"
+        " which their readers see; running jobs are left alone (`streamq cancel ID` stops one).",
+    )
+    drain.add_argument("--yes", action="store_true", help="really cancel them")
+    drain.add_argument("--dry-run", action="store_true", help="count, change nothing")
+    drain.add_argument("--json", action="store_true", help="one JSON object")
+    drain.set_defaults(run=run_drain)
 
     demo = commands.add_parser("demo", help="run worker, enqueue and stream in one go")
     demo.add_argument("prompt", nargs="?", default="Write a haiku about queues.")
     demo.set_defaults(run=run_demo)
     return parser
+
+
+class Commands:
+    """Adds subcommands whose ``--help`` opens with their one-line summary as a sentence."""
+
+    def __init__(self, subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+        self._subparsers = subparsers
+
+    def add_parser(self, name: str, *, help: str, details: str = "") -> argparse.ArgumentParser:
+        description = f"{help[0].upper()}{help[1:]}." + (f" {details}" if details else "")
+        return self._subparsers.add_parser(name, help=help, description=description)
 
 
 def run_worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -223,6 +296,9 @@ def _on_restart_option(command: argparse.ArgumentParser) -> None:
 
 
 def run_enqueue(args: argparse.Namespace, settings: Settings) -> int:
+    if not args.prompt.strip():
+        raise InvalidRequest("the prompt is empty: say what the model should answer")
+
     async def enqueue() -> int:
         async with StreamQ.from_url(settings.redis_url, settings) as sq:
             job = await sq.enqueue_chat(
@@ -275,6 +351,7 @@ def run_simulate(args: argparse.Namespace, settings: Settings) -> int:
     config = SimulatorConfig(
         tokens_per_second=args.tokens_per_second, time_to_first_token=args.ttft, seed=args.seed
     )
+    check_port(args.host, args.port)
 
     def ready(url: str) -> None:
         print(f"simulator serving {url}", file=sys.stderr, flush=True)
@@ -295,17 +372,24 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
         )
         return EXIT_USAGE
     config = GatewayConfig.from_env(env_file=args.env_file, allow_anonymous=args.open or args.demo)
+    check_port(args.host, args.port)
 
     def ready(url: str) -> None:
         auth = "no authentication" if config.open else f"{len(config.tokens)} token(s)"
         print(f"streamq gateway serving {url} ({auth})", file=sys.stderr, flush=True)
 
-    if args.demo:
-        from streamq.dev.demo import serve_demo
+    try:
+        if args.demo:
+            from streamq.dev.demo import serve_demo
 
-        serve_demo(settings, config, args.host, args.port, on_ready=ready)
-    else:
-        serve(settings, config, args.host, args.port, on_ready=ready)
+            serve_demo(settings, config, args.host, args.port, on_ready=ready)
+        else:
+            serve(settings, config, args.host, args.port, on_ready=ready)
+    except SystemExit as exc:  # uvicorn's "could not start" (the port was taken since the check)
+        if exc.code != UVICORN_STARTUP_FAILURE:
+            raise
+        check_port(args.host, args.port)
+        raise ConfigError(f"the gateway could not start on {args.host}:{args.port}") from None
     return 0
 
 
@@ -331,12 +415,10 @@ def run_inspect(args: argparse.Namespace, settings: Settings) -> int:
     async def inspect() -> int:
         async with redis_from_url(settings.redis_url) as redis:
             record = await queries.inspect_job(redis, settings, check_job_id(args.job_id))
-        data = record.to_dict()
         if args.json:
-            print(admin_text.as_json(data))
+            print(admin_text.as_json(record.to_dict()))
         else:
-            for name, value in data.items():
-                print(f"{name:<20} {value if value is not None else '-'}")
+            print(admin_text.inspect_text(record))
         return 0
 
     return asyncio.run(inspect())
@@ -368,6 +450,26 @@ def run_purge(args: argparse.Namespace, settings: Settings) -> int:
         return 0
 
     return asyncio.run(purge())
+
+
+def run_drain(args: argparse.Namespace, settings: Settings) -> int:
+    dry_run = args.dry_run or not args.yes
+
+    async def drain() -> queries.DrainReport:
+        async with redis_from_url(settings.redis_url) as redis:
+            return await queries.drain(redis, settings, dry_run=dry_run)
+
+    report = asyncio.run(drain())
+    total = report.cancelled + report.cancelling
+    if args.json:
+        print(admin_text.as_json({"dry_run": dry_run, **report.to_dict()}))
+    else:
+        verb = "would cancel" if dry_run else "cancelled"
+        print(f"{verb} {total} queued job(s) of queue {settings.queue_name!r}")
+    if not args.yes and not args.dry_run and total:
+        print("streamq: nothing was cancelled: add --yes to cancel them", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
 
 
 def run_demo(args: argparse.Namespace, settings: Settings) -> int:

@@ -35,11 +35,17 @@ class WorkerPresence:
 
 
 async def announce(redis: Redis, keys: Keys, presence: WorkerPresence, ttl_ms: int) -> None:
-    """Write ``presence`` for ``ttl_ms``: a worker that stops beating vanishes on its own."""
+    """Write ``presence`` for ``ttl_ms``: a worker that stops beating vanishes on its own.
+
+    Its key expires; its entry in the index is dropped by the next heartbeat of any other
+    worker, and the index itself expires ``ttl_ms`` after the last heartbeat of all.
+    """
     server_ms = await server_time_ms(redis)
     async with redis.pipeline(transaction=False) as pipe:
         pipe.set(keys.worker(presence.id), presence.to_json(), px=ttl_ms)
         pipe.zadd(keys.workers(), {presence.id: server_ms + ttl_ms})
+        pipe.zremrangebyscore(keys.workers(), "-inf", f"({server_ms}")
+        pipe.pexpire(keys.workers(), ttl_ms)
         await pipe.execute()
 
 

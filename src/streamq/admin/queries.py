@@ -14,7 +14,7 @@ from streamq.admin.presence import WorkerPresence, alive_workers
 from streamq.core.clock import server_time_ms
 from streamq.core.connections import streams_from_url
 from streamq.core.events import Delta, Done, Error, Event, Start, decode_entry, entry_order
-from streamq.core.exceptions import InvalidRequest
+from streamq.core.exceptions import InvalidRequest, JobNotFound
 from streamq.core.keys import Keys, arq_in_progress_key, arq_job_key
 from streamq.core.protocol import lease_parts
 from streamq.core.settings import Settings
@@ -121,7 +121,6 @@ class JobRecord:
                 self.error = {"code": event.code, "message": event.message}
 
 
-
 async def inspect_job(redis: Redis, settings: Settings, job_id: str) -> JobRecord:
     """The job's state, attempts, timings, usage and last cursor (raises JobNotFound)."""
     keys = Keys(settings.key_prefix)
@@ -173,6 +172,56 @@ async def health_problems(redis: Redis, settings: Settings, *, worker: bool) -> 
     if not any(presence.host == host for presence in workers):
         return [f"no live streamq worker on host {host!r} (queue {settings.queue_name!r})"]
     return []
+
+
+@dataclass
+class DrainReport:
+    """What :func:`drain` dropped (or, with ``dry_run``, would drop)."""
+
+    cancelled: int = 0  # queued, never started: they end with a ``cancelled`` event
+    cancelling: int = 0  # queued again after an attempt: their next worker ends them so
+
+    def to_dict(self) -> dict[str, int]:
+        """A JSON-ready form (``streamq drain --json``)."""
+        return asdict(self)
+
+
+async def drain(redis: Redis, settings: Settings, *, dry_run: bool = False) -> DrainReport:
+    """Cancel every job waiting in the queue: the ones that never started leave it at once
+    (their readers see ``cancelled``); ones queued again after an attempt are cancelled for the
+    worker that takes them. Running jobs and other applications' arq jobs are left alone."""
+    keys = Keys(settings.key_prefix)
+    url = settings.streams_url
+    streams = redis if url is None else streams_from_url(url)
+    report = DrainReport()
+    try:
+        for raw in await redis.zrange(settings.queue_name, 0, -1):
+            arq_id = raw.decode(errors="replace")
+            try:
+                job_id = keys.job_id_from_arq(arq_id)
+            except InvalidRequest:
+                continue
+            job = ChatJob(redis, keys, job_id, read_timeout=1.0, stream_ttl=settings.stream_ttl,
+                          streams=streams)  # fmt: skip
+            try:
+                status = await job.status()
+            except JobNotFound:  # its request expired: nothing will run it
+                continue
+            if status.state != "queued" and not (status.state == "running" and status.stalled):
+                continue
+            if status.attempt == 0:
+                report.cancelled += 1
+            else:
+                report.cancelling += 1
+            if dry_run:
+                continue
+            if await job.cancel() == "cancelled":
+                await redis.zrem(settings.queue_name, arq_id)
+                await redis.delete(keys.arq_job(job_id))
+    finally:
+        if streams is not redis:
+            await streams.aclose()
+    return report
 
 
 @dataclass
