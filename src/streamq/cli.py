@@ -9,6 +9,7 @@ import json
 import os
 import socket
 import sys
+import warnings
 from collections.abc import Sequence
 from urllib.parse import urlsplit, urlunsplit
 
@@ -23,7 +24,7 @@ from streamq.core.events import Error, event_to_dict, is_terminal
 from streamq.core.exceptions import ConfigError, InvalidRequest, JobFailed, StreamQError
 from streamq.core.keys import check_job_id
 from streamq.core.logs import configure_logging
-from streamq.core.settings import LOG_FORMATS, LOG_LEVELS, Settings
+from streamq.core.settings import LOG_FORMATS, LOG_LEVELS, Settings, UnknownSettingWarning
 from streamq.core.version import __version__
 from streamq.terminal import EXIT_JOB_FAILED, print_text
 
@@ -39,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings: Settings | None = None
     try:
-        settings = Settings.from_env(env_file=args.env_file)
+        settings = load_settings(args.env_file)
         if args.log_level:
             settings = settings.replace(log_level=args.log_level.upper())
         elif args.run is run_demo:  # the demo's terminal is for the answer, not worker logs
@@ -67,6 +68,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:  # not Redis's (redis-py wraps its own): say what failed, as the OS did
         print(f"streamq: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def load_settings(env_file: str | None) -> Settings:
+    """:meth:`Settings.from_env`, its warnings (a misspelled variable) printed as one line each."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UnknownSettingWarning)
+        settings = Settings.from_env(env_file=env_file)
+    for warning in caught:
+        if issubclass(warning.category, UnknownSettingWarning):
+            print(f"streamq: warning: {warning.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
+    return settings
 
 
 def silence_stdout() -> None:

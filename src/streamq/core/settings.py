@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import os
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -22,6 +24,51 @@ LOG_FORMATS = ("text", "json")
 PARSERS = ("fast", "sdk")
 UPSTREAM_APIS = ("chat", "responses")
 MAX_PORT = 65_535
+PREFIX = "STREAMQ_"
+# Every STREAMQ_* variable any part of streamq reads (tests/test_settings.py checks the sources
+# against it): a set variable that is not here is most likely a typo, and gets a warning.
+KNOWN_VARIABLES = frozenset(
+    {
+        "STREAMQ_CHUNK_PARSER",
+        "STREAMQ_CONCURRENCY",
+        "STREAMQ_DRAIN_TIMEOUT",
+        "STREAMQ_FAULTS",  # the fault-injection suite's length (tests/faults)
+        "STREAMQ_IDLE_TIMEOUT",
+        "STREAMQ_JOB_TIMEOUT",
+        "STREAMQ_KEY_PREFIX",
+        "STREAMQ_LEASE",
+        "STREAMQ_LOG_FORMAT",
+        "STREAMQ_LOG_LEVEL",
+        "STREAMQ_MAX_ATTEMPTS",
+        "STREAMQ_MAX_REQUEST_BYTES",
+        "STREAMQ_MAX_RETRY_DELAY",
+        "STREAMQ_METRICS_PORT",
+        "STREAMQ_MODEL_LIMITS",
+        "STREAMQ_POLL_INTERVAL",
+        "STREAMQ_QUEUE",
+        "STREAMQ_READ_TIMEOUT",
+        "STREAMQ_RETRY_DELAY",
+        "STREAMQ_STREAMS_URL",
+        "STREAMQ_STREAM_TTL",
+        "STREAMQ_UPSTREAM_API",
+        "STREAMQ_GATEWAY_ADMIN_TOKENS",
+        "STREAMQ_GATEWAY_BODY_TIMEOUT",
+        "STREAMQ_GATEWAY_CORS_ORIGINS",
+        "STREAMQ_GATEWAY_HEADER_HOLD",
+        "STREAMQ_GATEWAY_HEADER_TIMEOUT",
+        "STREAMQ_GATEWAY_KEEPALIVE",
+        "STREAMQ_GATEWAY_MAX_STREAMS",
+        "STREAMQ_GATEWAY_MAX_STREAM_SECONDS",
+        "STREAMQ_GATEWAY_MODELS",
+        "STREAMQ_GATEWAY_RATE_BURST",
+        "STREAMQ_GATEWAY_RATE_LIMIT",
+        "STREAMQ_GATEWAY_TOKENS",
+    }
+)
+
+
+class UnknownSettingWarning(UserWarning):
+    """A ``STREAMQ_*`` variable is set that streamq does not read: most likely a typo."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +117,8 @@ class Settings:
         naming the variable and what it accepts.
         """
         env = merged_environment(environ, env_file)
+        for message in unknown_variables(env):
+            warnings.warn(message, UnknownSettingWarning, stacklevel=2)
         read = EnvReader(env)
         prefix = read.key_prefix("STREAMQ_KEY_PREFIX", cls.key_prefix)
         fleet_api, model_apis = read.upstream_apis("STREAMQ_UPSTREAM_API", cls.upstream_api)
@@ -132,6 +181,19 @@ class Settings:
                 raise ConfigError(f"upstream_api must be one of {accepted}, got {api!r}")
         if not 0 <= self.metrics_port <= MAX_PORT:
             raise ConfigError(f"metrics_port must be 0 (off) to {MAX_PORT}: {self.metrics_port}")
+
+
+def unknown_variables(env: Mapping[str, str]) -> list[str]:
+    """A warning for each ``STREAMQ_*`` variable in ``env`` that streamq does not read, naming
+    the known one closest to it."""
+    messages = []
+    for name in sorted(env):
+        if not name.startswith(PREFIX) or name in KNOWN_VARIABLES:
+            continue
+        close = difflib.get_close_matches(name, KNOWN_VARIABLES, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else "see .env.example for the known ones"
+        messages.append(f"{name} is not a streamq setting and is ignored: {hint}")
+    return messages
 
 
 def merged_environment(
