@@ -13,10 +13,16 @@ from __future__ import annotations
 import hashlib
 
 # KEYS: request, arq job, arq result, queue. ARGV: request, ttl, arq job id, arq job, arq
-# expiry (ms), score (ms), wake channel. -> 1 when the job is new, 0 when the id exists.
-# arq's enqueue_job in one round trip instead of five: same keys, values and expiry as arq's.
+# expiry (ms), score (ms), wake channel. -> 1 when the job is new, 0 when the id exists with
+# this very request, else the stored request (the caller compares them as JSON: the same
+# request, or an idempotency key reused for another one). arq's enqueue_job in one round trip
+# instead of five: same keys, values and expiry as arq's.
 ENQUEUE = """
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 0 end
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
+  local stored = redis.call('GET', KEYS[1])
+  if stored == ARGV[1] then return 0 end
+  return stored
+end
 if redis.call('EXISTS', KEYS[2], KEYS[3]) == 0 then
   redis.call('PSETEX', KEYS[2], ARGV[5], ARGV[4])
   redis.call('ZADD', KEYS[4], ARGV[6], ARGV[3])
