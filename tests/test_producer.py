@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from streamq import ClientClosed, InvalidRequest, Settings, StreamQ
+from streamq import ClientClosed, InvalidRequest, JobIdConflict, Settings, StreamQ
 
 
 async def keys_written(redis: Redis, settings: Settings) -> list[bytes]:
@@ -83,3 +83,23 @@ async def test_decode_responses_clients_are_refused(settings: Settings) -> None:
     with pytest.raises(ValueError, match="decode_responses"):
         StreamQ(client, settings)
     await client.aclose()
+
+
+async def test_a_job_id_reused_for_another_request_is_refused(settings: Settings) -> None:
+    """The same id and request find the same job (parameter order does not count); the same id
+    with another request raises JobIdConflict, from either client, and changes nothing."""
+    from streamq import sync
+
+    async with StreamQ.from_url(settings.redis_url, settings) as sq:
+        first = await sq.enqueue_chat("hi", job_id="order-1", temperature=0.5, seed=1)
+        again = await sq.enqueue_chat("hi", job_id="order-1", seed=1, temperature=0.5)
+        assert again.id == first.id
+        with pytest.raises(JobIdConflict, match="'order-1' was already used for a different"):
+            await sq.enqueue_chat("hello", job_id="order-1", temperature=0.5, seed=1)
+        with pytest.raises(JobIdConflict):
+            await sq.enqueue_chat("hi", job_id="order-1", temperature=0.7, seed=1)
+        assert await sq.job("order-1").exists()
+    with sync.StreamQ.from_url(settings.redis_url, settings) as blocking:
+        assert blocking.enqueue_chat("hi", job_id="order-1", temperature=0.5, seed=1).id == first.id
+        with pytest.raises(JobIdConflict):
+            blocking.enqueue_chat("hello", job_id="order-1")

@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 
 from streamq.core import scripts
 from streamq.core.connections import redis_from_url, streams_from_url
-from streamq.core.protocol import ClientBase
+from streamq.core.protocol import ClientBase, enqueued
 from streamq.core.queue import JOB_FUNCTION, serialize_job
 from streamq.core.settings import Settings
 from streamq.job import ChatJob
@@ -66,7 +66,7 @@ class StreamQ(ClientBase[Redis, ChatJob, Coroutine[Any, Any, ChatJob]]):
     async def _submit(self, job_id: str, keys: list[str], args: list[str | bytes | int]) -> ChatJob:
         # Store the request and queue the job as arq would, in one round trip; 0 if the id
         # exists already.
-        is_new = await self._enqueue(keys, args)
+        is_new = enqueued(job_id, args, await self._enqueue(keys, args))
         if not is_new and not await self._has_ended(job_id):
             # The same id again, not finished: make sure arq still holds it (a job whose run was
             # fenced off can leave arq's queue). arq ignores an id it already holds.

@@ -5,6 +5,7 @@ StreamQError
 ├── InvalidRequest       a chat request (or job id, or cursor) failed validation
 │   └── InvalidCursor    a resume cursor is not a stream entry id
 ├── JobNotFound          no job with this id exists (never existed, or expired)
+├── JobIdConflict        a job id (idempotency key) was reused for a different request
 ├── JobFailed            the job ended with an ``error`` event
 ├── JobCancelled         the job ended with a ``cancelled`` event
 ├── JobRestarted         a new attempt replaced the one whose text was already yielded
@@ -78,6 +79,21 @@ class JobNotFound(StreamQError, LookupError):
 
     def __init__(self, job_id: str, reason: str = "never enqueued, or expired") -> None:
         super().__init__(f"no job with id {job_id!r} ({reason})")
+        self.job_id = job_id
+
+
+class JobIdConflict(StreamQError, ValueError):
+    """A job id, the idempotency key, was already used for a different request.
+
+    The same request again returns the same job; another request needs another id (as with
+    Stripe's idempotency keys). Nothing was enqueued.
+    """
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(
+            f"job id {job_id!r} was already used for a different request: use a new id for a "
+            "new request (the same request again returns the same job)"
+        )
         self.job_id = job_id
 
 

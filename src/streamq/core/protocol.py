@@ -10,6 +10,7 @@ one decoder.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -49,6 +50,7 @@ from streamq.core.exceptions import (
     InvalidRequest,
     JobCancelled,
     JobFailed,
+    JobIdConflict,
     JobRestarted,
     ReadTimeout,
 )
@@ -126,6 +128,18 @@ def enqueue_call(
     args: list[str | bytes | int] = [request, settings.stream_ttl, arq_id, arq_job(now_ms)]
     args += [expires_extra_ms, now_ms, wake_channel(settings.queue_name)]
     return script_keys, args
+
+
+def enqueued(job_id: str, args: Sequence[str | bytes | int], reply: Any) -> bool:
+    """Whether :data:`scripts.ENQUEUE`, called with ``args`` (of :func:`enqueue_call`), created
+    the job: True when it is new, False when the id exists with the same request. Raises
+    :class:`JobIdConflict` when the id holds another request (compared as JSON: key order and
+    spacing do not count)."""
+    if isinstance(reply, int):
+        return bool(reply)
+    if json.loads(reply) != json.loads(str(args[0])):
+        raise JobIdConflict(job_id)
+    return False
 
 
 # Reading a job's stream
@@ -506,13 +520,14 @@ class ClientBase(Generic[R, J, E]):
         """Enqueue a chat completion over ``messages`` (await it on the async client); extra
         OpenAI parameters travel with it.
 
-        ``job_id`` is the idempotency key: enqueueing an id that exists returns the same job and
-        starts nothing. Invalid input raises :class:`~streamq.InvalidRequest` before anything
-        reaches Redis. ``model`` defaults to the worker's ``OPENAI_MODEL``; ``deadline`` (total
-        seconds, retries included) and ``idle_timeout`` (seconds without upstream data) default
-        to the worker's ``STREAMQ_JOB_TIMEOUT`` and ``STREAMQ_IDLE_TIMEOUT``. ``buffered`` asks
-        the upstream for the whole answer at once (``stream=false``): the stream then carries
-        each choice in one piece, and the usage of servers that report it only so.
+        ``job_id`` is the idempotency key: enqueueing an id that exists with the same request
+        returns the same job and starts nothing; with a different request it raises
+        :class:`~streamq.JobIdConflict`. Invalid input raises :class:`~streamq.InvalidRequest`
+        before anything reaches Redis. ``model`` defaults to the worker's ``OPENAI_MODEL``;
+        ``deadline`` (total seconds, retries included) and ``idle_timeout`` (seconds without
+        upstream data) default to the worker's ``STREAMQ_JOB_TIMEOUT`` and ``STREAMQ_IDLE_TIMEOUT``.
+        ``buffered`` asks the upstream for the whole answer at once (``stream=false``): the stream
+        then carries each choice in one piece, and the usage of servers that report it only so.
         ``upstream_api`` runs the job against the upstream's Chat Completions or Responses API
         (default: the worker's ``STREAMQ_UPSTREAM_API``).
         """
@@ -537,7 +552,8 @@ class ClientBase(Generic[R, J, E]):
         return self._submit(job_id, keys, args)
 
     def _submit(self, job_id: str, keys: list[str], args: list[str | bytes | int]) -> E:
-        """Run the enqueue script (``keys``, ``args``) and return the job's handle."""
+        """Run the enqueue script (``keys``, ``args``) and return the job's handle; its reply
+        goes through :func:`enqueued`."""
         raise NotImplementedError
 
     def job(self, job_id: str) -> J:

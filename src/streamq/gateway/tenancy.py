@@ -2,7 +2,9 @@
 
 The gateway records the creating tenant in ``PREFIX:{JOB_ID}:owner`` (the job's hash tag) before
 it enqueues, and answers 404 to every other tenant. Idempotency keys are scoped the same way:
-the job id is a hash of tenant and key, so two tenants' keys never meet.
+the job id is a hash of tenant and key, so two tenants' keys never meet. A key sent again with
+the same request finds the same job; with another request it is a 409
+(``idempotency_key_reused``), as Stripe's keys are.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from streamq.client import StreamQ
-from streamq.core.exceptions import JobNotFound
+from streamq.core.exceptions import JobIdConflict, JobNotFound
 from streamq.core.keys import JOB_ID_PATTERN, Keys
 from streamq.core.settings import Settings
 from streamq.gateway.errors import ApiError
@@ -23,6 +25,10 @@ from streamq.job import ChatJob
 from streamq.responses.request import ResponsesRequest
 
 MAX_IDEMPOTENCY_KEY = 255
+KEY_REUSED = (
+    "this Idempotency-Key was already used for a different request: send the same request to "
+    "get the same job, or a new key for a new request"
+)
 
 
 class TenantJobs:
@@ -72,9 +78,11 @@ class TenantJobs:
             raise ApiError(409, "job_id_conflict", "this job id is taken; use another key")
         try:
             job = await submit()
-        except BaseException:
+        except BaseException as exc:
             if created:
                 await self._redis.delete(owner_key)
+            if isinstance(exc, JobIdConflict):
+                raise ApiError(409, "idempotency_key_reused", KEY_REUSED) from None
             raise
         return job, bool(created)
 

@@ -15,7 +15,7 @@ from streamq.core import scripts
 from streamq.core.connections import sync_redis_from_url
 from streamq.core.events import as_text, decode_entry
 from streamq.core.exceptions import ConfigError
-from streamq.core.protocol import ClientBase
+from streamq.core.protocol import ClientBase, enqueued
 from streamq.core.queue import arq_job
 from streamq.core.settings import Settings
 from streamq.responses.events import output_as_input
@@ -114,7 +114,7 @@ class StreamQ(ClientBase[Redis, ChatJob, ChatJob]):
         return previous.conversation(output_as_input(output))
 
     def _submit(self, job_id: str, keys: list[str], args: list[str | bytes | int]) -> ChatJob:
-        is_new = self._enqueue(keys, args)
+        is_new = enqueued(job_id, args, self._enqueue(keys, args))
         if not is_new and not self._redis.hexists(self._keys.state(job_id), "terminal"):
             self._requeue(job_id)
         return self.job(job_id)
