@@ -11,6 +11,7 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx2
 import openai
@@ -322,10 +323,34 @@ def error_event(exc: BaseException, *, secret: str | None = None) -> Error:
         message = f"the upstream sent a malformed stream ({type(exc).__name__})"
     if isinstance(exc, openai.APIStatusError):
         message = f"upstream answered HTTP {exc.status_code}: {_upstream_message(exc)}"
+    elif isinstance(exc, openai.APIConnectionError):  # "Connection error.": say where, and why
+        message = _unreachable(exc, message)
     if secret and len(secret) >= MIN_SECRET_LENGTH:
         message = message.replace(secret, "***")
     hinted = retry_after(exc)
     return Error(code=code, message=message[:2000], retryable=retryable, retry_after=hinted)
+
+
+def _unreachable(exc: openai.APIConnectionError, message: str) -> str:
+    """``message`` with the URL that could not be reached (no credentials, no query string:
+    some servers take a key there) and the network error underneath, if any."""
+    try:
+        url = _shown_url(str(exc.request.url))
+    except RuntimeError:  # an error built without a request
+        return message
+    cause = exc.__cause__
+    reason = f" ({type(cause).__name__}: {cause})" if cause is not None and str(cause) else ""
+    what = "timed out" if isinstance(exc, openai.APITimeoutError) else "failed"
+    return f"{message.rstrip('.')}: the request to {url} {what}{reason}"
+
+
+def _shown_url(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def _classify(exc: BaseException) -> tuple[str, bool]:
