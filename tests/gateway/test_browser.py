@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx2
 import pytest
-from playwright.async_api import BrowserContext, ConsoleMessage, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, async_playwright
 from redis.asyncio import Redis
 
 from streamq import Settings
@@ -72,19 +72,32 @@ def demo_gateway(settings: Settings) -> Iterator[GatewayThread]:
 
 
 @pytest.fixture
-async def browser(tmp_path: Path) -> AsyncIterator[BrowserContext]:
-    """Headless Chromium with a fresh profile."""
+def scripted_gateway(settings: Settings) -> Iterator[GatewayThread]:
+    """Every answer is XSS_ANSWER, markdown with script in it."""
+    config = SimulatorConfig(tokens_per_second=200, reply_text=XSS_ANSWER)
+    with chat_gateway(settings, config) as server:
+        yield server
+
+
+@pytest.fixture
+async def chromium() -> AsyncIterator[Browser]:
+    """Headless Chromium."""
     async with async_playwright() as playwright:
-        context = await playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),
-            executable_path=CHROMIUM,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1000, "height": 900},
-        )
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            yield context
+            yield browser
         finally:
-            await context.close()
+            await browser.close()
+
+
+@pytest.fixture
+async def browser(chromium: Browser) -> AsyncIterator[BrowserContext]:
+    """A fresh profile: its own cookies, sessionStorage and localStorage."""
+    context = await chromium.new_context(viewport={"width": 1000, "height": 800})
+    try:
+        yield context
+    finally:
+        await context.close()
 
 
 class Tab:
@@ -257,5 +270,89 @@ async def test_two_turns_share_the_conversation(
     await tab.page.set_viewport_size({"width": 390, "height": 844})
     await tab.page.emulate_media(color_scheme="dark")
     await tab.screenshot("chat-phone-dark.png")
+    assert tab.errors == []
+    assert tab.console == []
+
+
+async def test_reload_mid_answer_continues_where_it_was(
+    slow_gateway: GatewayThread, browser: BrowserContext
+) -> None:
+    """Reloaded mid-answer, the page restores the conversation from its URL and its saved state,
+    resumes after the last event it had (starting_after=N), and ends with the model's text,
+    exactly once."""
+    tab = await Tab.open(browser, f"{slow_gateway.url}/")
+    prompt = "Survive a reload"
+    await tab.send(prompt, first=True)
+    before = await tab.answer_longer_than(1, 40)
+    assert "#r=resp_" in tab.page.url
+    streams: list[str] = []
+    tab.page.on("request", lambda request: streams.append(request.url))
+    await tab.page.reload()
+    restored = await tab.answer(1)  # shown from the saved state, before the stream answers
+    assert restored.startswith(before)
+    await tab.screenshot("chat-reload.png")  # mid-answer, just after the reload
+    assert await tab.page.text_content(f"{tab.turn(1)} .user") == prompt
+    answer = await tab.ended(1)
+    expected = simulated_text([{"role": "user", "content": prompt}], length=REPLY_TOKENS)
+    assert answer == expected
+    assert (await tab.page.text_content(f"{tab.turn(1)} .answer") or "").strip() == expected
+    resumed = [url for url in streams if "stream=true" in url]
+    assert resumed
+    assert all("starting_after=-1" not in url for url in resumed)  # no replay from the start
+    assert tab.errors == []
+    assert tab.console == []
+
+
+async def test_a_second_browser_follows_the_same_answer_live(
+    slow_gateway: GatewayThread, browser: BrowserContext, chromium: Browser
+) -> None:
+    """The page's link, opened in a second tab of another profile (nothing saved there),
+    shows the conversation and follows the running answer live; both tabs end with the same
+    text, the model's."""
+    first = await Tab.open(browser, f"{slow_gateway.url}/")
+    prompt = "Watch me from two tabs"
+    await first.send(prompt, first=True)
+    await first.answer_longer_than(1, 10)
+    link = await first.page.get_attribute("#share", "href")
+    assert link == first.page.url
+    elsewhere = await chromium.new_context(viewport={"width": 1000, "height": 800})
+    try:
+        second = await Tab.open(elsewhere, link)
+        await second.give_token()
+        await second.answer_longer_than(1, 0)
+        assert await second.page.get_attribute(second.turn(1), "data-status") == "in_progress"
+        assert await second.page.text_content(f"{second.turn(1)} .user") == prompt
+        await second.screenshot("chat-second-tab.png")  # following the answer live
+        expected = simulated_text([{"role": "user", "content": prompt}], length=REPLY_TOKENS)
+        assert await second.ended(1) == expected
+        assert await first.ended(1) == expected
+        assert second.errors == []
+        assert second.console == []
+    finally:
+        await elsewhere.close()
+    assert first.errors == []
+
+
+async def test_model_markdown_cannot_run_script(
+    scripted_gateway: GatewayThread, browser: BrowserContext
+) -> None:
+    """An answer with <script>, an onerror= attribute and a javascript: link renders its
+    markdown; the HTML shows as text, nothing of it reaches the DOM or tries to run (the CSP
+    would report the attempt)."""
+    tab = await Tab.open(browser, f"{scripted_gateway.url}/")
+    await tab.send("Show me some HTML", first=True)
+    assert await tab.ended(1) == XSS_ANSWER
+    answer = f"{tab.turn(1)} .answer"
+    assert await tab.page.text_content(f"{answer} h1") == "Rendered, not run"
+    assert await tab.page.query_selector(f"{answer} li strong")
+    shown = await tab.page.text_content(answer) or ""
+    assert "<script>document.title = 'pwned by script'</script>" in shown
+    assert "onerror=" in shown
+    for dangerous in ("script", "img", "[onerror]", "a[href^=javascript]", "[style]"):
+        assert await tab.page.query_selector(f"{answer} {dangerous}") is None, dangerous
+    code = await tab.page.text_content(f"{answer} pre code")
+    assert code == "<script>alert('shown as code')</script>\n"
+    assert await tab.page.title() == "streamq chat"
+    await tab.screenshot("chat-markdown-safe.png")
     assert tab.errors == []
     assert tab.console == []

@@ -9,7 +9,7 @@
 //
 // fetch() rather than EventSource: EventSource cannot send an Authorization header. Model text
 // reaches the DOM only as textContent, or as markdown rendered by marked and then sanitized by
-// DOMPurify.
+// DOMPurify (with the markdown's raw HTML escaped first).
 "use strict";
 
 const ENDINGS = new Set(["response.completed", "response.incomplete", "response.failed"]);
@@ -119,6 +119,15 @@ function ended(turn) {
   return ENDED.has(turn.status);
 }
 
+// HTML in the model's markdown is shown as text, never parsed: DOMPurify would strip what is
+// dangerous, but parsing alone makes Chromium compile (and the CSP refuse) inline handlers.
+function escapeHtml(text) {
+  const entities = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
+  return text.replace(/[&<>"']/g, (char) => entities[char]);
+}
+
+if (window.marked) window.marked.use({ renderer: { html: (token) => escapeHtml(token.text) } });
+
 function markdown(element, text) {
   if (window.marked && window.DOMPurify) {
     const html = window.marked.parse(text, { async: false, gfm: true });
@@ -227,9 +236,8 @@ function renderMeta(turn) {
 function render(turn) {
   clearTimeout(turn.timer);
   turn.timer = null;
-  const transcript = $("transcript");
-  const atBottom =
-    transcript.scrollHeight - transcript.scrollTop - transcript.clientHeight < 120;
+  const root = document.scrollingElement;
+  const atBottom = root.scrollHeight - root.scrollTop - root.clientHeight < 160;
   const section = turn.el.section;
   section.dataset.status = turn.status;
   if (turn.id) section.dataset.id = turn.id;
@@ -237,7 +245,7 @@ function render(turn) {
   renderItems(turn);
   renderNotices(turn);
   renderMeta(turn);
-  if (atBottom) transcript.scrollTop = transcript.scrollHeight;
+  if (atBottom) root.scrollTop = root.scrollHeight;
   buttons();
 }
 
@@ -412,8 +420,9 @@ async function follow(turn) {
   persist(turn);
   render(turn);
   if (ended(turn)) {
+    const said = { completed: "Done.", cancelled: "Stopped.", expired: "Expired." };
     const state = turn.status === "completed" ? "done" : turn.status;
-    setStatus(turn.status === "completed" ? "Done." : "Ended: " + turn.status + ".", state);
+    setStatus(said[turn.status] || "Ended: " + turn.status + ".", state);
   }
 }
 
