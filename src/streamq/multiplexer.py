@@ -23,13 +23,14 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from streamq.core import protocol
 from streamq.core._tasks import cancel_and_wait
 from streamq.core.connections import is_cluster
 from streamq.core.events import Event, as_text, decode_entry, entry_order, is_terminal
 from streamq.core.exceptions import ClientClosed, JobNotFound, ReadTimeout
 from streamq.core.keys import Keys
 from streamq.core.protocol import STREAM_GONE, check_cursor, max_block, read_interrupted
-from streamq.job import ChatJob, EventStream, ended_by
+from streamq.job import ChatJob, EventStream
 
 logger = logging.getLogger("streamq.multiplexer")
 
@@ -95,6 +96,7 @@ class Multiplexer:
         read_timeout: float = 300.0,
         streams: Redis | None = None,
         max_backlog: int = MAX_BACKLOG,
+        control_connections: int = 1,
     ) -> None:
         self._queue = redis
         self._redis = redis if streams is None else streams
@@ -106,8 +108,8 @@ class Multiplexer:
         self._followers: dict[str, list[_Follower]] = {}
         self._changed = asyncio.Event()  # a follower joined: for the long read, when idle
         self._joined = asyncio.Event()  # a follower joined: for the join read
-        # Serialises the control connection (follow()'s checks and first read, and probes).
-        self._control = asyncio.Lock()
+        # Bounds the control connections (follow()'s checks and first read, catch-ups, probes).
+        self._control = asyncio.Semaphore(control_connections)
         self._long_read = _Reader(self._redis)
         self._join_read = _Reader(self._redis)
         # Where the long read in flight reads each stream from; None between reads.
@@ -198,16 +200,23 @@ class Multiplexer:
                     yield event
 
     async def _join(self, job: ChatJob, follower: _Follower) -> None:
-        """Start following: check the job, then take it as a follower that is behind, which
-        reads what its stream holds on its own (the shared reads may be blocked) first."""
-        async with self._control:  # one control connection, however many follow at once
-            if not await job.exists():
+        """Start following: check the job and read what its stream holds already (the shared
+        reads may be blocked), in one round trip when the stream exists; then the shared reads
+        take it from its cursor."""
+        key, cursor = follower.key, follower.cursor
+        async with self._control:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.exists(key)
+                pipe.xrevrange(key, count=1)
+                pipe.xread({key: cursor}, count=self._max_backlog)
+                exists, newest, reply = await pipe.execute()
+            if not exists and not await job.exists():
                 raise JobNotFound(job.id)
-            if await ended_by(self._redis, follower.key, follower.cursor):
-                follower.ended = True
-                return
-        follower.behind = True
-        self._followers.setdefault(follower.key, []).append(follower)
+        if cursor != "0-0" and protocol.ended_at_or_before(cursor, newest):
+            follower.ended = True
+            return
+        self._followers.setdefault(key, []).append(follower)
+        self._caught_up(follower, reply[0][1] if reply else [])
 
     async def _catch_up(self, follower: _Follower) -> None:
         """A follower behind reads the entries after the last it took from Redis, at most a
@@ -215,7 +224,9 @@ class Multiplexer:
         it from its cursor again."""
         async with self._control:
             reply = await self._redis.xread({follower.key: follower.taken}, count=self._max_backlog)
-        entries = reply[0][1] if reply else []
+        self._caught_up(follower, reply[0][1] if reply else [])
+
+    def _caught_up(self, follower: _Follower, entries: list[Any]) -> None:
         follower.behind = False
         follower.cursor = follower.taken
         self._offer(follower, _decoded(entries, entry_order(follower.taken)))
@@ -298,10 +309,11 @@ class Multiplexer:
         points: dict[str, str] = {}
         for key, group in followers.items():
             start = None if covered is None else covered.get(key)
+            # A follower behind reads on its own: the shared reads do not wait for it.
             cursors = [
                 f.cursor
                 for f in group
-                if start is None or entry_order(f.cursor) < entry_order(start)
+                if not f.behind and (start is None or entry_order(f.cursor) < entry_order(start))
             ]
             if cursors:
                 points[key] = min(cursors, key=entry_order)  # ids sort as numbers, not text

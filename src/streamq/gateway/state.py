@@ -8,12 +8,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
 from starlette.requests import Request
 
 from streamq.client import StreamQ
-from streamq.core.connections import redis_from_url, streams_from_url
+from streamq.core.connections import pool_options, redis_from_url, streams_from_url
 from streamq.core.keys import Keys
+from streamq.core.redis_urls import SENTINEL_SCHEMES
 from streamq.core.settings import Settings
 from streamq.gateway.auth import Authenticator
 from streamq.gateway.config import GatewayConfig
@@ -25,6 +27,19 @@ from streamq.multiplexer import MAX_BACKLOG, Multiplexer
 from streamq.responses.store import ResponseStore
 
 TENANT_KEY = "streamq.tenant"  # in the ASGI scope, once the request is authenticated
+
+
+# Connections of the gateway's own pool (the multiplexer reads on two more): a burst of
+# requests waits for one instead of opening hundreds, so the gateway holds a few, always.
+POOL_CONNECTIONS = 6
+POOL_WAIT = 20.0  # seconds a command waits for a free connection before it fails
+
+
+def _bounded_client(url: str) -> Redis:
+    if url.startswith(SENTINEL_SCHEMES):
+        return redis_from_url(url)  # the sentinel pool finds the primary per connection
+    options = pool_options(url, Retry, {"max_connections": POOL_CONNECTIONS, "timeout": POOL_WAIT})
+    return Redis.from_pool(BlockingConnectionPool.from_url(url, **options))
 
 
 class Gateway:
@@ -55,7 +70,7 @@ class Gateway:
         if self._tenants is None:
             async with self._lock:
                 if self._tenants is None:
-                    redis = self._redis or redis_from_url(self.settings.redis_url)
+                    redis = self._redis or _bounded_client(self.settings.redis_url)
                     self._redis = redis
                     self._sq = StreamQ(redis, self.settings)
                     self._tenants = TenantJobs(redis, self._sq, self.settings)
@@ -84,6 +99,7 @@ class Gateway:
                 read_timeout=self.settings.read_timeout,
                 streams=self._streams,
                 max_backlog=self.max_backlog,
+                control_connections=POOL_CONNECTIONS - 2,  # a burst of joins, in parallel
             )
             await self._mux.__aenter__()
         return Feed(self._mux.subscribe(job.id, after))
