@@ -170,7 +170,7 @@ class Tab:
 
     async def screenshot(self, name: str) -> None:
         ARTIFACTS.mkdir(exist_ok=True)
-        await self.page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+        await self.page.screenshot(path=str(ARTIFACTS / name))  # what the window shows
 
 
 async def stored_response(gateway: GatewayThread, response_id: str) -> dict[str, Any]:
@@ -266,6 +266,7 @@ async def test_two_turns_share_the_conversation(
     tool = f"{tab.turn(3)} details.tool"
     assert await tab.page.text_content(f"{tool} summary") == "Tool call: get_weather"
     assert "city" in json.loads(await tab.page.text_content(f"{tool} code") or "{}")
+    await tab.page.set_viewport_size({"width": 1000, "height": 1900})  # all three turns
     await tab.screenshot("chat-conversation.png")
     await tab.page.set_viewport_size({"width": 390, "height": 844})
     await tab.page.emulate_media(color_scheme="dark")
