@@ -1,0 +1,375 @@
+"""Gateway fan-out: one gateway process serving thousands of SSE subscribers.
+
+``python -m benchmarks.fanout`` starts a private Redis, the simulator, a gateway process
+(``streamq serve``) and subscriber processes, then runs two workloads:
+
+- **one job x K subscribers** (default 2,000): one job of 100 deltas at 20/s;
+- **many jobs x few subscribers** (default 200 jobs x 5).
+
+Every subscriber is a raw asyncio socket (an ``asyncio.Protocol`` taking HTTP/1.1 chunks apart
+and parsing SSE), in subscriber processes of their own. The jobs are enqueued and subscribed
+before the worker starts, so every subscriber follows them live. Meanwhile another tenant
+POSTs ``/v1/jobs`` every 50 ms. Prints progress, then the table; ``--profile FILE.svg``
+records the gateway with py-spy during the first workload.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import psutil
+from redis.asyncio import Redis
+from tests.harness.processes import clean_environment, python_command, spawn, stop
+from tests.harness.waiting import poll_until
+
+from streamq.core.request import chat_messages
+from streamq.dev.local_redis import LocalRedis, free_port
+from streamq.dev.simulator import simulated_text
+
+TOKEN_A = "fanout-bench-tenant-a-0001"
+TOKEN_B = "fanout-bench-tenant-b-0002"
+DELTAS, RATE = 100, 20
+
+
+# --- subscriber processes ------------------------------------------------------------------
+
+
+class _Subscriber(asyncio.Protocol):
+    """One SSE connection: HTTP/1.1 chunks taken apart, frames parsed as they come."""
+
+    def __init__(self, expected: str, lags: list[int]) -> None:
+        self.expected, self.lags = expected, lags
+        self.buffer = b""
+        self.head_done = asyncio.get_running_loop().create_future()
+        self.done = asyncio.get_running_loop().create_future()
+        self.body = b""  # SSE bytes not yet parsed
+        self.texts: list[str] = []
+        self.seq = -1
+        self.exact = True
+        self.frames = 0
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if not self.head_done.done():
+            head, sep, rest = self.buffer.partition(b"\r\n\r\n")
+            if not sep:
+                return
+            self.head_done.set_result(head.split(b" ", 2)[1])
+            self.buffer = rest
+        while True:  # chunked: SIZE\r\nDATA\r\n
+            line, sep, rest = self.buffer.partition(b"\r\n")
+            if not sep:
+                break
+            size = int(line, 16)
+            if len(rest) < size + 2:
+                break
+            self.body += rest[:size]
+            self.buffer = rest[size + 2 :]
+            if size == 0:
+                break
+        *blocks, self.body = self.body.split(b"\n\n")
+        now = int(time.time() * 1000)
+        for block in blocks:
+            if b"\ndata: " not in block:
+                continue  # retry, keep-alive
+            self.frames += 1
+            lines = block.split(b"\n")
+            entry_id = lines[0][4:]
+            event = json.loads(lines[2][6:])
+            self.lags.append(now - int(entry_id.split(b"-")[0]))
+            if event["seq"] != self.seq + 1:
+                self.exact = False
+            self.seq = event["seq"]
+            if event["type"] == "delta":
+                self.texts.append(event["text"])
+            elif event["type"] in ("done", "error", "cancelled"):
+                self.exact = self.exact and event["type"] == "done"
+                if not self.done.done():
+                    self.done.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.exact = False
+            self.done.set_result(None)
+
+    def result(self) -> bool:
+        return self.exact and "".join(self.texts) == self.expected
+
+
+async def _subscribe(port: int, jobs: list[tuple[str, str]], count: int) -> None:
+    """``count`` subscribers over ``jobs`` (id, prompt), round robin; one JSON line when all
+    heads are in, one with the results when all streams ended."""
+    loop = asyncio.get_running_loop()
+    lags: list[int] = []
+    subscribers = []
+    for i in range(count):
+        job_id, prompt = jobs[i % len(jobs)]
+        expected = simulated_text(chat_messages(prompt), length=DELTAS)
+        transport, sub = await loop.create_connection(
+            functools.partial(_Subscriber, expected, lags), "127.0.0.1", port
+        )
+        transport.write(
+            f"GET /v1/jobs/{job_id}/events HTTP/1.1\r\nHost: gw\r\n"
+            f"Authorization: Bearer {TOKEN_A}\r\n\r\n".encode()
+        )
+        subscribers.append((transport, sub))
+    statuses = await asyncio.gather(*(sub.head_done for _, sub in subscribers))
+    print(json.dumps({"ready": [s.decode() for s in statuses].count("200")}), flush=True)
+    await asyncio.gather(*(sub.done for _, sub in subscribers))
+    cpu = psutil.Process().cpu_times()
+    exact = sum(sub.result() for _, sub in subscribers)
+    frames = sum(sub.frames for _, sub in subscribers)
+    print(json.dumps({"exact": exact, "frames": frames, "lags": lags}), flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)  # hold, then go
+    for transport, _ in subscribers:
+        transport.close()
+    print(json.dumps({"cpu": cpu.user + cpu.system}), flush=True)
+
+
+# --- the orchestrator ----------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.redis_server = LocalRedis().start()
+        self.redis = Redis.from_url(self.redis_server.url)
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.env = clean_environment(
+            {
+                "REDIS_URL": self.redis_server.url,
+                "OPENAI_API_KEY": "unused",
+                "STREAMQ_GATEWAY_TOKENS": f"{TOKEN_A}=a,{TOKEN_B}=b",
+                "STREAMQ_GATEWAY_MAX_STREAMS": "off",
+                "STREAMQ_GATEWAY_RATE_LIMIT": "off",
+                "STREAMQ_CONCURRENCY": "1000",
+            }
+        )
+
+    def start(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        log = self.log_dir / f"{name}.log"
+        self.procs[name] = spawn(args, log=log, env=self.env, cwd=self.log_dir)
+        return self.procs[name]
+
+    async def listening(self, port: int, name: str) -> None:
+        async def up() -> bool:
+            with contextlib.suppress(OSError):
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                return True
+            return False
+
+        await poll_until(up, 90, name)
+
+    async def aclose(self) -> None:
+        for process in self.procs.values():
+            stop(process)
+        await self.redis.aclose()
+        self.redis_server.stop()
+
+
+async def _gateway_redis_connections(bench: Bench, pid: int) -> int:
+    """Clients in Redis's CLIENT LIST whose address is one of the gateway's sockets."""
+    port = int(bench.redis_server.url.rsplit(":", 1)[1].split("/")[0])
+    mine = {
+        f"{c.laddr.ip}:{c.laddr.port}"
+        for c in psutil.Process(pid).net_connections("tcp")
+        if c.raddr and c.raddr.port == port
+    }
+    return sum(1 for client in await bench.redis.client_list() if client["addr"] in mine)
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+async def _workload(
+    bench: Bench, gw_port: int, sim_url: str, jobs: int, per_job: int, processes: int,
+    profile: str | None,
+) -> dict[str, Any]:  # fmt: skip
+    label = f"{jobs} job(s) x {per_job} subscribers"
+    print(f"== {label}", flush=True)
+    gateway = psutil.Process(bench.procs["gateway"].pid)
+    base = f"http://127.0.0.1:{gw_port}"
+    paced = {"simulator": {"tokens_per_second": RATE, "reply_tokens": DELTAS}}
+    async with httpx2.AsyncClient(base_url=base, timeout=60) as http:
+        specs = []
+        for i in range(jobs):
+            prompt = f"fan-out {jobs} {i}"
+            body = {"messages": chat_messages(prompt), "extra_body": paced}
+            reply = await http.post("/v1/jobs", json=body, headers=_auth(TOKEN_A))
+            specs.append((reply.json()["id"], prompt))
+        rss_before = gateway.memory_info().rss
+        total = jobs * per_job
+        subs = []
+        for k in range(processes):
+            share = specs[k::processes] if jobs >= processes else specs
+            count = total // processes + (k < total % processes)
+            args = ["-m", "benchmarks.fanout", "subscribe", str(gw_port), json.dumps(share)]
+            subs.append(
+                await asyncio.create_subprocess_exec(
+                    *python_command(*args, str(count)),
+                    env=bench.env,
+                    cwd=bench.log_dir,
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                    limit=2**28,
+                )
+            )
+        ready = [json.loads(await _line(p)) for p in subs]
+        print(f"   {sum(r['ready'] for r in ready)}/{total} subscribed", flush=True)
+        rss_connected = gateway.memory_info().rss
+        cpu0 = sum(gateway.cpu_times()[:2])
+        worker = bench.start("worker", ["-m", "streamq", "worker"])
+        spy = None
+        if profile:
+            spy = await asyncio.create_subprocess_exec(
+                str(Path(sys.executable).parent / "py-spy"), "record", "-o", profile,
+                "--pid", str(gateway.pid), "--nonblocking", "-d", "12",
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            )  # fmt: skip
+        posts: list[float] = []
+        peak = [rss_connected]
+        conns: list[int] = []
+        finished = [asyncio.ensure_future(_line(p)) for p in subs]
+
+        async def other_tenant() -> None:
+            tiny = {"simulator": {"reply_tokens": 1}}
+            while True:
+                began = time.monotonic()
+                body = {"messages": chat_messages("other"), "extra_body": tiny}
+                await http.post("/v1/jobs", json=body, headers=_auth(TOKEN_B))
+                posts.append(time.monotonic() - began)
+                peak[0] = max(peak[0], gateway.memory_info().rss)
+                if len(posts) % 20 == 5:
+                    conns.append(await _gateway_redis_connections(bench, gateway.pid))
+                await asyncio.sleep(0.05)
+
+        tenant_b = asyncio.create_task(other_tenant())
+        results = [json.loads(await line) for line in finished]
+        tenant_b.cancel()
+        cpu = sum(gateway.cpu_times()[:2]) - cpu0
+        for p in subs:
+            assert p.stdin is not None
+            p.stdin.write(b"go\n")
+        sub_cpu = 0.0
+        for p in subs:
+            sub_cpu += json.loads(await _line(p))["cpu"]
+        for p in subs:
+            await p.wait()
+        stop(worker)
+        if spy is not None:
+            await spy.wait()
+        # Given back? The gateway's RSS once every subscriber has gone.
+        await asyncio.sleep(3)
+        rss_after = gateway.memory_info().rss
+    lags = [lag for r in results for lag in r["lags"]]
+    frames = sum(r["frames"] for r in results)
+    return {
+        "workload": label,
+        "subscribers": total,
+        "exact": sum(r["exact"] for r in results),
+        "lag_p50_ms": _pct(lags, 0.5),
+        "lag_p99_ms": _pct(lags, 0.99),
+        "redis_connections": max(conns, default=0),
+        "cpu_us_per_subscriber_event": cpu / frames * 1e6,
+        "subscriber_cpu_us_per_event": sub_cpu / frames * 1e6,
+        "rss_kb_per_subscriber": (max(peak[0], rss_connected) - rss_before) / total / 1024,
+        "rss_mib": [round(x / 2**20, 1) for x in (rss_before, peak[0], rss_after)],
+        "post_p50_ms": _pct(posts, 0.5) * 1000,
+        "post_p99_ms": _pct(posts, 0.99) * 1000,
+        "posts": len(posts),
+    }
+
+
+def _auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def _line(process: asyncio.subprocess.Process) -> bytes:
+    assert process.stdout is not None
+    line = await process.stdout.readline()
+    if not line:
+        raise RuntimeError("a subscriber process died (see its stderr)")
+    return line
+
+
+async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    log_dir = Path(tempfile.mkdtemp(prefix="streamq-fanout-"))
+    print(f"logs in {log_dir}", flush=True)
+    bench = Bench(log_dir)
+    try:
+        sim_port, gw_port = free_port(), free_port()
+        bench.start("simulator", ["-m", "streamq", "simulate", "--port", str(sim_port)])
+        bench.start("gateway", ["-m", "streamq", "serve", "--port", str(gw_port)])
+        await bench.listening(sim_port, "the simulator")
+        await bench.listening(gw_port, "the gateway")
+        sim_url = f"http://127.0.0.1:{sim_port}/v1"
+        bench.env["OPENAI_BASE_URL"] = sim_url
+        rows = [
+            await _workload(bench, gw_port, sim_url, 1, args.subscribers, 2, args.profile),
+            await _workload(bench, gw_port, sim_url, args.jobs, args.per_job, 2, None),
+        ]
+    finally:
+        await bench.aclose()
+    return rows
+
+
+FIGURES = [
+    ("subscribers", "subscribers", "{:.0f}"),
+    ("exact", "all exact (subscribers with the exact stream)", "{:.0f}"),
+    ("lag_p50_ms", "lag Redis entry → subscriber, p50 (ms)", "{:.0f}"),
+    ("lag_p99_ms", "lag Redis entry → subscriber, p99 (ms) [≤ 250]", "{:.0f}"),
+    ("redis_connections", "Redis connections held by the gateway [≤ 8]", "{:.0f}"),
+    ("cpu_us_per_subscriber_event", "gateway CPU per subscriber-event (µs) [≤ 15]", "{:.1f}"),
+    ("rss_kb_per_subscriber", "gateway RSS per subscriber (KB) [≤ 32]", "{:.1f}"),
+    ("rss_mib", "gateway RSS before / peak / after they left (MiB)", "{}"),
+    ("post_p50_ms", "other tenant's POST /v1/jobs, p50 (ms)", "{:.1f}"),
+    ("post_p99_ms", "other tenant's POST /v1/jobs, p99 (ms) [≤ 100]", "{:.1f}"),
+    ("subscriber_cpu_us_per_event", "subscriber clients' CPU per event (µs)", "{:.1f}"),
+]
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| figure | " + " | ".join(r["workload"] for r in rows) + " |"]
+    lines.append("|---|" + "---|" * len(rows))
+    for key, name, fmt in FIGURES:
+        lines.append(f"| {name} | " + " | ".join(fmt.format(r[key]) for r in rows) + " |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "subscribe":
+        port, jobs, count = int(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4])
+        asyncio.run(_subscribe(port, [tuple(j) for j in jobs], count))
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--subscribers", type=int, default=2000, help="of the one job")
+    parser.add_argument("--jobs", type=int, default=200, help="jobs of the second workload")
+    parser.add_argument("--per-job", type=int, default=5, help="their subscribers each")
+    parser.add_argument("--profile", help="py-spy flame graph of the gateway (.svg)")
+    parser.add_argument("--json", help="write every figure here too")
+    args = parser.parse_args()
+    rows = asyncio.run(run(args))
+    print(table(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    print(f"(median {statistics.median(r['lag_p99_ms'] for r in rows):.0f} ms of the p99 lags)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
