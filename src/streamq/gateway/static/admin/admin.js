@@ -11,7 +11,7 @@ const COLORS = ["#2f6fdf", "#d9482b", "#7a4fc9", "#1f9d55", "#d98e04", "#0f9bb3"
 const OUTCOME_COLORS = { done: "#1f9d55", error: "#d9482b", cancelled: "#7a4fc9" };
 const $ = (id) => document.getElementById(id);
 
-const state = { charts: {}, stream: null, timers: [] };
+const state = { charts: {}, stream: null, timers: [], ended: null };
 
 function token() {
   return sessionStorage.getItem(TOKEN_KEY) || "";
@@ -171,10 +171,17 @@ function chartWidth(id) {
   return Math.max(280, $(id).clientWidth || 400);
 }
 
+// Points only where something happened: a quiet hour stays a flat line.
+function nonZero(u, seriesIndex, show) {
+  const values = u.data[seriesIndex];
+  return show ? values.map((v, i) => (v ? i : -1)).filter((i) => i >= 0) : null;
+}
+
 function draw(id, times, series) {
   const names = Object.keys(series).sort();
   const signature = names.join(",");
   const data = [times, ...names.map((n) => series[n])];
+  if (!names.length) data.push(times.map(() => 0));  // the "none yet" line
   const existing = state.charts[id];
   if (existing && existing.signature === signature) {
     existing.plot.setData(data);
@@ -191,14 +198,12 @@ function draw(id, times, series) {
       label: name,
       stroke: OUTCOME_COLORS[name] || COLORS[i % COLORS.length],
       width: 2,
-      points: { show: false },
+      fill: (OUTCOME_COLORS[name] || COLORS[i % COLORS.length]) + "22",
+      points: { show: true, size: 6, filter: nonZero },
     }))),
     axes: [{}, { size: 44 }],
   };
-  if (!names.length) {
-    opts.series.push({ label: "none yet", stroke: "#bbb" });
-    data.push(times.map(() => 0));
-  }
+  if (!names.length) opts.series.push({ label: "none yet", stroke: "#bbb" });
   $(id).replaceChildren();
   state.charts[id] = { signature, plot: new uPlot(opts, data, $(id)) };
 }
@@ -227,6 +232,11 @@ async function refreshOverview() {
     if (!response.ok) throw new Error("HTTP " + response.status);
     const overview = await response.json();
     showStats(overview.stats, overview.server_time);
+    const ended = JSON.stringify([overview.stats.jobs, overview.stats.failures]);
+    if (ended !== state.ended) {  // a job ended since the last look: redraw the hour now
+      state.ended = ended;
+      refreshHistory().catch(() => {});
+    }
     showAdmission(overview.admission);
     showJobs(overview.jobs);
     setRefresh("Updated " + new Date().toLocaleTimeString() + " · every " + OVERVIEW_EVERY_MS / 1000 + " s", "live");
