@@ -4,20 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
 import signal
+import socket
 
 import pytest
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam
 from redis.asyncio import Redis
 
-from streamq import Settings, StreamQ
+from streamq import Settings, StreamQ, __version__
+from streamq.admin.presence import WorkerPresence, announce
+from streamq.core.keys import Keys
 from streamq.core.request import chat_messages
 from streamq.dev.local_redis import free_port
 from streamq.dev.simulator import simulated_demo_text, simulated_text
-from tests.harness.processes import STOP_TIMEOUT, run_cli, settings_environment, start_cli
+from tests.harness.processes import (
+    ROOT,
+    STOP_TIMEOUT,
+    run_cli,
+    settings_environment,
+    start_cli,
+)
 from tests.harness.redis_servers import blocked_in
 from tests.harness.waiting import STARTUP, poll_until
+
+COMMANDS = ("worker", "enqueue", "tail", "cancel", "simulate", "serve", "stats", "inspect",
+            "health", "purge", "drain", "demo")  # fmt: skip
 
 
 async def test_help_lists_every_command(settings: Settings) -> None:
@@ -171,3 +185,195 @@ async def test_tail_never_glues_two_attempts_on_stdout(settings: Settings) -> No
 
     code, out, _ = await run_cli(settings, "tail", "cli-restart", "--on-restart", "final")
     assert (code, out) == (0, expected + "\n")
+
+
+async def test_a_closed_stdout_pipe_ends_quietly(settings: Settings, worker: None) -> None:
+    """`streamq tail ID --json | head -2`: once the reader has its lines and goes, tail stops
+    with 0 and says nothing (no "Broken pipe", nothing blamed on Redis)."""
+    slow = {"simulator": {"tokens_per_second": 20, "reply_tokens": 200}}
+    async with StreamQ.from_url(settings.redis_url, settings) as sq:
+        job = await sq.enqueue_chat("pipe me", extra_body=slow)
+    read_end, write_end = os.pipe()
+    tail = await start_cli(settings_environment(settings), "tail", job.id, "--json",
+                           stdout=write_end)  # fmt: skip
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:  # what `head -2` does: two lines, then exit
+        first_two = [await asyncio.to_thread(pipe.readline) for _ in range(2)]
+    _, err = await asyncio.wait_for(tail.communicate(), STOP_TIMEOUT)
+    assert json.loads(first_two[0])["type"] == "start"
+    assert (tail.returncode, err.decode()) == (0, "")
+
+
+async def test_a_busy_port_is_one_line_naming_it(settings: Settings) -> None:
+    """`simulate` and `serve` on a port in use: exit 2, one line naming the port and --port,
+    no traceback and no word about Redis."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        for command in (["simulate"], ["serve", "--open"], ["serve", "--demo"]):
+            code, _, err = await run_cli(settings, *command, "--port", port)
+            assert code == 2, err
+            assert err == (
+                f"streamq: error: cannot listen on 127.0.0.1:{port}: it is already in use; "
+                "pick another port with --port N\n"
+            )
+
+
+async def test_version_help_descriptions_and_defaults(settings: Settings) -> None:
+    """`--version` prints the version; every command's --help opens with a description line;
+    --host and --port show their defaults."""
+    code, out, _ = await run_cli(settings, "--version")
+    assert (code, out) == (0, f"streamq {__version__}\n")
+    for command in COMMANDS:
+        code, out, _ = await run_cli(settings, command, "--help")
+        assert code == 0
+        description = out.split("\n\n")[1]
+        assert description[0].isupper(), (command, out)
+        assert description.rstrip().endswith("."), (command, out)
+    for command, port in (("simulate", 8000), ("serve", 8080)):
+        _, out, _ = await run_cli(settings, command, "--help")
+        assert re.search(r"--host HOST +default: 127\.0\.0\.1\n", out), out
+        assert re.search(rf"--port PORT +default: {port}\n", out), out
+
+
+async def test_the_readme_shows_the_real_help(settings: Settings) -> None:
+    """The README's `streamq --help` block is what `streamq --help` prints (80 columns)."""
+    env = {**settings_environment(settings), "COLUMNS": "80"}
+    code, out, _ = await run_cli(settings, "--help", env=env)
+    assert code == 0
+    readme = (ROOT / "README.md").read_text()
+    shown = readme.split("$ streamq --help\n", 1)[1].split("\n$ ", 1)[0]
+    assert shown.rstrip() == out.rstrip(), (
+        "regenerate the README's block: COLUMNS=80 streamq --help"
+    )
+    assert set(COMMANDS) <= set(re.findall(r"^    (\w+) ", out, flags=re.M))
+
+
+@pytest.mark.usefixtures("worker")
+async def test_inspect_is_readable_and_json_stays(settings: Settings) -> None:
+    """`inspect` prints aligned lines with dates and seconds, not dicts and epoch floats;
+    `--json` keeps the machine form."""
+    async with StreamQ.from_url(settings.redis_url, settings) as sq:
+        job = await sq.enqueue_chat("inspect me", job_id="cli-inspect")
+        await job.result()
+    code, out, _ = await run_cli(settings, "inspect", job.id)
+    assert code == 0
+    lines = dict(line.split(None, 1) for line in out.splitlines() if not line.startswith(" "))
+    assert lines["state"] == "done"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \(\d+s ago\)", lines["started"])
+    assert re.fullmatch(r"\d+\.\d{3}s after the start", lines["first"].split(None, 1)[1])
+    assert "{" not in out
+    assert re.search(r"^  #1 +on worker \S+$", out, flags=re.M)
+    code, out, _ = await run_cli(settings, "inspect", job.id, "--json")
+    data = json.loads(out)
+    assert data["attempts"][0]["attempt"] == 1
+    assert isinstance(data["started_at"], float)
+
+
+async def test_an_empty_prompt_is_refused(settings: Settings, redis: Redis) -> None:
+    """`enqueue ""` (or only blanks) exits 2 saying so, and queues nothing."""
+    for prompt in ("", "  \n"):
+        code, out, err = await run_cli(settings, "enqueue", prompt)
+        assert (code, out) == (2, "")
+        assert "the prompt is empty" in err
+    assert await redis.zcard(settings.queue_name) == 0
+
+
+@pytest.mark.usefixtures("worker")
+async def test_enqueue_refuses_a_job_id_reused_for_another_prompt(settings: Settings) -> None:
+    """The same --job-id and prompt: the same job; another prompt: exit 2 naming the conflict."""
+    assert await run_cli(settings, "enqueue", "one", "--job-id", "cli-idem") == (
+        0, "cli-idem\n", "",
+    )  # fmt: skip
+    assert (await run_cli(settings, "enqueue", "one", "--job-id", "cli-idem"))[:2] == (
+        0, "cli-idem\n",
+    )  # fmt: skip
+    code, _, err = await run_cli(settings, "enqueue", "two", "--job-id", "cli-idem")
+    assert code == 2
+    assert "job id 'cli-idem' was already used for a different request" in err
+
+
+async def test_a_misspelled_variable_warns_once_naming_the_right_one(settings: Settings) -> None:
+    """STREAMQ_CONCURENCY is reported once, with the closest known name; the command runs."""
+    env = {**settings_environment(settings), "STREAMQ_CONCURENCY": "4"}
+    code, _, err = await run_cli(settings, "stats", env=env)
+    assert code == 0
+    warning = (
+        "streamq: warning: STREAMQ_CONCURENCY is not a streamq setting and is ignored: "
+        "did you mean STREAMQ_CONCURRENCY?\n"
+    )
+    assert err == warning
+
+
+async def test_an_unreachable_upstream_is_named_in_the_error(settings: Settings) -> None:
+    """ "Connection error." says which URL failed, and how."""
+    port = free_port()
+    env = settings_environment(settings)
+    env |= {"OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1", "STREAMQ_MAX_ATTEMPTS": "1"}
+    code, _, err = await run_cli(settings, "demo", "anyone there?", env=env)
+    assert code == 1
+    assert f"the request to http://127.0.0.1:{port}/v1/chat/completions failed" in err
+    assert settings.openai_api_key is None or settings.openai_api_key not in err
+
+
+async def test_ctrl_c_during_the_demo_ends_quietly_and_leaves_no_key_without_ttl(
+    settings: Settings, redis: Redis
+) -> None:
+    """Ctrl-C mid-answer: exit 130, no ERROR or traceback, and every key the demo left in
+    Redis expires by itself (its queue is gone)."""
+    env = settings_environment(settings)
+    env.pop("OPENAI_API_KEY")
+    env.pop("OPENAI_BASE_URL")
+    process = await start_cli(env, "demo", "Interrupt me")
+    assert process.stdout is not None
+    await asyncio.wait_for(process.stdout.read(1), STARTUP)  # the answer has begun
+    process.send_signal(signal.SIGINT)
+    _, err = await asyncio.wait_for(process.communicate(), STOP_TIMEOUT)
+    assert process.returncode == 130, err
+    assert b"ERROR" not in err
+    assert b"Traceback" not in err
+    assert [key async for key in redis.scan_iter(match="streamq:demo:*")] == []
+    async for key in redis.scan_iter(match=f"{settings.key_prefix}*"):
+        assert await redis.ttl(key) != -1, key
+
+
+async def test_purge_says_what_it_removes_and_drain_drops_queued_jobs(
+    settings: Settings, redis: Redis
+) -> None:
+    """`purge --help` says it never touches jobs; `drain` needs --yes, then cancels the
+    queued jobs (their readers see `cancelled`) and empties the queue."""
+    _, out, _ = await run_cli(settings, "purge", "--help")
+    assert "never touches queued or running jobs" in " ".join(out.split())
+    assert "streamq drain" in out
+    idle = settings.replace(queue_name=settings.queue_name + ":drain")
+    env = settings_environment(idle)
+    async with StreamQ.from_url(settings.redis_url, idle) as sq:
+        jobs = [await sq.enqueue_chat(f"queued {i}") for i in range(3)]
+        code, out, err = await run_cli(idle, "drain", env=env)
+        assert (code, out) == (2, f"would cancel 3 queued job(s) of queue {idle.queue_name!r}\n")
+        assert "add --yes" in err
+        assert await redis.zcard(idle.queue_name) == 3
+        code, out, _ = await run_cli(idle, "drain", "--yes", "--json", env=env)
+        assert code == 0
+        assert json.loads(out) == {"dry_run": False, "cancelled": 3, "cancelling": 0}
+        assert await redis.zcard(idle.queue_name) == 0
+        for job in jobs:
+            assert (await job.status()).state == "cancelled"
+
+
+async def test_dead_workers_age_out_of_the_index(settings: Settings, redis: Redis) -> None:
+    """A worker that died without withdrawing leaves the index at the next heartbeat of a live
+    one, and the index expires once no worker beats."""
+    keys = Keys(settings.key_prefix)
+    dead = WorkerPresence("dead", "host", 1, "0", settings.queue_name, 1, 0, 0.0)
+    live = WorkerPresence("live", "host", 2, "0", settings.queue_name, 1, 0, 0.0)
+    await announce(redis, keys, dead, ttl_ms=50)
+
+    async def expired() -> bool:
+        return not await redis.exists(keys.worker("dead"))
+
+    await poll_until(expired, STARTUP, "the dead worker's presence to expire")
+    await announce(redis, keys, live, ttl_ms=60_000)
+    assert await redis.zrange(keys.workers(), 0, -1) == [b"live"]
+    assert 0 < await redis.pttl(keys.workers()) <= 60_000

@@ -215,8 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     purge = commands.add_parser(
         "purge",
-        help="clean up streamq's bookkeeping; never touches queued or running jobs",
-        details="Removes leases of jobs that ended, index entries of workers that are gone,"
+        help="clean up stale bookkeeping (never jobs)",
+        details="It never touches queued or running jobs. Removes leases of jobs that ended, index entries of workers that are gone,"
         " this prefix's arq abort entries and arq keys of jobs that ended; gives job keys"
         " that lost their TTL the stream TTL again. To drop queued jobs: `streamq drain`.",
     )
@@ -226,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     drain = commands.add_parser(
         "drain",
-        help="cancel every job still waiting in the queue (asks for --yes)",
+        help="cancel every queued job (asks for --yes)",
         details="Jobs that never started leave the queue and end with a `cancelled` event,"
         " which their readers see; running jobs are left alone (`streamq cancel ID` stops one).",
     )

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 DEMO_TOKENS_PER_SECOND = 40.0
 DEMO_REPLY_TOKENS = 60
 SERVE_DEMO_REPLY_TOKENS = 120  # the chat page's answers: long enough to watch them stream
+DEMO_DRAIN_TIMEOUT = 5.0  # a cancelled job ends at once; a finished demo has none running
 
 
 def run_demo(prompt: str, settings: Settings) -> int:
@@ -82,15 +83,41 @@ def throwaway_parts(
 
 
 async def _pipeline(prompt: str, settings: Settings) -> int:
-    async with running_worker(settings), StreamQ.from_url(settings.redis_url, settings) as sq:
-        job = await sq.enqueue_chat(prompt)
-        notice(f"enqueued job {job.id}; streaming its answer:")
-        try:
-            return await print_text(job, on_restart="follow")
-        finally:
-            keys = Keys(settings.key_prefix)
-            async with Redis.from_url(settings.redis_url) as redis:
-                await redis.delete(keys.events(job.id), keys.request(job.id), keys.state(job.id))
+    job_id: str | None = None
+    try:
+        async with (
+            running_worker(settings, drain_timeout=DEMO_DRAIN_TIMEOUT),
+            StreamQ.from_url(settings.redis_url, settings) as sq,
+        ):
+            job = await sq.enqueue_chat(prompt)
+            job_id = job.id
+            notice(f"enqueued job {job.id}; streaming its answer:")
+            try:
+                return await print_text(job, on_restart="follow")
+            except asyncio.CancelledError:  # Ctrl-C: stop the job before the worker stops
+                notice("interrupted: cancelling the job and removing the demo's keys")
+                await job.cancel()
+                raise
+    finally:
+        # After the worker stopped: nothing of the demo's is left in Redis (its keys would
+        # expire, but its queue's sorted set would not).
+        await remove_demo_keys(settings, job_id)
+
+
+async def remove_demo_keys(settings: Settings, job_id: str | None) -> None:
+    """Delete the demo's queue and, when it got one, everything its job wrote."""
+    keys = Keys(settings.key_prefix)
+    names = [settings.queue_name]
+    if job_id is not None:
+        names += [keys.events(job_id), keys.request(job_id), keys.state(job_id)]
+        names += [keys.arq_job(job_id), keys.arq_result(job_id), keys.arq_in_progress(job_id)]
+    async with Redis.from_url(settings.redis_url) as redis:
+        await redis.delete(*names)
+        if job_id is not None:
+            running = await redis.zrange(keys.running(), 0, -1)
+            ours = [m for m in running if m.decode(errors="replace").endswith(f":{job_id}")]
+            if ours:
+                await redis.zrem(keys.running(), *ours)
 
 
 def notice(message: str) -> None:
