@@ -114,8 +114,6 @@ class Multiplexer:
         self._join_read = _Reader(self._redis)
         # Where the long read in flight reads each stream from; None between reads.
         self._covered: dict[str, str] | None = None
-        # Followers that joined since it began: only they can be behind its read points.
-        self._newcomers: list[_Follower] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
         self._seen: dict[str, float] = {}  # when each followed stream was last seen to exist
@@ -237,7 +235,6 @@ class Multiplexer:
         elif len(entries) >= self._max_backlog:
             follower.behind = True  # more to read on its own
         else:
-            self._newcomers.append(follower)
             self._changed.set()  # the long or the join read takes it from its cursor
             self._joined.set()
 
@@ -268,7 +265,6 @@ class Multiplexer:
             self._changed.clear()
             streams = self._read_points(self._followers, None)
             self._covered = streams
-            self._newcomers = []
             try:
                 read = await self._read(self._long_read, streams, max_block(self._redis))
             finally:
@@ -302,15 +298,7 @@ class Multiplexer:
         """Read points of the followers the long read in flight does not cover (they joined
         after it began); none between long reads, as the next one takes every follower."""
         covered = self._covered
-        if covered is None:
-            return {}
-        groups: dict[str, list[_Follower]] = {}
-        for follower in self._newcomers:
-            if follower.key in self._followers:
-                groups.setdefault(follower.key, []).append(follower)
-        points = self._read_points(groups, covered)
-        self._newcomers = [f for f in self._newcomers if f.key in points]
-        return points
+        return {} if covered is None else self._read_points(self._followers, covered)
 
     @staticmethod
     def _read_points(
