@@ -26,13 +26,19 @@ WORKDIR /src
 COPY requirements.lock ./
 RUN pip install --no-cache-dir --require-hashes -r requirements.lock
 
-# The package, without dependencies (they are all pinned above). `pip wheel` builds it in an
-# isolated environment with the hatchling backend that pyproject.toml's [build-system] names.
+# The build backend pyproject.toml's [build-system] names (hatchling), pinned and hash-checked
+# like the rest, in a virtualenv of its own that the runtime image never sees.
+COPY requirements-build.lock ./
+RUN python -m venv /opt/build \
+    && /opt/build/bin/pip install --no-cache-dir --require-hashes -r requirements-build.lock
+
+# The package, without dependencies (they are all pinned above), built with that backend
+# (--no-build-isolation: nothing unpinned is fetched to build it).
 COPY pyproject.toml README.md ./
 COPY src ./src
-RUN pip wheel --no-cache-dir --no-deps --wheel-dir /dist . \
+RUN /opt/build/bin/pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /dist . \
     && pip install --no-cache-dir --no-deps /dist/*.whl \
-    && streamq --help >/dev/null
+    && streamq --version
 
 # ---------------------------------------------------------------------------------------------
 # runtime: the virtualenv only, run as an unprivileged user.

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -150,14 +153,80 @@ def test_redis_url_points_at_redis_service(services: dict[str, dict[str, Any]], 
     assert parts.hostname in services
 
 
-def test_worker_upstream_defaults_to_simulator(services: dict[str, dict[str, Any]]) -> None:
-    """Without OPENAI_BASE_URL/OPENAI_API_KEY set, workers use the bundled simulator."""
-    env = _environment(services["worker"])
-    assert env.get("OPENAI_BASE_URL") == "${OPENAI_BASE_URL:-http://simulator:8000/v1}"
-    assert (env.get("OPENAI_API_KEY") or "").startswith("${OPENAI_API_KEY:-")
+def test_worker_follows_env_and_falls_back_to_the_simulator(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """The key and base URL from .env (or the shell) reach the workers as they are; only with
+    neither set does the entrypoint point them at the bundled simulator."""
+    worker = services["worker"]
+    env = _environment(worker)
+    assert env.get("OPENAI_BASE_URL") == "${OPENAI_BASE_URL:-}"
+    assert env.get("OPENAI_API_KEY") == "${OPENAI_API_KEY:-}"
     assert "STREAMQ_CONCURRENCY" in env
-    depends_on = _mapping(services["worker"].get("depends_on"), "worker depends_on")
+    shell, flag, script, name = worker["entrypoint"]
+    assert (shell, flag, name) == ("/bin/sh", "-c", "streamq")
+    fallback = 'if [ -z "$${OPENAI_API_KEY}$${OPENAI_BASE_URL}" ]; then'
+    assert script.startswith(fallback)
+    assert "export OPENAI_BASE_URL=http://simulator:8000/v1" in script
+    assert script.rstrip().endswith('exec streamq "$$@"')
+    depends_on = _mapping(worker.get("depends_on"), "worker depends_on")
     assert "simulator" in depends_on
+
+
+def test_worker_entrypoint_picks_the_upstream_as_documented(
+    services: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    """The entrypoint script, run by a real /bin/sh, keeps a real key (no simulator) and
+    falls back to the simulator only without key and base URL."""
+    _, flag, script, name = services["worker"]["entrypoint"]
+    script = script.replace("$$", "$").replace("exec streamq", "exec env")  # compose's escaping
+    cases = {
+        ("sk-real", ""): ("sk-real", ""),
+        ("", "http://vllm:8000/v1"): ("", "http://vllm:8000/v1"),
+        ("", ""): ("sk-simulator", "http://simulator:8000/v1"),
+    }
+    for (key, url), expected in cases.items():
+        env = {"PATH": os.environ["PATH"], "OPENAI_API_KEY": key, "OPENAI_BASE_URL": url}
+        done = subprocess.run(
+            ["/bin/sh", flag, script, name], env=env, capture_output=True, text=True, check=True
+        )
+        seen = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
+        assert (seen["OPENAI_API_KEY"], seen["OPENAI_BASE_URL"]) == expected
+        assert ("simulator" in done.stderr) is (expected[0] == "sk-simulator")
+
+
+def test_gateway_has_a_healthcheck(services: dict[str, dict[str, Any]]) -> None:
+    """The gateway is healthy while it answers HTTP on its port and Redis answers it."""
+    check = _mapping(services["gateway"].get("healthcheck"), "gateway healthcheck")
+    test = " ".join(check["test"])
+    assert "http://127.0.0.1:8080/" in test
+    assert "streamq health" in test
+
+
+def test_the_build_backend_is_pinned_like_the_rest() -> None:
+    """The image builds the wheel with hatchling from requirements-build.lock (hash-checked,
+    the versions of requirements-dev.lock) and --no-build-isolation: nothing unpinned."""
+    runs = [args for keyword, args in _dockerfile_instructions() if keyword == "RUN"]
+    assert any("--require-hashes -r requirements-build.lock" in run for run in runs), (
+        "no hash-checked install of requirements-build.lock"
+    )
+    wheel = [run for run in runs if "pip wheel" in run]
+    assert wheel
+    assert all("--no-build-isolation" in run for run in wheel)
+    build = _pins(ROOT / "requirements-build.lock")
+    assert "hatchling" in build
+    assert build.items() <= _pins(ROOT / "requirements-dev.lock").items()
+    backend = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
+    assert [re.split(r"[<>=! ]", req)[0] for req in backend] == ["hatchling"]
+
+
+def _pins(lock: Path) -> dict[str, tuple[str, ...]]:
+    """``name -> (version, hashes...)`` of a hash-pinned lock file."""
+    pins: dict[str, tuple[str, ...]] = {}
+    for block in re.findall(r"^([\w.-]+==\S+)((?:\s*\\\n\s+--hash=\S+)+)", lock.read_text(), re.M):
+        name, version = block[0].split("==")
+        pins[name.lower()] = (version, *sorted(re.findall(r"--hash=(\S+)", block[1])))
+    return pins
 
 
 @pytest.mark.parametrize("path", [COMPOSE_FILE, DOCKERFILE, DOCKERIGNORE])
