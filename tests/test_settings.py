@@ -10,6 +10,7 @@ import pytest
 
 from streamq import ConfigError, Settings
 from streamq.core.redis_urls import SentinelURL
+from streamq.core.settings import KNOWN_VARIABLES, UnknownSettingWarning
 
 
 def test_defaults_without_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -147,3 +148,21 @@ def test_a_sentinel_url_names_its_sentinels_service_and_db() -> None:
     )
     assert target.sentinel_password == "x"
     assert not target.tls
+
+
+def test_a_misspelled_variable_warns_naming_the_closest_known_one() -> None:
+    """STREAMQ_CONCURENCY (one R) warns, suggesting STREAMQ_CONCURRENCY; known ones do not."""
+    with pytest.warns(UnknownSettingWarning, match="did you mean STREAMQ_CONCURRENCY") as caught:
+        Settings.from_env({"STREAMQ_CONCURENCY": "4", "STREAMQ_CONCURRENCY": "3"})
+    assert len(caught) == 1
+
+
+def test_every_streamq_variable_the_sources_read_is_known() -> None:
+    """Each STREAMQ_* name in src/ is in KNOWN_VARIABLES, so none is ever taken for a typo."""
+    src = Path(__file__).resolve().parents[1] / "src"
+    named = {
+        name
+        for path in src.rglob("*.py")
+        for name in re.findall(r"\bSTREAMQ_[A-Z0-9_]*[A-Z0-9]\b", path.read_text())
+    }
+    assert named - KNOWN_VARIABLES == set()
