@@ -4,17 +4,25 @@ streamq really exports: the names come from the metrics themselves, created and 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 import yaml
 from jsonschema import validators
 from prometheus_client import REGISTRY
 
-from streamq.core import metrics
+from streamq import Settings
+from streamq.core import _prometheus, metrics
+from streamq.dev.local_redis import free_port
+from streamq.gateway import GatewayConfig, create_app
+from tests.harness.gateway import TOKEN_A, TOKENS, GatewayThread
+from tests.harness.waiting import poll_until
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -25,6 +33,7 @@ PROMETHEUS = DEPLOY / "prometheus" / "prometheus.yml"
 COMPOSE = ROOT / "docker-compose.yml"
 COMPOSE_SCHEMA = ROOT / "tests" / "data" / "compose-spec.json"
 PROFILE = "observability"
+PROMETHEUS_BIN = shutil.which("prometheus")
 METRIC = re.compile(r"\bstreamq_[a-z0-9_]+")
 # What the issue asks the board to show, each by the metric that measures it.
 WANTED = {
@@ -153,3 +162,78 @@ def test_compose_profile_adds_prometheus_and_grafana() -> None:
     schema = json.loads(COMPOSE_SCHEMA.read_text(encoding="utf-8"))
     validator = validators.validator_for(schema)(schema)
     assert [error.message for error in validator.iter_errors(compose)] == []
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    PROMETHEUS_BIN is None, reason="prometheus not installed (apt-get install prometheus)"
+)
+async def test_board_queries_run_on_a_real_prometheus(settings: Settings, tmp_path: Path) -> None:
+    """A real Prometheus scrapes a worker and the gateway (the deploy config, targets pointed
+    at loopback) while jobs run; every query of the board evaluates without error, and the
+    ones for what these jobs exercise return series."""
+    metrics.enable()
+    limited = settings.replace(model_limits={"*": 5})
+    metrics_port, prometheus_port = free_port(), free_port()
+    server = _prometheus.serve(metrics_port, _prometheus.registry())
+    app = create_app(limited, GatewayConfig(tokens=TOKENS))
+    try:
+        with GatewayThread(app, worker=limited) as gateway:
+            gateway_target = gateway.url.removeprefix("http://")
+            config = load_yaml(PROMETHEUS)
+            config["global"]["scrape_interval"] = "1s"
+            for job in config["scrape_configs"]:
+                job.pop("dns_sd_configs", None)
+                target = gateway_target if job["job_name"] == "streamq-gateway" else None
+                job["static_configs"] = [{"targets": [target or f"127.0.0.1:{metrics_port}"]}]
+                if target:  # the gateway's /metrics takes the API's tokens
+                    job["authorization"] = {"credentials": TOKEN_A}
+            (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config), encoding="utf-8")
+            assert PROMETHEUS_BIN is not None
+            process = await asyncio.create_subprocess_exec(
+                PROMETHEUS_BIN, f"--config.file={tmp_path / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp_path / 'data'}",
+                f"--web.listen-address=127.0.0.1:{prometheus_port}",
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            )  # fmt: skip
+            try:
+                await _run_jobs_and_query(gateway.url, f"http://127.0.0.1:{prometheus_port}")
+            finally:
+                process.terminate()
+                await process.wait()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def _run_jobs_and_query(gateway_url: str, prometheus_url: str) -> None:
+    headers = {"Authorization": f"Bearer {TOKEN_A}"}
+    body = {"messages": [{"role": "user", "content": "graph me"}], "max_tokens": 5}
+    async with httpx2.AsyncClient(base_url=gateway_url, headers=headers, timeout=30) as http:
+        for _ in range(2):  # two rounds, scraped apart, so that rate() has two samples
+            for _ in range(3):
+                job_id = (await http.post("/v1/jobs", json=body)).json()["id"]
+                await http.get(f"/v1/jobs/{job_id}/events")  # the whole stream: reader lag
+            await asyncio.sleep(2.5)
+    async with httpx2.AsyncClient(base_url=prometheus_url, timeout=10) as prom:
+
+        async def scraped() -> bool:
+            try:
+                answer = (await prom.get("/api/v1/query", params={"query": "up"})).json()
+            except httpx2.TransportError:
+                return False
+            return len([r for r in answer["data"]["result"] if r["value"][1] == "1"]) == 2
+
+        await poll_until(scraped, 30, "Prometheus to scrape both targets")
+        await asyncio.sleep(3)  # a few scrapes after the jobs
+        empty = []
+        dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+        for title, expr in queries(dashboard):
+            promql = expr.replace("$__rate_interval", "1m")
+            answer = (await prom.get("/api/v1/query", params={"query": promql})).json()
+            assert answer["status"] == "success", (title, promql, answer)
+            if not answer["data"]["result"]:
+                empty.append(title)
+    # Nothing here fails or retries; everything else these jobs exercise shows up.
+    allowed_empty = {"Failures per minute by code", "Retries per minute by code"}
+    assert set(empty) <= allowed_empty, empty
