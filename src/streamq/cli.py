@@ -216,9 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
     purge = commands.add_parser(
         "purge",
         help="clean up stale bookkeeping (never jobs)",
-        details="It never touches queued or running jobs. Removes leases of jobs that ended, index entries of workers that are gone,"
-        " this prefix's arq abort entries and arq keys of jobs that ended; gives job keys"
-        " that lost their TTL the stream TTL again. To drop queued jobs: `streamq drain`.",
+        details="It never touches queued or running jobs. Removes leases of jobs that ended,"
+        " index entries of workers that are gone, this prefix's arq abort entries and arq"
+        " keys of jobs that ended; gives job keys that lost their TTL the stream TTL again."
+        " To drop queued jobs: `streamq drain`.",
     )
     purge.add_argument("--dry-run", action="store_true", help="count, change nothing")
     purge.add_argument("--json", action="store_true", help="one JSON object")
