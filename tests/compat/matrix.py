@@ -8,8 +8,9 @@ is left out silently.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -39,6 +40,22 @@ def register(name: str, grid: Grid) -> Grid:
 def cell(grid: str, row: str, column: str) -> pytest.MarkDecorator:
     """The mark that makes a test the cell (``row``, ``column``) of ``grid``."""
     return pytest.mark.matrix(grid, row, column)
+
+
+def cells(grid: str, rows: Sequence[Any], column: str, ids: Callable[[Any], str]) -> list[Any]:
+    """The parameters of ``column``'s test: one per row (with ``label``, ``not_applicable``
+    and perhaps ``xfail``: column -> a known defect) that has a cell there, marked as that
+    cell, with a strict xfail where the row names a known defect."""
+    params = []
+    for row in rows:
+        if column in row.not_applicable:
+            continue
+        marks = [cell(grid, row.label, column)]
+        xfail = getattr(row, "xfail", {})
+        if column in xfail:
+            marks.append(pytest.mark.xfail(strict=True, reason=xfail[column]))
+        params.append(pytest.param(row, marks=marks, id=ids(row)))
+    return params
 
 
 # What each test outcome shows in a cell.

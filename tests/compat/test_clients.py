@@ -21,8 +21,9 @@ from streamq.dev.simulator import (
     simulated_tokens,
     simulated_tool_arguments,
 )
+from tests.compat import matrix
 from tests.compat.clients import Outcome, Request
-from tests.compat.matrix import Grid, cell, register
+from tests.compat.matrix import Grid, register
 from tests.compat.parts import SIMULATOR_MODELS, Door, Parts
 
 pytestmark = pytest.mark.compat
@@ -132,15 +133,7 @@ GRID = register(
 
 def cells(feature: str) -> list[Any]:
     """The rows of ``feature``'s column, each with its grid mark and known defect."""
-    params = []
-    for row in ROWS:
-        if feature in row.not_applicable:
-            continue
-        marks = [cell("clients", row.label, feature)]
-        if feature in row.xfail:
-            marks.append(pytest.mark.xfail(strict=True, reason=row.xfail[feature]))
-        params.append(pytest.param(row, marks=marks, id=f"{row.client}:{row.entry}"))
-    return params
+    return matrix.cells("clients", ROWS, feature, lambda row: f"{row.client}:{row.entry}")
 
 
 def conversation(feature: str, row: Row) -> list[dict[str, str]]:

@@ -23,8 +23,9 @@ from streamq.dev.simulator import (
     simulated_tokens,
     simulated_tool_arguments,
 )
+from tests.compat import matrix
 from tests.compat.clients import OpenAIPython, Outcome, Request, response_outcome
-from tests.compat.matrix import Grid, cell, register
+from tests.compat.matrix import Grid, register
 from tests.compat.parts import AIMOCK_MODEL, FIXTURES, SIMULATOR_MODELS, Door, Parts
 
 pytestmark = pytest.mark.compat
@@ -111,15 +112,7 @@ register(
 
 
 def client_cells(feature: str) -> list[Any]:
-    return [
-        pytest.param(
-            row,
-            marks=[cell("responses clients", row.label, feature)],
-            id=f"{row.client}:{row.entry}",
-        )
-        for row in ROWS
-        if feature not in row.not_applicable
-    ]
+    return matrix.cells("responses clients", ROWS, feature, lambda r: f"{r.client}:{r.entry}")
 
 
 def conversation(feature: str, row_label: str) -> list[dict[str, str]]:
@@ -280,15 +273,11 @@ register(
 
 
 def pairing_cells(feature: str) -> list[Any]:
-    return [
-        pytest.param(
-            pairing,
-            marks=[cell("responses upstreams", pairing.label, feature)],
-            id=f"{pairing.door.removesuffix('_door')}:{pairing.api}",
-        )
-        for pairing in PAIRINGS
-        if feature not in pairing.not_applicable
-    ]
+    return matrix.cells("responses upstreams", PAIRINGS, feature, pairing_id)
+
+
+def pairing_id(pairing: Pairing) -> str:
+    return f"{pairing.door.removesuffix('_door')}:{pairing.api}"
 
 
 def ask(pairing: Pairing, door: Door, feature: str, **fields: Any) -> Outcome:

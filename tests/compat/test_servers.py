@@ -22,7 +22,8 @@ from openai.types.chat import (
     ChatCompletionMessageParam,
 )
 
-from tests.compat.matrix import Grid, cell, register
+from tests.compat import matrix
+from tests.compat.matrix import Grid, register
 from tests.compat.parts import AIMOCK_MODEL, FIXTURES, MOCK_LLM_MODEL, Door
 
 pytestmark = pytest.mark.compat
@@ -147,15 +148,7 @@ GRID = register(
 
 
 def cells(feature: str) -> list[Any]:
-    params = []
-    for server in SERVERS:
-        if feature in server.not_applicable:
-            continue
-        marks = [cell("servers", server.label, feature)]
-        if feature in server.xfail:
-            marks.append(pytest.mark.xfail(strict=True, reason=server.xfail[feature]))
-        params.append(pytest.param(server, marks=marks, id=server.door.removesuffix("_door")))
-    return params
+    return matrix.cells("servers", SERVERS, feature, lambda s: s.door.removesuffix("_door"))
 
 
 @pytest.fixture
