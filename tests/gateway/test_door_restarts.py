@@ -118,7 +118,7 @@ async def test_replaying_a_restarted_job_streams_its_last_attempt(sdk: AsyncOpen
     )
     assert first.choices[0].message.content == simulated_text(messages)
     stream = await sdk.chat.completions.create(
-        model=MODEL, messages=messages, stream=True, extra_headers=key
+        model=MODEL, messages=messages, stream=True, extra_body=AFTER_TEXT, extra_headers=key
     )
     text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
     assert text == simulated_text(messages)
