@@ -149,3 +149,11 @@ def test_vendored_chart_library_matches_its_record() -> None:
         assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest, name
     assert "MIT License" in (folder / "uPlot.LICENSE").read_text(encoding="utf-8")
     assert "1.6.32" in record
+
+
+async def test_stats_window_is_checked(admin: httpx2.AsyncClient) -> None:
+    """`?window=MINUTES` as `streamq stats --window`; anything else is a 400, not a 500."""
+    assert (await admin.get("/admin/api/stats", params={"window": "1"})).json()["window_s"] <= 60
+    for bad in ("abc", "0", "-3", "1000"):
+        response = await admin.get("/admin/api/stats", params={"window": bad})
+        assert response.status_code == 400, bad

@@ -25,6 +25,7 @@ from streamq.core.clock import server_time_ms
 from streamq.core.connections import streams_from_url
 from streamq.core.exceptions import JobNotFound
 from streamq.core.keys import check_job_id
+from streamq.gateway.errors import ApiError
 from streamq.gateway.sse import HEADERS as SSE_HEADERS
 from streamq.gateway.sse import event_stream_body, resume_point
 from streamq.gateway.state import Gateway
@@ -45,6 +46,7 @@ API_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 SNAPSHOT_TTL = 1.0  # seconds an overview is shared between requests
 ADMISSION_SCAN_EVERY = 30.0  # seconds between SCANs for admission keys
 STATS_WINDOW = 5  # minutes, as `streamq stats`
+MAX_WINDOW = 120  # minutes of counters Redis keeps
 
 
 def routes(gateway: Gateway) -> list[BaseRoute]:
@@ -83,8 +85,10 @@ class AdminApi:
         """``GET /admin/api/stats``: exactly ``streamq stats --json``."""
         self.gateway.auth.admin(request)
         redis = await self.gateway.redis()
-        window = int(request.query_params.get("window", STATS_WINDOW))
-        snapshot = await queries.fleet_stats(redis, self.settings, minutes=max(1, window))
+        window = request.query_params.get("window", str(STATS_WINDOW))
+        if not window.isdigit() or not 1 <= int(window) <= MAX_WINDOW:
+            raise ApiError(400, "invalid_window", f"window: whole minutes, 1-{MAX_WINDOW}")
+        snapshot = await queries.fleet_stats(redis, self.settings, minutes=int(window))
         return JSONResponse(snapshot.to_dict(), headers=API_HEADERS)
 
     async def overview(self, request: Request) -> Response:
