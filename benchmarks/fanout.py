@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import contextlib
 import functools
+import hashlib
 import json
 import statistics
 import subprocess
@@ -34,6 +35,7 @@ from redis.asyncio import Redis
 from tests.harness.processes import clean_environment, python_command, spawn, stop
 from tests.harness.waiting import poll_until
 
+from streamq.core.keys import Keys
 from streamq.core.request import chat_messages
 from streamq.dev.local_redis import LocalRedis, free_port
 from streamq.dev.simulator import simulated_text
@@ -47,10 +49,13 @@ DELTAS, RATE = 100, 20
 
 
 class _Subscriber(asyncio.Protocol):
-    """One SSE connection: HTTP/1.1 chunks taken apart, frames parsed as they come."""
+    """One SSE connection: HTTP/1.1 chunks taken apart, frames parsed as they come. Keeps a
+    digest of the entry ids it got, in order (compared with the job's stream in Redis after),
+    and the text of the job's last attempt (a worker's retry starts with a ``reset`` entry)."""
 
-    def __init__(self, expected: str, lags: list[int]) -> None:
-        self.expected, self.lags = expected, lags
+    def __init__(self, job_id: str, expected: str, lags: list[int]) -> None:
+        self.job_id, self.expected, self.lags = job_id, expected, lags
+        self.ids = hashlib.sha256()
         self.buffer = b""
         self.head_done = asyncio.get_running_loop().create_future()
         self.done = asyncio.get_running_loop().create_future()
@@ -87,8 +92,11 @@ class _Subscriber(asyncio.Protocol):
             self.frames += 1
             lines = block.split(b"\n")
             entry_id = lines[0][4:]
+            self.ids.update(entry_id + b"\n")
             event = json.loads(lines[2][6:])
             self.lags.append(now - int(entry_id.split(b"-")[0]))
+            if event["type"] == "reset":  # a new attempt: what the earlier ones said is void
+                self.texts, self.seq = [], -1
             if event["seq"] != self.seq + 1:
                 self.exact = False
             self.seq = event["seq"]
@@ -104,8 +112,10 @@ class _Subscriber(asyncio.Protocol):
             self.exact = False
             self.done.set_result(None)
 
-    def result(self) -> bool:
-        return self.exact and "".join(self.texts) == self.expected
+    def result(self) -> list[Any]:
+        """[job id, digest of the ids it got, whether its text and sequence were exact]."""
+        text_ok = self.exact and "".join(self.texts) == self.expected
+        return [self.job_id, self.ids.hexdigest(), text_ok]
 
 
 async def _subscribe(port: int, jobs: list[tuple[str, str]], count: int) -> None:
@@ -118,7 +128,7 @@ async def _subscribe(port: int, jobs: list[tuple[str, str]], count: int) -> None
         job_id, prompt = jobs[i % len(jobs)]
         expected = simulated_text(chat_messages(prompt), length=DELTAS)
         transport, sub = await loop.create_connection(
-            functools.partial(_Subscriber, expected, lags), "127.0.0.1", port
+            functools.partial(_Subscriber, job_id, expected, lags), "127.0.0.1", port
         )
         transport.write(
             f"GET /v1/jobs/{job_id}/events HTTP/1.1\r\nHost: gw\r\n"
@@ -129,9 +139,9 @@ async def _subscribe(port: int, jobs: list[tuple[str, str]], count: int) -> None
     print(json.dumps({"ready": [s.decode() for s in statuses].count("200")}), flush=True)
     await asyncio.gather(*(sub.done for _, sub in subscribers))
     cpu = psutil.Process().cpu_times()
-    exact = sum(sub.result() for _, sub in subscribers)
+    got = [sub.result() for _, sub in subscribers]
     frames = sum(sub.frames for _, sub in subscribers)
-    print(json.dumps({"exact": exact, "frames": frames, "lags": lags}), flush=True)
+    print(json.dumps({"got": got, "frames": frames, "lags": lags}), flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)  # hold, then go
     for transport, _ in subscribers:
         transport.close()
@@ -189,6 +199,20 @@ async def _gateway_redis_connections(bench: Bench, pid: int) -> int:
         if c.raddr and c.raddr.port == port
     }
     return sum(1 for client in await bench.redis.client_list() if client["addr"] in mine)
+
+
+async def _stream_digests(bench: Bench, job_ids: list[str]) -> tuple[dict[str, str], int]:
+    """Per job, the digest of its stream's entry ids in Redis (what every subscriber should
+    have got, in order); and how many jobs the worker started more than once."""
+    digests, retried = {}, 0
+    for job_id in job_ids:
+        entries = await bench.redis.xrange(Keys("streamq").events(job_id))
+        digest = hashlib.sha256()
+        for entry_id, fields in entries:
+            digest.update(entry_id + b"\n")
+            retried += fields.get(b"type") == b"reset"
+        digests[job_id] = digest.hexdigest()
+    return digests, retried
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -278,10 +302,17 @@ async def _workload(
         rss_after = gateway.memory_info().rss
     lags = [lag for r in results for lag in r["lags"]]
     frames = sum(r["frames"] for r in results)
+    got = [g for r in results for g in r["got"]]
+    digests, retried = await _stream_digests(bench, [job_id for job_id, _ in specs])
+    exact = sum(digests[job_id] == digest for job_id, digest, _ in got)
+    text_exact = sum(text_ok for _, _, text_ok in got)
+    print(f"   exact: {exact}/{total} by ids, {text_exact} by text; {retried} retries", flush=True)
     return {
         "workload": label,
         "subscribers": total,
-        "exact": sum(r["exact"] for r in results),
+        "exact": exact,
+        "text_exact": text_exact,
+        "retried": retried,
         "lag_p50_ms": _pct(lags, 0.5),
         "lag_p99_ms": _pct(lags, 0.99),
         "redis_connections": max(conns, default=0),
@@ -330,7 +361,17 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 FIGURES = [
     ("subscribers", "subscribers", "{:.0f}"),
-    ("exact", "all exact (subscribers with the exact stream)", "{:.0f}"),
+    (
+        "exact",
+        "all exact (subscribers that got the job's stream entries, each once, in order)",
+        "{:.0f}",
+    ),
+    ("text_exact", "... and whose job's text (its last attempt) was exact", "{:.0f}"),
+    (
+        "retried",
+        "attempts the worker started again (a `reset` entry; load on the worker)",
+        "{:.0f}",
+    ),
     ("lag_p50_ms", "lag Redis entry → subscriber, p50 (ms)", "{:.0f}"),
     ("lag_p99_ms", "lag Redis entry → subscriber, p99 (ms) [≤ 250]", "{:.0f}"),
     ("redis_connections", "Redis connections held by the gateway [≤ 8]", "{:.0f}"),

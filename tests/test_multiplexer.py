@@ -41,6 +41,22 @@ async def test_fifty_live_jobs_over_three_connections(sq: StreamQ, settings: Set
     assert len(clients) <= 3
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("worker")
+async def test_two_hundred_jobs_five_followers_each_get_every_event_once(sq: StreamQ) -> None:
+    """200 live jobs, five followers each joining at once, some before the job starts, some
+    while it streams: each follower gets its job's every event once, in order, as events()."""
+    quick = {"simulator": {"tokens_per_second": 150, "reply_tokens": 30}}
+    jobs = [await sq.enqueue_chat(f"many {i}", extra_body=quick) for i in range(200)]
+    async with sq.multiplexer() as mux:
+        results = await asyncio.gather(
+            *(_collect(mux.follow(job.id, timeout=60)) for job in jobs for _ in range(5))
+        )
+        assert mux._followers == {}
+    for i, events in enumerate(results):
+        assert events == [e async for e in jobs[i // 5].events()], f"follower {i}"
+
+
 @pytest.mark.usefixtures("worker")
 async def test_same_events_as_a_single_reader_and_resume(sq: StreamQ) -> None:
     """follow() yields exactly what events() does, and resumes after any cursor."""

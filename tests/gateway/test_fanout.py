@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Any
 
 import httpx2
 import pytest
@@ -35,7 +36,8 @@ def fanout(settings: Settings) -> Iterator[GatewayThread]:
 
 
 def state(server: GatewayThread) -> Gateway:
-    gateway: Gateway = server.server.config.app.state.gateway
+    app: Any = server.server.config.app
+    gateway: Gateway = app.state.gateway
     return gateway
 
 
@@ -48,7 +50,7 @@ async def http(fanout: GatewayThread) -> AsyncIterator[httpx2.AsyncClient]:
         yield client
 
 
-async def enqueue(client: httpx2.AsyncClient, prompt: str, extra: dict[str, object]) -> str:
+async def enqueue(client: httpx2.AsyncClient, prompt: str, extra: Mapping[str, object]) -> str:
     body = {"messages": chat_messages(prompt), "extra_body": extra}
     response = await client.post("/v1/jobs", json=body)
     assert response.status_code == 202, response.text
@@ -89,6 +91,34 @@ async def test_subscribers_of_many_jobs_at_once(http: httpx2.AsyncClient) -> Non
     results = await asyncio.gather(*reads)
     for i, events in enumerate(results):
         assert_exact(events, prompts[i // 5])
+
+
+@pytest.mark.usefixtures("worker")
+async def test_two_hundred_jobs_five_subscribers_each_all_at_once(fanout: GatewayThread) -> None:
+    """The benchmark's "200 jobs x 5 subscribers", fast: jobs enqueued and already streaming
+    while a thousand subscribers join at once (joins race the long read, the join read and each
+    other); each subscriber gets its own job's every entry once, in order."""
+    jobs, per_job = 200, 5
+    quick = {"simulator": {"tokens_per_second": 150, "reply_tokens": 30}}
+    prompts = [f"many {i}" for i in range(jobs)]
+    limits = httpx2.Limits(max_connections=20)
+    async with httpx2.AsyncClient(base_url=fanout.url, headers=AUTH, limits=limits) as http:
+        ids = await asyncio.gather(*(enqueue(http, prompt, quick) for prompt in prompts))
+    results = await asyncio.gather(
+        *(
+            raw_events(fanout.port, f"/v1/jobs/{job_id}/events")
+            for job_id in ids
+            for _ in range(per_job)
+        )
+    )
+    wrong = []
+    for i, events in enumerate(results):
+        try:
+            assert_exact(events, prompts[i // per_job], 30)
+        except (AssertionError, IndexError) as exc:
+            wrong.append((i, exc))
+    assert not wrong, f"{len(wrong)} of {len(results)} subscribers: {wrong[:3]}"
+    await poll_until(lambda: state(fanout).subscribers == 0, BOUND, "subscribers to be let go")
 
 
 @pytest.mark.usefixtures("worker")
@@ -162,19 +192,36 @@ class StalledClient:
     async def read_to_end(self) -> list[Frame]:
         raw = await self.reader.read()
         self.writer.close()
-        head, _, body = raw.partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 200"), head
-        events = []
-        for block in body.decode().split("\n\n"):
-            frame = Frame()
-            for line in block.split("\n"):
-                name, _, value = line.partition(": ")
-                if name == "id":
-                    frame.id = value
-                elif name == "event":
-                    frame.event = value
-                elif name == "data":
-                    frame.data = value
-            if frame.data:
-                events.append(frame)
-        return events
+        return parsed(raw)
+
+
+async def raw_events(port: int, path: str) -> list[Frame]:
+    """Every data frame of an event stream, on a plain socket (HTTP/1.0: a thousand of them
+    cost the test process far less than httpx streams would)."""
+    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), BOUND)
+    try:
+        request = f"GET {path} HTTP/1.0\r\nAuthorization: {AUTH['Authorization']}\r\n\r\n"
+        writer.write(request.encode())
+        return parsed(await asyncio.wait_for(reader.read(), BOUND))
+    finally:
+        writer.close()
+
+
+def parsed(raw: bytes) -> list[Frame]:
+    """The data frames of an HTTP/1.0 SSE response, head and all."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    events = []
+    for block in body.decode().split("\n\n"):
+        frame = Frame()
+        for line in block.split("\n"):
+            name, _, value = line.partition(": ")
+            if name == "id":
+                frame.id = value
+            elif name == "event":
+                frame.event = value
+            elif name == "data":
+                frame.data = value
+        if frame.data:
+            events.append(frame)
+    return events
