@@ -17,7 +17,7 @@ from typing import Any
 
 from arq.connections import ArqRedis
 from arq.worker import Retry
-from openai import AsyncOpenAI, DefaultAsyncHttpxClient
+from openai import AsyncOpenAI, DefaultAioHttpClient
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -159,7 +159,9 @@ def openai_client(settings: Settings, *, ssl_context: ssl.SSLContext | None = No
     """The worker's OpenAI client; a missing key is an error unless a base URL is set.
 
     Clients given one ``ssl_context`` share it (each would otherwise load the CA bundle:
-    ~0.8 MB apiece).
+    ~0.8 MB apiece). The SDK's own aiohttp transport carries the requests: reading a body it
+    costs about two thirds of the CPU of the default (httpx's, one anyio read and timeout scope
+    per network read), most of the cost of many slow streams (benchmarks/results/profile.md).
     """
     if settings.openai_api_key is None and settings.openai_base_url is None:
         raise ConfigError(
@@ -170,5 +172,5 @@ def openai_client(settings: Settings, *, ssl_context: ssl.SSLContext | None = No
         api_key=settings.openai_api_key or NO_KEY_NEEDED,
         base_url=settings.openai_base_url,
         max_retries=0,
-        http_client=None if ssl_context is None else DefaultAsyncHttpxClient(verify=ssl_context),
+        http_client=DefaultAioHttpClient(verify=ssl_context or True),
     )
