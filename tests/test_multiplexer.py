@@ -148,6 +148,31 @@ def test_read_points_compare_ids_as_numbers() -> None:
     assert Multiplexer._read_points({"k": group}, {"k": "5-9"}) == {}
 
 
+def test_the_join_read_looks_only_at_newcomers_behind_the_long_read() -> None:
+    """While the long read covers ``k`` from ``5-0``: a newcomer from ``2-0`` is read by the join
+    read; once it is let go (or the long read covers it, or it drops behind) it is forgotten, so
+    no stale cursor keeps the join read re-reading ``k`` (156e127 kept a let-go newcomer's
+    cursor while its stream had other followers: the join read spun until the long read
+    returned). A follower that catches up is a newcomer again."""
+    mux = Multiplexer(Redis(), Keys("t"))
+    old, early, late = _Follower("k", "5-0"), _Follower("k", "2-0"), _Follower("k", "7-0")
+    for follower in (old, early, late):
+        mux._followers.setdefault("k", []).append(follower)
+        follower.following = True
+    mux._covered = {"k": "5-0"}
+    mux._newcomers = [early, late]
+    assert mux._uncovered() == {"k": "2-0"}
+    assert mux._newcomers == [early]  # `late` is the long read's
+    mux._drop(early)  # the subscriber left
+    assert mux._uncovered() == {}
+    assert mux._newcomers == []
+    old.cursor = old.taken = "3-0"  # dropped behind, then caught up to the long read's start
+    mux._caught_up(old, [])
+    assert mux._uncovered() == {"k": "3-0"}
+    mux._covered = None  # between long reads: the next one takes every follower
+    assert mux._uncovered() == {}
+
+
 async def test_a_stream_replaced_by_another_type_fails_only_its_followers(
     sq: StreamQ, settings: Settings, redis: Redis
 ) -> None:

@@ -57,7 +57,17 @@ class _Follower:
     ``behind``: it reads from Redis after ``taken`` on its own until it has caught up.
     """
 
-    __slots__ = ("behind", "cursor", "ended", "error", "key", "pending", "taken", "waiter")
+    __slots__ = (
+        "behind",
+        "cursor",
+        "ended",
+        "error",
+        "following",
+        "key",
+        "pending",
+        "taken",
+        "waiter",
+    )
 
     def __init__(self, key: str, cursor: str) -> None:
         self.key = key
@@ -67,6 +77,7 @@ class _Follower:
         self.error: BaseException | None = None
         self.ended = False  # its terminal event, or an error, is waiting: nothing more to read
         self.behind = False
+        self.following = False  # in the shared reads' followers (not yet, or let go)
         self.waiter: asyncio.Future[None] | None = None
 
     def wake(self) -> None:
@@ -114,6 +125,9 @@ class Multiplexer:
         self._join_read = _Reader(self._redis)
         # Where the long read in flight reads each stream from; None between reads.
         self._covered: dict[str, str] | None = None
+        # Followers that joined or caught up since it began: only they can be behind its read
+        # points, so the join read looks at them, not at every follower on every join.
+        self._newcomers: list[_Follower] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
         self._seen: dict[str, float] = {}  # when each followed stream was last seen to exist
@@ -216,6 +230,7 @@ class Multiplexer:
             follower.ended = True
             return
         self._followers.setdefault(key, []).append(follower)
+        follower.following = True
         self._caught_up(follower, reply[0][1] if reply else [])
 
     async def _catch_up(self, follower: _Follower) -> None:
@@ -235,6 +250,7 @@ class Multiplexer:
         elif len(entries) >= self._max_backlog:
             follower.behind = True  # more to read on its own
         else:
+            self._newcomers.append(follower)
             self._changed.set()  # the long or the join read takes it from its cursor
             self._joined.set()
 
@@ -265,6 +281,7 @@ class Multiplexer:
             self._changed.clear()
             streams = self._read_points(self._followers, None)
             self._covered = streams
+            self._newcomers = []  # it reads every follower from its cursor
             try:
                 read = await self._read(self._long_read, streams, max_block(self._redis))
             finally:
@@ -295,10 +312,33 @@ class Multiplexer:
         return True
 
     def _uncovered(self) -> dict[str, str]:
-        """Read points of the followers the long read in flight does not cover (they joined
-        after it began); none between long reads, as the next one takes every follower."""
+        """Read points of the followers the long read in flight does not cover (they joined or
+        caught up after it began, behind its read point for their stream); none between long
+        reads, as the next one takes every follower.
+
+        Only the newcomers since it began are looked at: every other follower was at or past
+        its read points when it began, and a follower's cursor only moves on, except when it
+        drops behind, and then it comes back as a newcomer when it has caught up. A newcomer
+        the long read covers now, or that was let go or dropped behind, is forgotten.
+        """
         covered = self._covered
-        return {} if covered is None else self._read_points(self._followers, covered)
+        if covered is None:
+            return {}
+        points: dict[str, str] = {}
+        orders: dict[str, tuple[int, int]] = {}
+        waiting = []
+        for follower in self._newcomers:
+            if not follower.following or follower.behind or follower.ended:
+                continue
+            key, order = follower.key, entry_order(follower.cursor)
+            start = covered.get(key)
+            if start is not None and order >= entry_order(start):
+                continue  # the long read in flight serves it from here on
+            waiting.append(follower)
+            if key not in orders or order < orders[key]:
+                points[key], orders[key] = follower.cursor, order
+        self._newcomers = waiting
+        return points
 
     @staticmethod
     def _read_points(
@@ -345,6 +385,7 @@ class Multiplexer:
         ]
         for key, error in failing:
             for follower in self._followers.pop(key, []):
+                follower.following = False
                 follower.fail(error)
         if not failing:
             logger.warning("multiplexer read failed (%r); no stream fails alone, retrying", exc)
@@ -389,6 +430,7 @@ class Multiplexer:
             follower.fail(failure)
 
     def _drop(self, follower: _Follower) -> None:
+        follower.following = False
         followers = self._followers.get(follower.key, [])
         if follower in followers:
             followers.remove(follower)
