@@ -135,46 +135,76 @@ LOST = -3  # this attempt's claim or earlier entries are missing (lost in a fail
 # terminal type or '', field count, fields... -> 1 written, -1 fenced (another attempt owns the
 # job), -2 the job ended (before this call, or by an entry of it: later entries are dropped),
 # -3 this attempt's claim or earlier entries are missing (lost in a failover).
-APPEND = """
-local state = KEYS[2]
-local current = redis.call('HMGET', state, 'attempt', 'seq', 'terminal')
-local stored = tonumber(current[1] or '0')
--- An older attempt than ours: our claim was lost (a failover), not taken over by another.
-if stored < tonumber(ARGV[1]) then return -3 end
-if stored ~= tonumber(ARGV[1]) then return -1 end
-if current[3] then return -2 end
-local first = tonumber(current[2] or '-1')
--- Entries this attempt wrote before are missing (a failover lost them): refuse, so that the
--- job starts over as a new attempt instead of showing a stream with a hole in it.
-if tonumber(ARGV[3]) > first + 1 then return -3 end
-local last, ended, i = first, false, 3
-while i <= #ARGV and not ended do
-  local seq, terminal, n = tonumber(ARGV[i]), ARGV[i + 1], tonumber(ARGV[i + 2])
-  if seq > last then
-    redis.call('XADD', KEYS[1], '*', unpack(ARGV, i + 3, i + 2 + n))
-    last = seq
-    if terminal ~= '' then
-      redis.call('HSET', state, 'terminal', terminal)
-      ended = true
+_APPEND_FUNCTION = """
+local function append(events, state, scratch, attempt, ttl, args, from, to)
+  local current = redis.call('HMGET', state, 'attempt', 'seq', 'terminal')
+  local stored = tonumber(current[1] or '0')
+  -- An older attempt than ours: our claim was lost (a failover), not taken over by another.
+  if stored < tonumber(attempt) then return -3 end
+  if stored ~= tonumber(attempt) then return -1 end
+  if current[3] then return -2 end
+  local first = tonumber(current[2] or '-1')
+  -- Entries this attempt wrote before are missing (a failover lost them): refuse, so that the
+  -- job starts over as a new attempt instead of showing a stream with a hole in it.
+  if tonumber(args[from]) > first + 1 then return -3 end
+  local last, ended, i = first, false, from
+  while i <= to and not ended do
+    local seq, terminal, n = tonumber(args[i]), args[i + 1], tonumber(args[i + 2])
+    if seq > last then
+      redis.call('XADD', events, '*', unpack(args, i + 3, i + 2 + n))
+      last = seq
+      if terminal ~= '' then
+        redis.call('HSET', state, 'terminal', terminal)
+        ended = true
+      end
     end
+    i = i + 3 + n
   end
-  i = i + 3 + n
+  if last ~= first then redis.call('HSET', state, 'seq', last) end
+  -- The TTL is set with an attempt's first entries, its terminal one and every 64th: a stream
+  -- always ends with one, even one that expired mid-run and was recreated by XADD.
+  if first < 0 or ended or math.floor(last / 64) ~= math.floor(first / 64) then
+    redis.call('EXPIRE', events, ttl)
+    redis.call('EXPIRE', state, ttl)
+  end
+  -- Each stream node is created with 4 KB preallocated, which a finished stream would keep;
+  -- its copy holds only the bytes in use (13 B a delta for a 300-delta answer). COPY needs
+  -- Redis 6.2.
+  if ended and redis.pcall('COPY', events, scratch) == 1 then
+    redis.call('RENAME', scratch, events)
+  end
+  if ended and i <= to then return -2 end
+  return 1
 end
-if last ~= first then redis.call('HSET', state, 'seq', last) end
--- The TTL is set with an attempt's first entries, its terminal one and every 64th: a stream
--- always ends with one, even one that expired mid-run and was recreated by XADD.
-if first < 0 or ended or math.floor(last / 64) ~= math.floor(first / 64) then
-  redis.call('EXPIRE', KEYS[1], ARGV[2])
-  redis.call('EXPIRE', state, ARGV[2])
-end
--- Each stream node is created with 4 KB preallocated, which a finished stream would keep; its
--- copy holds only the bytes in use (13 B a delta for a 300-delta answer). COPY needs Redis 6.2.
-if ended and redis.pcall('COPY', KEYS[1], KEYS[3]) == 1 then
-  redis.call('RENAME', KEYS[3], KEYS[1])
-end
-if ended and i <= #ARGV then return -2 end
-return 1
 """
+
+APPEND = (
+    _APPEND_FUNCTION
+    + "return append(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV, 3, #ARGV)\n"
+)
+
+# APPEND for several jobs' streams in one call (their keys in one Redis: not for a cluster).
+# KEYS: events, state, scratch of each job in turn. ARGV: ttl, then for each job: its attempt,
+# how many arguments its entries take, and those (seq, terminal, n, fields... as APPEND's).
+# -> APPEND's answer for each job, or the text of the error Redis raised on that job's keys
+# (prefixed "ERR "): one job's keys never fail another's entries.
+APPEND_MANY = (
+    _APPEND_FUNCTION
+    + """
+local results, k, i = {}, 1, 2
+while i <= #ARGV do
+  local count = tonumber(ARGV[i + 1])
+  local ok, result = pcall(append, KEYS[k], KEYS[k + 1], KEYS[k + 2], ARGV[i], ARGV[1], ARGV,
+    i + 2, i + 1 + count)
+  if not ok then
+    result = 'ERR ' .. (type(result) == 'table' and tostring(result.err) or tostring(result))
+  end
+  results[#results + 1] = result
+  k, i = k + 3, i + 2 + count
+end
+return results
+"""
+)
 
 
 # What ACQUIRE answers when a slot was taken.

@@ -20,7 +20,7 @@ from collections import defaultdict
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from streamq.core import metrics, scripts
 from streamq.core.connections import is_cluster
@@ -30,6 +30,7 @@ from streamq.core.redis_errors import is_transient
 from streamq.core.scripts import script_sha
 
 logger = logging.getLogger("streamq.publisher")
+STREAMS_PER_CALL = 256  # streams per APPEND_MANY call: bounds how long one call blocks Redis
 
 
 class StreamWriter:
@@ -101,6 +102,7 @@ class Publisher:
         self._ttl = ttl
         self._retry_for = retry_for
         self._append_sha = script_sha(scripts.APPEND)
+        self._append_many_sha = script_sha(scripts.APPEND_MANY)
         self._cluster = is_cluster(redis)
         self._pending: list[tuple[StreamWriter, list[bytes | str]]] = []
         self._oldest = 0.0  # time.monotonic() when the oldest pending entry was appended
@@ -196,6 +198,7 @@ class Publisher:
             if any(isinstance(r, NoScriptError) for r in results):  # a new or restarted Redis
                 with contextlib.suppress(RedisError):
                     await self._redis.script_load(scripts.APPEND)
+                    await self._redis.script_load(scripts.APPEND_MANY)
                 if not reloaded:
                     reloaded = True
                     continue
@@ -226,22 +229,41 @@ class Publisher:
     async def _write(self, by_writer: dict[StreamWriter, list[bytes | str]]) -> list[Any]:
         """One result per writer: the script's reply, or the error Redis answered for it alone
         (a connection-level failure raises)."""
-        calls: list[tuple[Any, ...]] = [
-            (
-                writer.events_key,
-                writer.state_key,
-                writer.scratch_key,
-                str(writer.attempt),
-                str(self._ttl),
-                *args,
-            )
-            for writer, args in by_writer.items()
-        ]
         if self._cluster:  # redis-py's cluster pipelines refuse scripts: one call per stream
+            calls: list[tuple[Any, ...]] = [
+                (writer.events_key, writer.state_key, writer.scratch_key, str(writer.attempt),
+                 str(self._ttl), *args)
+                for writer, args in by_writer.items()
+            ]  # fmt: skip
             sent = (self._redis.evalsha(self._append_sha, 3, *call) for call in calls)
             return list(await asyncio.gather(*sent, return_exceptions=True))  # type: ignore[arg-type]
+        # Every stream's entries in one APPEND_MANY call (a few, for a large batch): one
+        # command to pack, send and parse where a call per stream cost each a round of redis-py.
+        writers = list(by_writer.items())
+        size = STREAMS_PER_CALL
+        groups = [writers[i : i + size] for i in range(0, len(writers), size)]
         async with self._redis.pipeline(transaction=False) as pipe:
-            for call in calls:
-                pipe.evalsha(self._append_sha, 3, *call)
-            results: list[Any] = await pipe.execute(raise_on_error=False)
-            return results
+            for group in groups:
+                keys: list[str] = []
+                argv: list[bytes | str] = [str(self._ttl)]
+                for writer, args in group:
+                    keys += (writer.events_key, writer.state_key, writer.scratch_key)
+                    argv += (str(writer.attempt), str(len(args)), *args)
+                call: tuple[Any, ...] = (*keys, *argv)
+                pipe.evalsha(self._append_many_sha, len(keys), *call)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        results: list[Any] = []
+        for group, reply in zip(groups, replies, strict=True):
+            if isinstance(reply, BaseException):
+                results += [reply] * len(group)
+            else:
+                results += [_one_result(r) for r in reply]
+        return results
+
+
+def _one_result(reply: Any) -> Any:
+    """APPEND_MANY's answer for one stream: APPEND's code, or the error on its keys."""
+    if isinstance(reply, bytes | str):
+        text = reply.decode(errors="replace") if isinstance(reply, bytes) else reply
+        return ResponseError(text.removeprefix("ERR "))
+    return reply
