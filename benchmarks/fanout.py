@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
-import psutil
+import psutil  # type: ignore[import-untyped]
 from redis.asyncio import Redis
 from tests.harness.processes import clean_environment, python_command, spawn, stop
 from tests.harness.waiting import poll_until
