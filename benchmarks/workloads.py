@@ -157,7 +157,7 @@ async def run_workload(bench: Bench, workload: Workload) -> dict[str, dict[str, 
             f"{workload.title}: {column}: {figures['deltas']:,} deltas in "
             f"{figures['seconds']:.2f} s = {rate:,.0f} deltas/s, worker "
             f"{figures['worker_cpu_us']:.1f} µs/delta, p99 start delay "
-            f"{figures['start_p99_ms']:,.0f} ms"
+            f"{figures['start_p99_ms'] or 0:,.0f} ms"
             + (f", {figures['failed']} jobs FAILED" if figures["failed"] else "")
             + (f", {figures['unfinished']} UNFINISHED" if figures["unfinished"] else "")
         )
