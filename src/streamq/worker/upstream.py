@@ -319,6 +319,9 @@ def error_event(exc: BaseException, *, secret: str | None = None) -> Error:
     """
     code, retryable = _classify(exc)
     message = str(exc) or type(exc).__name__
+    if code == "upstream_timeout" and _refused(exc):
+        # The aiohttp transport reports a refused connection as a connect timeout.
+        code, message = "upstream_connection", "Connection error."
     if code == "upstream_protocol":  # the same words whichever parser noticed
         message = f"the upstream sent a malformed stream ({type(exc).__name__})"
     if isinstance(exc, openai.APIStatusError):
@@ -340,8 +343,21 @@ def _unreachable(exc: openai.APIConnectionError, message: str) -> str:
         return message
     cause = exc.__cause__
     reason = f" ({type(cause).__name__}: {cause})" if cause is not None and str(cause) else ""
-    what = "timed out" if isinstance(exc, openai.APITimeoutError) else "failed"
+    timed_out = isinstance(exc, openai.APITimeoutError) and not _refused(exc)
+    what = "timed out" if timed_out else "failed"
     return f"{message.rstrip('.')}: the request to {url} {what}{reason}"
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether a connection was refused or reset somewhere under ``exc`` (its causes)."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, ConnectionError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def _shown_url(url: str) -> str:
