@@ -49,7 +49,6 @@ DENIED: dict[str, list[list[str]]] = {
         ["SET", f"{JOB}:events", "wrong type"],
         ["XADD", f"{JOB}:request", "*", "wrong", "type"],
         ["EXPIRE", f"{JOB}:request", "0"],
-        ["GET", f"{JOB}:request"],
         ["SET", f"{JOB}:owner", "tenant"],
         ["ZADD", f"{P}:running", "1", "1:j"],
         ["SET", f"{P}:worker:host:1", "{}"],
@@ -87,6 +86,7 @@ STILL_ALLOWED: dict[str, list[list[str]]] = {
         ["XADD", f"{JOB}:events", "*", "type", "done"],
         ["HSET", f"{JOB}:state", "terminal", "done"],
         ["SET", f"{JOB}:request", "another prompt"],
+        ["GET", f"{JOB}:request"],  # a reused job id compares the stored request
         ["EXPIRE", f"{JOB}:events", "0"],  # deletes it
         ["ZADD", f"{P}:queue", "1e18", f"{P}:j"],
         ["PSETEX", f"arq:job:{P}:j", "1000", "x"],
@@ -222,7 +222,8 @@ def sync_producer_round(producer: Settings) -> None:
 
 
 async def gateway_round(gateway_user: Settings) -> None:
-    """The gateway: enqueue (and again by Idempotency-Key), follow, status, cancel."""
+    """The gateway: enqueue (and again by Idempotency-Key), follow, status, cancel; and the
+    Responses door."""
     app = create_app(gateway_user, GatewayConfig(tokens=TOKENS))
     headers = {"Authorization": f"Bearer {TOKEN_A}"}
     body = {"messages": [{"role": "user", "content": "gateway over acl"}]}
@@ -243,3 +244,21 @@ async def gateway_round(gateway_user: Settings) -> None:
             assert cancelled.status_code in (200, 202), cancelled.text
             events = await read_events(http, running["events_url"])
             assert events[-1].event == "cancelled"
+            await responses_round(http)
+
+
+async def responses_round(http: httpx2.AsyncClient) -> None:
+    """/v1/responses under the gateway's user: two turns, a stored read, input items, delete."""
+    first = await http.post("/v1/responses", json={"input": "responses over acl"})
+    assert first.status_code == 200, first.text
+    assert first.json()["status"] == "completed"
+    turn = {"input": "and again", "previous_response_id": first.json()["id"], "stream": True}
+    async with http.stream("POST", "/v1/responses", json=turn) as streamed:
+        assert streamed.status_code == 200
+        assert b"response.completed" in await streamed.aread()
+    stored = first.json()["id"]
+    assert (await http.get(f"/v1/responses/{stored}")).json()["status"] == "completed"
+    assert (await http.get(f"/v1/responses/{stored}/input_items")).status_code == 200
+    deleted = await http.delete(f"/v1/responses/{stored}")
+    assert deleted.json() == {"id": stored, "object": "response.deleted", "deleted": True}
+    assert (await http.get(f"/v1/responses/{stored}")).status_code == 404

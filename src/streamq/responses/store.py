@@ -333,9 +333,12 @@ class ResponseStore:
         keys too once it has ended (a running one's expire with their TTL)."""
         keys = self._keys
         await self._redis.delete(keys.response(record.job_id), keys.owner(record.job_id))
-        if job_ended:
-            await self._redis.delete(keys.request(record.job_id))
-            await self._streams.delete(keys.events(record.job_id), keys.state(record.job_id))
+        if job_ended:  # EXPIRE 0 deletes too, and the gateway's ACL user may not DEL a job
+            await self._redis.expire(keys.request(record.job_id), 0)
+            async with self._streams.pipeline(transaction=False) as pipe:
+                pipe.expire(keys.events(record.job_id), 0)
+                pipe.expire(keys.state(record.job_id), 0)
+                await pipe.execute()
 
     async def events(self, job_id: str) -> list[Event]:
         """Every event the job's stream holds now, oldest first."""
