@@ -106,7 +106,8 @@ async def test_cancel_status_and_idempotency_with_streams_on_the_cluster(
     async with StreamQ.from_url(settings.redis_url, settings) as sq:
         with worker_processes(settings, 1):
             job = await sq.enqueue_chat("long", extra_body=slow, job_id="clustered-once")
-            assert (await sq.enqueue_chat("long", extra_body=slow, job_id="clustered-once")).id == job.id
+            again = await sq.enqueue_chat("long", extra_body=slow, job_id="clustered-once")
+            assert again.id == job.id
             async for _ in job:
                 break
             assert (await job.status()).state == "running"
