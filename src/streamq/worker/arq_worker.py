@@ -114,14 +114,24 @@ class StreamQWorker(Worker):
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         # arq's start_jobs claims one job per round trip (four, before START): under load each
-        # waits its turn on the busy loop, and a worker started ~30 jobs/s. Here every job a
-        # poll found claims in one pipelined round trip, as many as there are free slots; a job
-        # whose start fails (Redis went away) gives its slot back, where arq's would keep it.
+        # waits its turn on the busy loop, and a worker started ~30 jobs/s. Here the jobs a poll
+        # found claim in pipelined round trips, as many at a time as there are free slots; the
+        # slots of jobs another worker took first go to the next ones found (so two workers
+        # polling the same queue do not both give up on its head). A job whose start fails
+        # (Redis went away) gives its slot back, where arq's would keep it.
+        pending = [job_id.decode() for job_id in job_ids]
+        while pending:
+            candidates, pending = await self._take_slots(pending)
+            if not candidates:
+                return
+            await self._start_candidates(candidates)
+
+    async def _take_slots(self, job_ids: list[str]) -> tuple[list[str], list[str]]:
+        """A free slot for each of the first ``job_ids`` there is room for; and the rest."""
         candidates: list[str] = []
-        for job_id_b in job_ids:
+        for taken, job_id in enumerate(job_ids):
             if self.job_counter >= self.max_jobs or self.sem.locked():
-                break
-            job_id = job_id_b.decode()
+                return candidates, job_ids[taken:]
             running_here = self.tasks.get(job_id)
             if running_here is not None and not running_here.done():
                 # Our own earlier run of it was reaped (its lease ran out while Redis was away)
@@ -130,8 +140,10 @@ class StreamQWorker(Worker):
             await self.sem.acquire()  # free (not locked): returns at once
             self.job_counter += 1
             candidates.append(job_id)
-        if not candidates:
-            return
+        return candidates, []
+
+    async def _start_candidates(self, candidates: list[str]) -> None:
+        """Start each of ``candidates`` (their slots taken) that START lets this worker run."""
         scores: list[Any] = [None] * len(candidates)
         try:
             scores = await self._start_many(candidates)
