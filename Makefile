@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements-dev.lock pyproject.toml | cksum | cut -d' ' -f1)
 PROMPT ?= Write a haiku about queues.
 
-.PHONY: install demo demo-web test faults compat compat-latest bench lint format mypy lock lock-compat clean
+.PHONY: install demo demo-web test faults compat compat-latest bench bench-quick lint format mypy lock lock-compat clean
 
 install: $(STAMP)
 
@@ -45,6 +45,13 @@ faults: install
 # Direct SDK loop vs naive XADD per delta vs streamq, side by side (~3 min; benchmarks/README.md).
 bench: install
 	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks.fanout
+	$(BIN)/python -m benchmarks.plots
+
+# A fifth of the bench, and its plots, in test-artifacts/bench/ (CI: the plots are valid SVG).
+bench-quick: install
+	$(BIN)/python -m benchmarks --quick --json test-artifacts/bench/quick.json
+	$(BIN)/python -m benchmarks.plots test-artifacts/bench/quick.json
 
 # The compat matrix (tests/compat, ~1 min once installed; needs Node.js >= 20.15 and npm): real
 # clients against the gateway's OpenAI door, real servers behind the worker. Its Python clients

@@ -224,6 +224,11 @@ def main(argv: list[str] | None = None) -> int:
         help=f"{QUICK:g}x the streams of each workload and the latency samples (for CI)",
     )
     parser.add_argument(
+        "--json",
+        type=Path,
+        help="also write every figure to this file (with any option; for the plots)",
+    )
+    parser.add_argument(
         "--events-per-job",
         action="store_true",
         help="streamq readers use one job.events() per job even where a Multiplexer exists",
@@ -246,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     results["targets"] = targets(results)
     table = render(results)
     print(table)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
     if args.only or args.events_per_job or args.quick:
         return 0
     RESULTS.mkdir(exist_ok=True)

@@ -28,6 +28,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 from xml.sax.saxutils import escape
 
 RESULTS = Path(__file__).parent / "results"
@@ -261,6 +262,7 @@ def write_plots(results: dict[str, Any], out: Path) -> list[Path]:
     for name, chart in CHARTS.items():
         svg = chart(results)
         if svg is not None:
+            ElementTree.fromstring(svg)  # hand-written: never write one a browser cannot parse
             (out / name).write_text(svg, encoding="utf-8")
             written.append(out / name)
     return written
