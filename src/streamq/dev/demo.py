@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import sys
 import uuid
 from collections.abc import Callable
@@ -92,16 +93,38 @@ async def _pipeline(prompt: str, settings: Settings) -> int:
             job = await sq.enqueue_chat(prompt)
             job_id = job.id
             notice(f"enqueued job {job.id}; streaming its answer:")
-            try:
-                return await print_text(job, on_restart="follow")
-            except asyncio.CancelledError:  # Ctrl-C: stop the job before the worker stops
-                notice("interrupted: cancelling the job and removing the demo's keys")
-                await job.cancel()
-                raise
+            printing = asyncio.create_task(print_text(job, on_restart="follow"))
+            if not await _until_interrupted(printing):
+                return printing.result()
+            # Ctrl-C: stop the job before the worker stops
+            notice("interrupted: cancelling the job and removing the demo's keys")
+            await job.cancel()
+            raise KeyboardInterrupt
     finally:
         # After the worker stopped: nothing of the demo's is left in Redis (its keys would
         # expire, but its queue's sorted set would not).
         await remove_demo_keys(settings, job_id)
+
+
+async def _until_interrupted(task: asyncio.Task[int]) -> bool:
+    """Wait for ``task``, or until Ctrl-C (then cancel it and answer True). The loop's own
+    SIGINT handler, not asyncio.run's: a cancellation of the main task could be taken for a
+    read timeout deep in a Redis read and never reach the demo."""
+    loop = asyncio.get_running_loop()
+    interrupted = asyncio.Event()
+    loop.add_signal_handler(signal.SIGINT, interrupted.set)
+    waiting = asyncio.create_task(interrupted.wait())
+    try:
+        await asyncio.wait({task, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+        waiting.cancel()
+    if task.done():
+        return False
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return True
 
 
 async def remove_demo_keys(settings: Settings, job_id: str | None) -> None:
