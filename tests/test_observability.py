@@ -5,6 +5,7 @@ streamq really exports: the names come from the metrics themselves, created and 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import shutil
@@ -22,7 +23,7 @@ from streamq.core import _prometheus, metrics
 from streamq.dev.local_redis import free_port
 from streamq.gateway import GatewayConfig, create_app
 from tests.harness.gateway import TOKEN_A, TOKENS, GatewayThread
-from tests.harness.waiting import poll_until
+from tests.harness.waiting import WaitTimeout, poll_until
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -209,31 +210,47 @@ async def test_board_queries_run_on_a_real_prometheus(settings: Settings, tmp_pa
 async def _run_jobs_and_query(gateway_url: str, prometheus_url: str) -> None:
     headers = {"Authorization": f"Bearer {TOKEN_A}"}
     body = {"messages": [{"role": "user", "content": "graph me"}], "max_tokens": 5}
-    async with httpx2.AsyncClient(base_url=gateway_url, headers=headers, timeout=30) as http:
-        for _ in range(2):  # two rounds, scraped apart, so that rate() has two samples
-            for _ in range(3):
-                job_id = (await http.post("/v1/jobs", json=body)).json()["id"]
-                await http.get(f"/v1/jobs/{job_id}/events")  # the whole stream: reader lag
-            await asyncio.sleep(2.5)
-    async with httpx2.AsyncClient(base_url=prometheus_url, timeout=10) as prom:
+    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    async with (
+        httpx2.AsyncClient(base_url=gateway_url, headers=headers, timeout=30) as http,
+        httpx2.AsyncClient(base_url=prometheus_url, timeout=10) as prom,
+    ):
+
+        async def results(query: str) -> list[Any]:
+            answer = (await prom.get("/api/v1/query", params={"query": query})).json()
+            assert answer["status"] == "success", (query, answer)
+            found: list[Any] = answer["data"]["result"]
+            return found
 
         async def scraped() -> bool:
             try:
-                answer = (await prom.get("/api/v1/query", params={"query": "up"})).json()
+                return len([r for r in await results("up") if r["value"][1] == "1"]) == 2
             except httpx2.TransportError:
                 return False
-            return len([r for r in answer["data"]["result"] if r["value"][1] == "1"]) == 2
 
         await poll_until(scraped, 30, "Prometheus to scrape both targets")
-        await asyncio.sleep(3)  # a few scrapes after the jobs
-        empty = []
-        dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
-        for title, expr in queries(dashboard):
-            promql = expr.replace("$__rate_interval", "1m")
-            answer = (await prom.get("/api/v1/query", params={"query": promql})).json()
-            assert answer["status"] == "success", (title, promql, answer)
-            if not answer["data"]["result"]:
-                empty.append(title)
-    # Nothing here fails or retries; everything else these jobs exercise shows up.
-    allowed_empty = {"Failures per minute by code", "Retries per minute by code"}
+        # Two rounds with a scrape between them, so that rate() has two samples.
+        for done in (3, 6):
+            for _ in range(3):
+                job_id = (await http.post("/v1/jobs", json=body)).json()["id"]
+                await http.get(f"/v1/jobs/{job_id}/events")  # the whole stream: reader lag
+
+            async def counted(done: int = done) -> bool:
+                found = await results("sum(streamq_jobs_total)")
+                return bool(found) and float(found[0]["value"][1]) >= done
+
+            await poll_until(counted, 30, f"Prometheus to scrape {done} finished jobs")
+        empty: list[str] = []
+
+        async def every_panel_answers() -> bool:
+            empty.clear()
+            for title, expr in queries(dashboard):
+                if not await results(expr.replace("$__rate_interval", "1m")):
+                    empty.append(title)
+            return set(empty) <= allowed_empty
+
+        # Nothing here fails or retries; everything else these jobs exercise shows up.
+        allowed_empty = {"Failures per minute by code", "Retries per minute by code"}
+        with contextlib.suppress(WaitTimeout):  # the assert below names the empty panels
+            await poll_until(every_panel_answers, 60, "every panel's query to answer")
     assert set(empty) <= allowed_empty, empty
