@@ -55,28 +55,44 @@ class ChatRequest:
     @classmethod
     def from_json(cls, raw: bytes | str, *, max_bytes: int) -> ChatRequest:
         """Parse and re-validate a stored request (it may not have come through the producer)."""
-        if len(raw) > max_bytes:
-            raise InvalidRequest(f"request is {len(raw)} bytes; the limit is {max_bytes}")
-        try:
-            text = raw.decode() if isinstance(raw, bytes) else raw
-            body = json.loads(text)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise InvalidRequest(f"request is not UTF-8 JSON: {exc}") from None
-        except RecursionError:
-            raise InvalidRequest(f"request is nested deeper than {MAX_DEPTH} levels") from None
-        if not isinstance(body, dict):
-            raise InvalidRequest("request must be a JSON object")
-        if body.get("v") != FORMAT_VERSION:
-            raise InvalidRequest(f"request format version {body.get('v')!r} is not supported")
-        unknown = set(body) - {"v", "model", "messages", "params", "options"}
-        if unknown:
-            raise InvalidRequest(f"request has unknown fields: {', '.join(sorted(unknown))}")
-        params, options = body.get("params") or {}, body.get("options") or {}
-        if not isinstance(params, dict) or not isinstance(options, dict):
-            raise InvalidRequest("request params and options must be JSON objects")
+        return cls.from_stored(stored_body(raw, max_bytes=max_bytes), max_bytes=max_bytes)
+
+    @classmethod
+    def from_stored(cls, body: dict[str, Any], *, max_bytes: int) -> ChatRequest:
+        """Re-validate a stored request's JSON object (of :func:`stored_body`)."""
+        params, options = stored_parts(body, {"v", "model", "messages", "params", "options"})
         return build_request(
             body.get("messages"), body.get("model"), params, options, max_bytes=max_bytes
         )
+
+
+def stored_body(raw: bytes | str, *, max_bytes: int) -> dict[str, Any]:
+    """The JSON object of a stored request of either API; :class:`InvalidRequest` if it is too
+    large, not UTF-8 JSON, or not an object."""
+    if len(raw) > max_bytes:
+        raise InvalidRequest(f"request is {len(raw)} bytes; the limit is {max_bytes}")
+    try:
+        body = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InvalidRequest(f"request is not UTF-8 JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidRequest(f"request is nested deeper than {MAX_DEPTH} levels") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("request must be a JSON object")
+    return body
+
+
+def stored_parts(body: dict[str, Any], fields: set[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A stored request's params and options, once its version and ``fields`` are checked."""
+    if body.get("v") != FORMAT_VERSION:
+        raise InvalidRequest(f"request format version {body.get('v')!r} is not supported")
+    unknown = set(body) - fields
+    if unknown:
+        raise InvalidRequest(f"request has unknown fields: {', '.join(sorted(unknown))}")
+    params, options = body.get("params") or {}, body.get("options") or {}
+    if not isinstance(params, dict) or not isinstance(options, dict):
+        raise InvalidRequest("request params and options must be JSON objects")
+    return params, options
 
 
 def chat_messages(

@@ -15,13 +15,14 @@ from typing import Any
 from streamq.core.exceptions import InvalidRequest
 from streamq.core.request import (
     FORMAT_VERSION,
-    MAX_DEPTH,
     ChatRequest,
     check_depth,
     check_extra_body,
     check_integer,
     check_number,
     check_options,
+    stored_body,
+    stored_parts,
 )
 
 API = "responses"
@@ -68,24 +69,11 @@ class ResponsesRequest:
 def load_request(raw: bytes | str, *, max_bytes: int) -> ChatRequest | ResponsesRequest:
     """Parse and re-validate a stored request of either API (it may not have come through a
     producer); raise :class:`InvalidRequest` saying what is wrong."""
-    if len(raw) > max_bytes:
-        raise InvalidRequest(f"request is {len(raw)} bytes; the limit is {max_bytes}")
-    try:
-        body = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise InvalidRequest(f"request is not UTF-8 JSON: {exc}") from None
-    except RecursionError:
-        raise InvalidRequest(f"request is nested deeper than {MAX_DEPTH} levels") from None
-    if not isinstance(body, dict) or body.get("api") != API:
-        return ChatRequest.from_json(raw, max_bytes=max_bytes)
-    if body.get("v") != FORMAT_VERSION:
-        raise InvalidRequest(f"request format version {body.get('v')!r} is not supported")
-    unknown = set(body) - {"v", "api", "model", "input", "instructions", "params", "options"}
-    if unknown:
-        raise InvalidRequest(f"request has unknown fields: {', '.join(sorted(unknown))}")
-    params, options = body.get("params") or {}, body.get("options") or {}
-    if not isinstance(params, dict) or not isinstance(options, dict):
-        raise InvalidRequest("request params and options must be JSON objects")
+    body = stored_body(raw, max_bytes=max_bytes)
+    if body.get("api") != API:
+        return ChatRequest.from_stored(body, max_bytes=max_bytes)
+    fields = {"v", "api", "model", "input", "instructions", "params", "options"}
+    params, options = stored_parts(body, fields)
     return build_responses_request(
         body.get("input"),
         body.get("model"),
