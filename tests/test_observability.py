@@ -225,7 +225,7 @@ async def _run_jobs_and_query(gateway_url: str, prometheus_url: str) -> None:
         async def scraped() -> bool:
             try:
                 return len([r for r in await results("up") if r["value"][1] == "1"]) == 2
-            except httpx2.TransportError:
+            except (httpx2.TransportError, ValueError):  # not up, or "Service Unavailable"
                 return False
 
         await poll_until(scraped, 30, "Prometheus to scrape both targets")
