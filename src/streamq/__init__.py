@@ -7,8 +7,8 @@ The public API, by kind:
 - results: :class:`ChatResult`, :class:`ChoiceResult`, :class:`ToolCall`, :class:`JobStatus`;
 - events, the entries of a job's stream (data, not exceptions): :class:`Event` and its kinds
   :class:`Start`, :class:`Meta`, :class:`Delta`, :class:`Reasoning`, :class:`Refusal`,
-  :class:`ToolCallDelta`, :class:`Reset`, :class:`Done`, :class:`Error` (the ``error`` event),
-  :class:`Cancelled`, :class:`UnknownEvent`;
+  :class:`ToolCallDelta`, :class:`Reset`, :class:`Queued`, :class:`Done`, :class:`Error` (the
+  ``error`` event), :class:`Cancelled`, :class:`UnknownEvent`;
 - exceptions, all under :class:`StreamQError` (the tree: :mod:`streamq.core.exceptions`).
 """
 
@@ -20,6 +20,7 @@ from streamq.core.events import (
     Error,
     Event,
     Meta,
+    Queued,
     Reasoning,
     Refusal,
     Reset,
@@ -74,6 +75,7 @@ __all__ = [
     "JobStatus",
     "Meta",
     "Multiplexer",
+    "Queued",
     "ReadTimeout",
     "Reasoning",
     "Refusal",

@@ -144,6 +144,34 @@ class ToolCallDelta(Event):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class Queued(Event):
+    """The job waits to start; not terminal, and says nothing of the answer.
+
+    ``reason`` is ``queue`` (waiting in the queue; clients make these while the stream is
+    still empty: they have no cursor) or why a worker that took the job waits for admission
+    (entries the worker writes): ``concurrency`` (the model's fleet-wide limit), ``token_budget``,
+    ``request_budget`` or ``rate_limited`` (the provider answered 429). ``ahead`` counts the
+    jobs that start first and ``eta`` estimates the seconds until it starts, when known.
+    """
+
+    type: ClassVar[str] = "queued"
+    reason: str = "queue"
+    ahead: int | None = None
+    eta: float | None = None
+    model: str | None = None
+
+    def data(self) -> str:
+        body: dict[str, Any] = {"reason": self.reason}
+        if self.ahead is not None:
+            body["ahead"] = self.ahead
+        if self.eta is not None:
+            body["eta"] = self.eta
+        if self.model is not None:
+            body["model"] = self.model
+        return _json(body)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Done(Event):
     """The job finished; terminal."""
 
@@ -342,6 +370,17 @@ def _done(body: dict[str, Any], base: dict[str, Any], fields: dict[str, str]) ->
     )
 
 
+def _queued(body: dict[str, Any], base: dict[str, Any], fields: dict[str, str]) -> Event:
+    ahead = body.get("ahead")
+    return Queued(
+        reason=str(body.get("reason", "queue")),
+        ahead=ahead if isinstance(ahead, int) and not isinstance(ahead, bool) else None,
+        eta=_optional_seconds(body.get("eta")),
+        model=_optional_str(body.get("model")),
+        **base,
+    )
+
+
 def _reset(body: dict[str, Any], base: dict[str, Any], fields: dict[str, str]) -> Event:
     return Reset(reason=str(body.get("reason", "")), **base)
 
@@ -380,6 +419,7 @@ _JSON_DECODERS = {
     "start": _start,
     "meta": _meta,
     "reset": _reset,
+    "queued": _queued,
     "tool_call": _tool_call,
     "done": _done,
     "error": _error,
