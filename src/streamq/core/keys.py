@@ -133,3 +133,19 @@ def arq_in_progress_key(arq_job_id: str) -> str:
 def wake_channel(queue_name: str) -> str:
     """Pub/sub channel a producer publishes on after enqueueing, to wake idle workers."""
     return f"{queue_name}:wake"
+
+
+def fair_order(queue_name: str) -> str:
+    """Sorted set of the queue's waiting arq job ids, scored by their virtual start tag under
+    fair sharing between tenants: the lowest starts first; a job's rank is its place in line."""
+    return f"{queue_name}:fair:order"
+
+
+def fair_tenants(queue_name: str) -> str:
+    """Hash of each tenant's last virtual start tag on the queue (fair sharing's memory)."""
+    return f"{queue_name}:fair:tenants"
+
+
+def fair_clock(queue_name: str) -> str:
+    """The queue's virtual time: the tag of the job started last (fair sharing's clock)."""
+    return f"{queue_name}:fair:clock"
