@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from types import TracebackType
-from typing import cast
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -26,6 +27,7 @@ from streamq.core.protocol import (
     ToolCall,
     check_cursor,
 )
+from streamq.core.queue_position import TICK_SECONDS, Place, PlaceLookup, is_news
 
 # Results and status are defined in the protocol; they are imported from here too.
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "ToolCall",
     "check_cursor",
     "ended_by",
+    "places",
 ]
 
 
@@ -89,16 +92,22 @@ class ChatJob(protocol.JobBase[Redis]):
         read_timeout: float,
         stream_ttl: int = 86_400,
         streams: Redis | None = None,
+        queue_name: str | None = None,
     ) -> None:
         """``redis`` holds the queue and the job's request; ``streams`` (when the job streams
-        live elsewhere, ``STREAMQ_STREAMS_URL``) its stream and state."""
+        live elsewhere, ``STREAMQ_STREAMS_URL``) its stream and state; ``queue_name`` is the
+        queue it waits in (``STREAMQ_QUEUE``; the prefix's default queue when None)."""
         super().__init__(redis, keys, job_id, read_timeout=read_timeout, stream_ttl=stream_ttl)
         self._streams = redis if streams is None else streams
+        self.queue_name = keys.default_queue() if queue_name is None else queue_name
 
     def events(self, after: str | None = None, *, timeout: float | None = None) -> EventStream:
         """Events after cursor ``after`` (from the start when omitted), up to the terminal one.
 
-        ``timeout`` bounds the wait for each next event (default ``STREAMQ_READ_TIMEOUT``).
+        While the job waits in the queue (read from the start, its stream still empty), a
+        :class:`~streamq.core.events.Queued` event without a cursor comes each time its place
+        changes (looked up about once a second). ``timeout`` bounds the wait for each next
+        entry (default ``STREAMQ_READ_TIMEOUT``).
         """
         return EventStream(self, after, self._timeout(timeout))
 
@@ -150,15 +159,26 @@ class ChatJob(protocol.JobBase[Redis]):
         return cast(CancelOutcome, outcome)
 
     async def status(self) -> JobStatus:
-        """The job's state, attempt and, while running, whether its worker is still alive."""
+        """The job's state, attempt and, while running, whether its worker is still alive;
+        while queued, the jobs ``ahead`` of it and the estimated seconds until it starts."""
         status = protocol.stored_status(await self._streams.hgetall(self._keys.state(self.id)))  # type: ignore[misc]
-        if status.state == "queued" and not await self.exists():
-            raise JobNotFound(self.id)
+        if status.state == "queued":
+            place = await self.place()
+            if place is not None:
+                return replace(status, ahead=place.ahead, eta=place.eta)
+            if not await self.exists():
+                raise JobNotFound(self.id)
         if status.state != "running":
             return status
         member = protocol.lease_member(status.attempt, self.id)
         expiry = await self._redis.zscore(self._keys.running(), member)
         return protocol.with_lease(status, expiry, await self._redis.time())
+
+    async def place(self) -> Place | None:
+        """The job's place in the queue; None unless it waits there."""
+        return (await places(self._redis, PlaceLookup(self._keys, self.queue_name, [self.id])))[
+            self.id
+        ]
 
     async def last_entry(self) -> tuple[str, str] | None:
         """The cursor and type of the newest entry of the job's stream; None while it has none."""
@@ -180,9 +200,17 @@ class ChatJob(protocol.JobBase[Redis]):
             raise JobNotFound(self.id)
         if await ended_by(self._streams, reader.key, after):
             return
+        waiting = after == "0-0"  # nothing read yet: the job may wait in the queue
+        told: Place | None = None
         while not reader.ended:
             streams, block_ms = reader.next_read()
             try:
+                if waiting:
+                    place = await self.place()
+                    if is_news(place, told):
+                        told = place
+                        yield cast(Place, place).event()
+                    block_ms = min(block_ms, int(TICK_SECONDS * 1000))
                 reply = await self._streams.xread(
                     streams, count=protocol.READ_BATCH, block=block_ms
                 )
@@ -192,7 +220,17 @@ class ChatJob(protocol.JobBase[Redis]):
                 await asyncio.sleep(reader.failed(exc))
                 continue
             for event in reader.received(reply):
+                waiting = False
                 yield event
+
+
+async def places(redis: Redis, lookup: PlaceLookup) -> dict[str, Place | None]:
+    """Run ``lookup`` on the queue's Redis in one round trip: each job's place."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for command in lookup.commands():
+            pipe.execute_command(*command)
+        replies: list[Any] = await pipe.execute()
+    return lookup.places(replies)
 
 
 async def ended_by(redis: Redis, key: str, cursor: str) -> bool:

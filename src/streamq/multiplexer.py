@@ -8,6 +8,11 @@ the join read on a third connection, in short blocks (:data:`JOIN_BLOCK_SECONDS`
 long read comes back and names it too. Nothing interrupts the long read: ``CLIENT UNBLOCK``
 would need a permission that lets any reader end every other reader's reads
 (docs/operations.md, Redis users).
+
+While a followed job waits in the queue (its stream still empty), its place is looked up once a
+tick for all such jobs together, in one pipelined round trip, whatever the number of their
+followers: each follower reading from the start gets a ``queued`` event (no cursor) when the
+place changes (:mod:`streamq.core.queue_position`).
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ from streamq.core.events import Event, as_text, decode_entry, entry_order, is_te
 from streamq.core.exceptions import ClientClosed, JobNotFound, ReadTimeout
 from streamq.core.keys import Keys
 from streamq.core.protocol import STREAM_GONE, check_cursor, max_block, read_interrupted
-from streamq.job import ChatJob, EventStream
+from streamq.core.queue_position import TICK_SECONDS, Place, PlaceLookup, is_news
+from streamq.job import ChatJob, EventStream, places
 
 logger = logging.getLogger("streamq.multiplexer")
 
@@ -108,8 +114,12 @@ class Multiplexer:
         streams: Redis | None = None,
         max_backlog: int = MAX_BACKLOG,
         control_connections: int = 1,
+        queue_name: str | None = None,
     ) -> None:
+        """``queue_name``: the queue the followed jobs wait in (``STREAMQ_QUEUE``; the prefix's
+        default queue when None)."""
         self._queue = redis
+        self._queue_name = keys.default_queue() if queue_name is None else queue_name
         self._redis = redis if streams is None else streams
         # One XREAD cannot span a cluster's slots: there each job is read on its own.
         self._per_job = is_cluster(self._redis)
@@ -132,6 +142,12 @@ class Multiplexer:
         self._closed = False
         self._seen: dict[str, float] = {}  # when each followed stream was last seen to exist
         self.dropped = 0  # times a follower's backlog was dropped (it fell too far behind)
+        # Followed jobs whose streams were empty when followed, by stream, and the place last
+        # told their followers; a follower joining such a job asks for a lookup at once.
+        self._job_ids: dict[str, str] = {}
+        self._places: dict[str, tuple[Place, Event]] = {}
+        self._place_wanted = asyncio.Event()
+        self.place_lookups = 0  # round trips made to look places up
 
     @property
     def subscribers(self) -> int:
@@ -144,6 +160,7 @@ class Multiplexer:
         self._tasks = [
             asyncio.create_task(self._run(), name="streamq-multiplexer"),
             asyncio.create_task(self._run_joins(), name="streamq-multiplexer-joins"),
+            asyncio.create_task(self._run_places(), name="streamq-multiplexer-places"),
         ]
         return self
 
@@ -190,7 +207,12 @@ class Multiplexer:
 
     def _job(self, job_id: str) -> ChatJob:
         return ChatJob(
-            self._queue, self._keys, job_id, read_timeout=self._read_timeout, streams=self._redis
+            self._queue,
+            self._keys,
+            job_id,
+            read_timeout=self._read_timeout,
+            streams=self._redis,
+            queue_name=self._queue_name,
         )
 
     @staticmethod
@@ -232,6 +254,13 @@ class Multiplexer:
         self._followers.setdefault(key, []).append(follower)
         follower.following = True
         self._caught_up(follower, reply[0][1] if reply else [])
+        if follower.cursor == "0-0" and not follower.ended:  # nothing yet: it may be queued
+            self._job_ids[key] = job.id
+            told = self._places.get(key)
+            if told is None:
+                self._place_wanted.set()
+            else:
+                _tell(follower, told[1])
 
     async def _catch_up(self, follower: _Follower) -> None:
         """A follower behind reads the entries after the last it took from Redis, at most a
@@ -287,6 +316,44 @@ class Multiplexer:
             finally:
                 self._covered = None
             backoff = await _pause(read, backoff)
+
+    async def _run_places(self) -> None:
+        """Once a tick (or at once for a new queued job): the places of every followed job
+        still waiting, in one round trip; each change told to the followers still at the
+        start of its stream."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(TICK_SECONDS):
+                    await self._place_wanted.wait()
+            self._place_wanted.clear()
+            waiting = {
+                key: job_id
+                for key, job_id in self._job_ids.items()
+                if any(_waits(f) for f in self._followers.get(key, ()))
+            }
+            if not waiting:
+                continue
+            lookup = PlaceLookup(self._keys, self._queue_name, list(waiting.values()))
+            try:
+                async with self._control:
+                    found = await places(self._queue, lookup)
+            except (RedisError, OSError) as exc:
+                logger.warning("looking up queued jobs' places failed (%r)", exc)
+                continue
+            self.place_lookups += 1
+            for key, job_id in waiting.items():
+                place = found[job_id]
+                if place is None:
+                    self._places.pop(key, None)
+                    continue
+                told = self._places.get(key)
+                if not is_news(place, None if told is None else told[0]):
+                    continue
+                event = place.event()  # one object for all: each SSE frame is made once
+                self._places[key] = (place, event)
+                for follower in self._followers.get(key, ()):
+                    if _waits(follower):
+                        _tell(follower, event)
 
     async def _run_joins(self) -> None:
         """The join read: streams followed while the long read is blocked, in short blocks on a
@@ -437,6 +504,8 @@ class Multiplexer:
         if not followers:
             self._followers.pop(follower.key, None)
             self._seen.pop(follower.key, None)
+            self._job_ids.pop(follower.key, None)
+            self._places.pop(follower.key, None)
 
 
 class Subscription:
@@ -496,7 +565,10 @@ class Subscription:
         while True:
             if follower.pending:
                 batch, follower.pending = follower.pending, []
-                follower.taken = batch[-1].cursor
+                # A queued event is no entry (no cursor): the last entry is what was taken.
+                follower.taken = next(
+                    (e.cursor for e in reversed(batch) if e.cursor), follower.taken
+                )
                 self._done = is_terminal(batch[-1])
                 return batch
             if follower.error is not None:
@@ -541,6 +613,17 @@ class Subscription:
 
 
 _Decoded = tuple[list[Event], list[tuple[int, int]], Exception | None]
+
+
+def _waits(follower: _Follower) -> bool:
+    """Whether ``follower`` reads from the start and nothing came for it yet."""
+    return follower.cursor == "0-0" and follower.following and not follower.ended
+
+
+def _tell(follower: _Follower, queued: Event) -> None:
+    """Hand ``follower`` a ``queued`` event (not an entry: its cursor stays)."""
+    follower.pending.append(queued)
+    follower.wake()
 
 
 def _decoded(entries: list[Any], after: tuple[int, int]) -> _Decoded:

@@ -108,7 +108,27 @@ def admission_waited(seconds: float) -> None:
         _recorder.admission_waited(seconds)
 
 
-def delivered(cursor: str) -> None:
-    """A reader handed on the entry ``cursor`` (its id holds the time Redis wrote it)."""
+def admission_reason_waited(reason: str, seconds: float) -> None:
+    """A generation waited ``seconds`` for admission for ``reason`` (a ``queued`` reason)."""
     if _recorder is not None:
+        _recorder.admission_reason_waited(reason, seconds)
+
+
+def budget_tokens(model: str, kind: str, tokens: int) -> None:
+    """Tokens of a budgeted generation: ``estimated`` when admitted, ``used`` when it ended."""
+    if _recorder is not None:
+        _recorder.budget_tokens(model, kind, tokens)
+
+
+def webhook_attempted(outcome: str) -> None:
+    """A webhook was posted to one endpoint: ``delivered``, ``retrying`` or ``failed`` (for
+    good, after its retry period)."""
+    if _recorder is not None:
+        _recorder.webhook_attempted(outcome)
+
+
+def delivered(cursor: str) -> None:
+    """A reader handed on the entry ``cursor`` (its id holds the time Redis wrote it); a
+    ``queued`` event a reader made (no cursor) is no entry and not counted."""
+    if _recorder is not None and cursor:
         _recorder.delivered(cursor)

@@ -54,7 +54,15 @@ from streamq.core.exceptions import (
     JobRestarted,
     ReadTimeout,
 )
-from streamq.core.keys import Keys, check_job_id, wake_channel
+from streamq.core.keys import (
+    Keys,
+    check_job_id,
+    check_tenant,
+    fair_clock,
+    fair_order,
+    fair_tenants,
+    wake_channel,
+)
 from streamq.core.queue import arq_job
 from streamq.core.request import build_request, chat_messages
 from streamq.core.settings import Settings
@@ -81,6 +89,8 @@ MAX_BLOCK_SECONDS = 5.0
 RECONNECT_BACKOFF = 0.05
 MAX_RECONNECT_BACKOFF = 2.0
 STREAM_GONE = "its stream is gone: expired, or Redis lost it"
+# The tenant of a job enqueued without one (streamq.responses.store.DEFAULT_TENANT too).
+DEFAULT_TENANT = "anonymous"
 
 
 def lease_member(attempt: int | str, job_id: str) -> str:
@@ -115,8 +125,9 @@ def validated_job(
 def enqueue_call(
     settings: Settings, job_id: str, request: str, now_ms: int
 ) -> tuple[list[str], list[str | bytes | int]]:
-    """KEYS and ARGV of :data:`scripts.ENQUEUE`: store the request and queue the job as arq
-    would, in one round trip (the script answers 0 if the id exists already)."""
+    """The first KEYS and ARGV of :data:`scripts.ENQUEUE` (:func:`fair_share_call` adds the
+    rest): store the request and queue the job as arq would, in one round trip (the script
+    answers 0 if the id exists already)."""
     keys = Keys(settings.key_prefix)
     arq_id = keys.arq_job_id(job_id)
     script_keys = [
@@ -128,6 +139,28 @@ def enqueue_call(
     args: list[str | bytes | int] = [request, settings.stream_ttl, arq_id, arq_job(now_ms)]
     args += [expires_extra_ms, now_ms, wake_channel(settings.queue_name)]
     return script_keys, args
+
+
+def fair_share_call(
+    settings: Settings, job_id: str, tenant: str | None
+) -> tuple[list[str], list[str | bytes | int]]:
+    """The KEYS and ARGV of :data:`scripts.ENQUEUE` after :func:`enqueue_call`'s: the job's
+    place among ``tenant``'s (None: :data:`DEFAULT_TENANT`) in the fair order, by the tenant's
+    weight (``STREAMQ_TENANT_WEIGHTS``). A tenant given is also recorded as the job's owner, as
+    the gateway records it. Raises :class:`InvalidRequest` for a malformed tenant name."""
+    name = DEFAULT_TENANT if tenant is None else check_tenant(tenant)
+    queue = settings.queue_name
+    keys = [fair_order(queue), fair_tenants(queue), fair_clock(queue)]
+    keys.append(Keys(settings.key_prefix).owner(job_id))
+    args: list[str | bytes | int] = [name, repr(1 / settings.tenant_weight(name))]
+    args += [owner_ttl(settings), "" if tenant is None else "1"]
+    return keys, args
+
+
+def owner_ttl(settings: Settings) -> int:
+    """Seconds a job's owner key lives: a job's keys expire STREAM_TTL after its last write,
+    which comes at most JOB_TIMEOUT after it starts; the owner outlives them."""
+    return settings.stream_ttl + int(settings.job_timeout)
 
 
 def enqueued(job_id: str, args: Sequence[str | bytes | int], reply: Any) -> bool:
@@ -275,12 +308,16 @@ class StreamReader:
 @dataclass(frozen=True)
 class JobStatus:
     """Where a job stands. ``stalled``: running, but its worker's lease has run out (no
-    heartbeat): the worker is gone or cut off, and another will start the job again soon."""
+    heartbeat): the worker is gone or cut off, and another will start the job again soon.
+    ``ahead`` and ``eta``: while queued, the jobs that start before it and the estimated
+    seconds until it starts (:mod:`streamq.core.queue_position`), when known."""
 
     state: Literal["queued", "running", "done", "error", "cancelled"]
     attempt: int
     stalled: bool = False
     lease_remaining: float | None = None
+    ahead: int | None = None
+    eta: float | None = None
 
 
 def stored_status(state: dict[bytes, bytes]) -> JobStatus:
@@ -506,14 +543,16 @@ class ClientBase(Generic[R, J, E]):
         idle_timeout: float | None = None,
         buffered: bool = False,
         upstream_api: Literal["chat", "responses"] | None = None,
+        tenant: str | None = None,
         **params: Any,
     ) -> E:
         """Enqueue one user turn, after an optional system prompt and history (await it on the
         async client); the rest as :meth:`enqueue`."""
         messages = chat_messages(user_message, system_prompt=system_prompt, history=history)
         return self.enqueue(
-            messages, model, job_id, deadline, idle_timeout, buffered, upstream_api, **params
-        )
+            messages, model, job_id, deadline, idle_timeout, buffered, upstream_api,
+            tenant=tenant, **params,
+        )  # fmt: skip
 
     def enqueue(
         self,
@@ -524,6 +563,8 @@ class ClientBase(Generic[R, J, E]):
         idle_timeout: float | None = None,
         buffered: bool = False,
         upstream_api: Literal["chat", "responses"] | None = None,
+        *,
+        tenant: str | None = None,
         **params: Any,
     ) -> E:
         """Enqueue a chat completion over ``messages`` (await it on the async client); extra
@@ -539,15 +580,19 @@ class ClientBase(Generic[R, J, E]):
         then carries each choice in one piece, and the usage of servers that report it only so.
         ``upstream_api`` runs the job against the upstream's Chat Completions or Responses API
         (default: the worker's ``STREAMQ_UPSTREAM_API``).
+        ``tenant`` shares the queue fairly with other tenants' jobs (by ``STREAMQ_TENANT_WEIGHTS``;
+        None: the default tenant ``anonymous``); a tenant given is also recorded as the job's
+        owner, as the gateway records its tenants'.
         """
         self._check_open()
         options: dict[str, Any] = {"deadline": deadline, "idle_timeout": idle_timeout}
         options |= {"buffered": buffered, "upstream_api": upstream_api}
         job_id, request = validated_job(self.settings, messages, model, job_id, params, options)
-        keys, args = enqueue_call(self.settings, job_id, request, timestamp_ms())
-        return self._submit(job_id, keys, args)
+        return self._submit(job_id, *self._enqueue_call(job_id, request, tenant))
 
-    def enqueue_request(self, request: StoredRequest, job_id: str | None = None) -> E:
+    def enqueue_request(
+        self, request: StoredRequest, job_id: str | None = None, *, tenant: str | None = None
+    ) -> E:
         """Enqueue a request built (and so validated) by :func:`~streamq.core.request.build_request`
         or :func:`~streamq.responses.request.build_responses_request`; the rest as
         :meth:`enqueue`. The worker validates it again."""
@@ -557,8 +602,15 @@ class ClientBase(Generic[R, J, E]):
         limit = self.settings.max_request_bytes
         if len(stored.encode()) > limit:
             raise InvalidRequest(f"request is over {limit} bytes (STREAMQ_MAX_REQUEST_BYTES)")
-        keys, args = enqueue_call(self.settings, job_id, stored, timestamp_ms())
-        return self._submit(job_id, keys, args)
+        return self._submit(job_id, *self._enqueue_call(job_id, stored, tenant))
+
+    def _enqueue_call(
+        self, job_id: str, request: str, tenant: str | None
+    ) -> tuple[list[str], list[str | bytes | int]]:
+        """All KEYS and ARGV of :data:`scripts.ENQUEUE` for this job of ``tenant``."""
+        fair_keys, fair_args = fair_share_call(self.settings, job_id, tenant)
+        keys, args = enqueue_call(self.settings, job_id, request, timestamp_ms())
+        return keys + fair_keys, args + fair_args
 
     def _submit(self, job_id: str, keys: list[str], args: list[str | bytes | int]) -> E:
         """Run the enqueue script (``keys``, ``args``) and return the job's handle; its reply

@@ -7,10 +7,16 @@ same events with the same ``sequence_number``; ``starting_after`` only skips wha
 seen. The head of a new response's stream is held, as the chat door's is (``door``), until its
 first output or its end: a job that fails before any output gets OpenAI's HTTP status and JSON
 error rather than a ``response.failed`` event.
+
+A ``queued`` event (the job's place in the queue, or a worker's wait for admission) has no
+Responses event and no sequence number: it goes out as an SSE comment,
+``: queued {"reason": "queue", "ahead": 3, "eta": 12.5}``, which every SSE parser (the
+``openai`` SDKs', the Vercel AI SDK's) skips, and which the chat page reads.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -18,7 +24,7 @@ from typing import Any
 from starlette.responses import Response, StreamingResponse
 
 from streamq.core import metrics
-from streamq.core.events import Error, Event, is_terminal
+from streamq.core.events import Error, Event, Queued, is_terminal
 from streamq.core.exceptions import JobNotFound, ReadTimeout
 from streamq.gateway.door import EXPIRED
 from streamq.gateway.errors import ApiError
@@ -43,6 +49,7 @@ class _Follower:
         self.ready = self.stream.opening()  # translated, not sent yet
         self.feed = feed
         self.last: Event | None = None
+        self.notes: list[bytes] = []  # SSE comments to send with the next write
 
     async def step(self, timeout: float | None) -> bool:
         """Read the events that came within ``timeout`` and translate them; ``False`` if none
@@ -52,6 +59,9 @@ class _Follower:
             return False
         for event in batch:
             metrics.delivered(event.cursor)
+            if isinstance(event, Queued):
+                self.notes.append(queued_comment(event))
+                continue
             self.last = event
             self.ready += self.stream.feed(event)
         return True
@@ -114,7 +124,7 @@ async def _frames(
     seen = starting_after
     try:
         while True:
-            out = []  # everything ready, in one write
+            out, follower.notes = follower.notes, []  # everything ready, in one write
             for item in follower.ready:
                 if item["sequence_number"] > seen:
                     seen = item["sequence_number"]
@@ -134,6 +144,14 @@ async def _frames(
         return
     finally:
         follower.close()
+
+
+def queued_comment(event: Queued) -> bytes:
+    """The SSE comment that tells a reader of the response where its job waits."""
+    body = {"reason": event.reason, "ahead": event.ahead, "eta": event.eta}
+    if event.model is not None:
+        body["model"] = event.model
+    return f": queued {json.dumps(body, separators=(',', ':'))}\n\n".encode()
 
 
 def _error_frame(code: str, message: str, seen: int) -> bytes:

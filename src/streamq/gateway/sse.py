@@ -1,9 +1,10 @@
 """Server-Sent Events: a job's events as SSE frames, with keep-alives and a bounded length.
 
 One frame per stream entry: ``id:`` its cursor, ``event:`` its type, ``data:`` the JSON of
-:func:`streamq.core.events.event_to_dict`. Two frames come from the gateway itself and carry no id
-(so ``Last-Event-ID`` stays on the last entry): ``expired`` (the stream is gone) and
-``timeout`` (nothing for ``STREAMQ_READ_TIMEOUT``; reconnect to keep waiting).
+:func:`streamq.core.events.event_to_dict`. Some frames come from the gateway itself and carry no
+id (so ``Last-Event-ID`` stays on the last entry): ``queued`` while the job waits in the queue
+(its place, when it changes), ``expired`` (the stream is gone) and ``timeout`` (nothing for
+``STREAMQ_READ_TIMEOUT``; reconnect to keep waiting).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def frame(event: str, data: Any, event_id: str | None = None) -> bytes:
 def event_frame(event: Event) -> bytes:
     """The frame of one stream entry."""
     body = event_to_dict(event)
-    return frame(body["type"], body, event.cursor)
+    return frame(body["type"], body, event.cursor or None)  # a place in the queue has no id
 
 
 async def resume_point(job: ChatJob, cursor: str | None) -> tuple[str, bool]:

@@ -100,6 +100,7 @@ class Gateway:
                 streams=self._streams,
                 max_backlog=self.max_backlog,
                 control_connections=POOL_CONNECTIONS - 2,  # a burst of joins, in parallel
+                queue_name=self.settings.queue_name,
             )
             await self._mux.__aenter__()
         return Feed(self._mux.subscribe(job.id, after))

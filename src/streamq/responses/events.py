@@ -36,6 +36,7 @@ from streamq.core.events import (
     Done,
     Error,
     Event,
+    Queued,
     Reasoning,
     Refusal,
     Reset,
@@ -165,8 +166,12 @@ class ResponseStream:
         return out
 
     def feed(self, event: Event) -> list[dict[str, Any]]:
-        """The Responses events ``event`` adds, often none."""
-        if self._ended:
+        """The Responses events ``event`` adds, often none.
+
+        A ``queued`` event adds none, whether a reader made it or a worker wrote it, and counts
+        for nothing (not even its attempt): every reader numbers the same events the same way,
+        however many places it was told (the gateway sends them as SSE comments)."""
+        if self._ended or isinstance(event, Queued):
             return []
         out: list[dict[str, Any]] = []
         # A terminal entry is the stream's last whatever its attempt (cancel before start has 0).

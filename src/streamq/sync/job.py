@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Generator, Iterator
+from dataclasses import replace
 from types import TracebackType
 from typing import Any, cast
 
@@ -17,6 +18,8 @@ from redis.exceptions import RedisError
 from streamq.core import protocol, scripts
 from streamq.core.events import Event, as_text
 from streamq.core.exceptions import JobNotFound
+from streamq.core.keys import Keys
+from streamq.core.queue_position import TICK_SECONDS, Place, PlaceLookup, is_news
 
 
 class EventStream:
@@ -58,10 +61,27 @@ class ChatJob(protocol.JobBase[Redis]):
     cursor; :meth:`result` waits for the end and assembles the answer.
     """
 
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        job_id: str,
+        *,
+        read_timeout: float,
+        stream_ttl: int = 86_400,
+        queue_name: str | None = None,
+    ) -> None:
+        """``queue_name`` is the queue the job waits in (``STREAMQ_QUEUE``; the prefix's
+        default queue when None)."""
+        super().__init__(redis, keys, job_id, read_timeout=read_timeout, stream_ttl=stream_ttl)
+        self.queue_name = keys.default_queue() if queue_name is None else queue_name
+
     def events(self, after: str | None = None, *, timeout: float | None = None) -> EventStream:
         """Events after cursor ``after`` (from the start when omitted), up to the terminal one.
 
-        ``timeout`` bounds the wait for each next event (default ``STREAMQ_READ_TIMEOUT``).
+        While the job waits in the queue, :class:`~streamq.core.events.Queued` events without a
+        cursor, as :meth:`streamq.ChatJob.events`. ``timeout`` bounds the wait for each next
+        entry (default ``STREAMQ_READ_TIMEOUT``).
         """
         return EventStream(self, after, self._timeout(timeout))
 
@@ -106,16 +126,29 @@ class ChatJob(protocol.JobBase[Redis]):
         return cast(protocol.CancelOutcome, outcome)
 
     def status(self) -> protocol.JobStatus:
-        """The job's state, attempt and, while running, whether its worker is still alive."""
+        """The job's state, attempt and, while running, whether its worker is still alive;
+        while queued, the jobs ``ahead`` of it and the estimated seconds until it starts."""
         state = cast(dict[bytes, bytes], self._redis.hgetall(self._keys.state(self.id)))
         status = protocol.stored_status(state)
-        if status.state == "queued" and not self.exists():
-            raise JobNotFound(self.id)
+        if status.state == "queued":
+            place = self.place()
+            if place is not None:
+                return replace(status, ahead=place.ahead, eta=place.eta)
+            if not self.exists():
+                raise JobNotFound(self.id)
         if status.state != "running":
             return status
         member = protocol.lease_member(status.attempt, self.id)
         expiry = cast(float | None, self._redis.zscore(self._keys.running(), member))
         return protocol.with_lease(status, expiry, cast(Any, self._redis.time()))
+
+    def place(self) -> Place | None:
+        """The job's place in the queue; None unless it waits there."""
+        lookup = PlaceLookup(self._keys, self.queue_name, [self.id])
+        with self._redis.pipeline(transaction=False) as pipe:
+            for command in lookup.commands():
+                pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+            return lookup.places(pipe.execute())[self.id]
 
     def exists(self) -> bool:
         """Whether the job is known: enqueued and not yet expired."""
@@ -129,13 +162,23 @@ class ChatJob(protocol.JobBase[Redis]):
             after, cast(list[Any], self._redis.xrevrange(reader.key, count=1))
         ):
             return
+        waiting = after == "0-0"  # nothing read yet: the job may wait in the queue
+        told: Place | None = None
         while not reader.ended:
             streams, block_ms = reader.next_read()
             try:
+                if waiting:
+                    place = self.place()
+                    if is_news(place, told):
+                        told = place
+                        yield cast(Place, place).event()
+                    block_ms = min(block_ms, int(TICK_SECONDS * 1000))
                 reply = self._redis.xread(streams, count=protocol.READ_BATCH, block=block_ms)
                 if not reply and not self.exists():
                     raise JobNotFound(self.id, protocol.STREAM_GONE)
             except RedisError as exc:
                 time.sleep(reader.failed(exc))
                 continue
-            yield from reader.received(reply)
+            for event in reader.received(reply):
+                waiting = False
+                yield event

@@ -1,0 +1,122 @@
+"""A place in the queue: readers of a queued job see ``queued`` events with the jobs ahead,
+``status()`` says the same, and text iteration is unchanged."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from streamq import ChatJob, Delta, Queued, Settings, StreamQ
+from streamq.core.keys import Keys, fair_order
+from streamq.core.queue_position import Place, PlaceLookup, estimate, is_news
+from streamq.sync import StreamQ as SyncStreamQ
+from streamq.worker.arq_worker import running_worker
+from tests.harness.waiting import STARTUP
+
+# Stalls after its first delta until cancelled: a job that runs exactly as long as a test wants.
+STALL = {"simulator": {"fault": "stall", "after": 1}}
+
+
+def test_the_lookup_reads_the_fair_order_first_then_arq_less_the_running_jobs() -> None:
+    keys = Keys("p")
+    lookup = PlaceLookup(keys, "p:queue", ["a", "b", "c", "d"], now=600.0)
+    commands = lookup.commands()
+    assert commands[:3] == [
+        ("ZRANK", fair_order("p:queue"), "p:a"),
+        ("ZRANK", "p:queue", "p:a"),
+        ("EXISTS", keys.arq_in_progress("a")),
+    ]
+    assert commands[12] == ("ZCARD", keys.running())
+    assert len(commands) == 4 * 3 + 1 + 6  # constant beyond the jobs' own commands
+    counters = [{b"jobs:done": b"50", b"deltas": b"900"}, {b"jobs:error": b"10"}, {}, {}, {}, {}]
+    replies: list[Any] = [3, 9, 0, None, 7, 0, None, 7, 1, None, None, 0, 2, *counters]
+    places = lookup.places(replies)
+    rate = 60 / 300  # 60 jobs ended over five minutes and no second of the current one
+    assert places == {
+        "a": Place(3, estimate(3, rate)),  # the fair order's rank
+        "b": Place(5, estimate(5, rate)),  # arq's rank less the 2 running jobs
+        "c": None,  # in progress: started
+        "d": None,  # in neither queue
+    }
+    assert places["a"] == Place(3, 20.0)
+
+
+def test_no_eta_without_a_rate_and_news_only_when_the_place_moved() -> None:
+    assert estimate(4, 0.0) is None
+    assert is_news(Place(4), None)
+    assert not is_news(None, Place(4))
+    assert not is_news(Place(4, 10.0), Place(4, 10.5))
+    assert is_news(Place(4, 10.0), Place(4, 12.0))
+    assert is_news(Place(3, 10.0), Place(4, 10.0))
+    assert is_news(Place(4, 10.0), Place(4, None))
+
+
+async def queued_jobs(sq: StreamQ, count: int) -> list[ChatJob]:
+    return [await sq.enqueue_chat(f"queued {i}", extra_body=STALL) for i in range(count)]
+
+
+async def next_queued(events: Any) -> Queued:
+    event = await anext(events)
+    assert isinstance(event, Queued), event
+    assert event.cursor == "" and event.reason == "queue"
+    return event
+
+
+@pytest.mark.slow
+async def test_the_fifth_of_five_queued_jobs_sees_four_ahead_then_fewer_then_its_text(
+    sq: StreamQ, settings: Settings, redis: Redis
+) -> None:
+    jobs = await queued_jobs(sq, 4)
+    last = await sq.enqueue_chat("the fifth")
+    status = await last.status()
+    assert (status.state, status.ahead) == ("queued", 4)
+    async with last.events(timeout=60) as events:
+        assert (await next_queued(events)).ahead == 4
+        async with running_worker(settings.replace(concurrency=1)):
+            seen = [4]
+            for job in jobs:
+                # The worker runs the jobs one by one; each stalls until cancelled here.
+                event = await asyncio.wait_for(next_queued(events), STARTUP)
+                seen.append(event.ahead or 0)
+                assert (await last.status()).ahead == event.ahead
+                await job.cancel()
+            assert seen == [4, 3, 2, 1, 0]
+            text = ""
+            async for event in events:
+                assert not isinstance(event, Queued), "no place once it started"
+                if isinstance(event, Delta):
+                    text += event.text
+            assert text == (await last.result()).text != ""
+            assert (await last.status()).ahead is None
+
+
+@pytest.mark.slow
+async def test_text_iteration_and_a_late_reader_see_no_queued_event(
+    sq: StreamQ, settings: Settings
+) -> None:
+    first = await sq.enqueue_chat("ahead")
+    job = await sq.enqueue_chat("behind")
+    texts = asyncio.create_task(_joined(job))
+    async with running_worker(settings):
+        text = await asyncio.wait_for(texts, STARTUP)
+        await first.result()
+    assert text == (await job.result()).text
+    events = [event async for event in job.events()]
+    assert not any(isinstance(event, Queued) for event in events)
+
+
+async def _joined(job: ChatJob) -> str:
+    return "".join([chunk async for chunk in job])
+
+
+def test_the_sync_client_sees_the_same_place(settings: Settings) -> None:
+    with SyncStreamQ.from_url(settings.redis_url, settings) as client:
+        client.enqueue_chat("one")
+        job = client.enqueue_chat("two")
+        assert job.status().ahead == 1
+        with job.events(timeout=5) as events:
+            event = next(events)
+        assert isinstance(event, Queued) and event.ahead == 1 and event.cursor == ""
