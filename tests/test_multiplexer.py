@@ -50,7 +50,11 @@ async def test_two_hundred_jobs_five_followers_each_get_every_event_once(sq: Str
     jobs = [await sq.enqueue_chat(f"many {i}", extra_body=quick) for i in range(200)]
     async with sq.multiplexer() as mux:
         results = await asyncio.gather(
-            *(_collect(mux.follow(job.id, timeout=60)) for job in jobs for _ in range(5))
+            *(
+                _collect(mux.follow(job.id, timeout=60, queued=False))
+                for job in jobs
+                for _ in range(5)
+            )
         )
         assert mux._followers == {}
     for i, events in enumerate(results):
@@ -61,9 +65,9 @@ async def test_two_hundred_jobs_five_followers_each_get_every_event_once(sq: Str
 async def test_same_events_as_a_single_reader_and_resume(sq: StreamQ) -> None:
     """follow() yields exactly what events() does, and resumes after any cursor."""
     job = await sq.enqueue_chat("compare readers")
-    alone = [e async for e in job.events()]
+    alone = [e async for e in job.events(queued=False)]
     async with sq.multiplexer() as mux:
-        assert [e async for e in mux.follow(job.id)] == alone
+        assert [e async for e in mux.follow(job.id, queued=False)] == alone
         assert [e async for e in mux.follow(job.id, after=alone[2].cursor)] == alone[3:]
         assert [e async for e in mux.follow(job.id, after=alone[-1].cursor)] == []
 
@@ -130,12 +134,12 @@ async def test_a_later_follower_from_an_earlier_cursor_gets_every_entry(sq: Stre
     slow = {"simulator": {"tokens_per_second": 40, "reply_tokens": 40}}
     job = await sq.enqueue_chat("two readers", extra_body=slow)
     async with sq.multiplexer() as mux:
-        first = mux.follow(job.id)
+        first = mux.follow(job.id, queued=False)
         head = [await anext(first) for _ in range(5)]
         rest = asyncio.create_task(_collect(first))
-        second = await _collect(mux.follow(job.id))
+        second = await _collect(mux.follow(job.id, queued=False))
         assert [e.cursor for e in head + await rest] == [e.cursor for e in second]
-    assert second == [e async for e in job.events()]  # every entry once, up to `done`
+    assert second == [e async for e in job.events(queued=False)]  # every entry once, up to `done`
     assert isinstance(second[-1], Done)
 
 

@@ -68,7 +68,7 @@ async def test_messages_are_system_then_history_then_user(sq: StreamQ, redis: Re
 async def test_events_come_in_order_with_one_terminal_event(sq: StreamQ) -> None:
     """A start event, the upstream's meta, every delta in sequence, then exactly one `done`."""
     job = await sq.enqueue_chat("order please")
-    events = [event async for event in job.events()]
+    events = [event async for event in job.events(queued=False)]
     assert isinstance(events[0], Start)
     assert events[0].job_id == job.id
     assert isinstance(events[1], Meta)

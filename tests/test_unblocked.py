@@ -104,7 +104,7 @@ async def test_async_events_survive_unblocked_reads(local: Settings, admin: Redi
     async with StreamQ.from_url(local.redis_url, local) as sq:
         job = await sq.enqueue_chat("knocked")
         writer = Writer(admin, local, job.id)
-        reader = asyncio.create_task(collect(job.events(timeout=20)))
+        reader = asyncio.create_task(collect(job.events(timeout=20, queued=False)))
         assert await knock_while_writing(admin, [writer]) >= ROUNDS
         assert [event.cursor for event in await reader] == writer.ids
 
@@ -116,7 +116,7 @@ async def test_sync_events_survive_unblocked_reads(local: Settings, admin: Redis
         writer = Writer(admin, local, job.id)
 
         def read() -> list[str]:
-            with job.events(timeout=20) as events:
+            with job.events(timeout=20, queued=False) as events:
                 return [event.cursor for event in events]
 
         reader = asyncio.create_task(asyncio.to_thread(read))
@@ -130,9 +130,11 @@ async def test_multiplexer_survives_unblocked_reads(local: Settings, admin: Redi
     async with StreamQ.from_url(local.redis_url, local) as sq, sq.multiplexer() as mux:
         first, second = await sq.enqueue_chat("first"), await sq.enqueue_chat("second")
         writers = [Writer(admin, local, first.id), Writer(admin, local, second.id)]
-        readers = [asyncio.create_task(collect(mux.follow(first.id, timeout=20)))]
+        readers = [asyncio.create_task(collect(mux.follow(first.id, timeout=20, queued=False)))]
         long_read = await wait_blocked(admin)  # on the first job alone
-        readers.append(asyncio.create_task(collect(mux.follow(second.id, timeout=20))))
+        readers.append(
+            asyncio.create_task(collect(mux.follow(second.id, timeout=20, queued=False)))
+        )
 
         async def join_read_ended() -> bool:
             joins = [read for read in await blocked_reads(admin) if read not in long_read]

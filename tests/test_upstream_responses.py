@@ -106,7 +106,7 @@ def _items(message: dict[str, Any]) -> list[dict[str, Any]]:
 
 async def run(sq: StreamQ, request: ChatRequest | ResponsesRequest) -> tuple[ChatJob, list[Event]]:
     job = await sq.enqueue_request(request)
-    return job, [event async for event in job.events()]
+    return job, [event async for event in job.events(queued=False)]
 
 
 def upstream_of(events: list[Event]) -> str:

@@ -51,8 +51,10 @@ class EventStream:
     is released even when the loop stops early.
     """
 
-    def __init__(self, job: ChatJob, after: str | None, timeout: float) -> None:
-        self._iterator = job._read(check_cursor(after), timeout)
+    def __init__(
+        self, job: ChatJob, after: str | None, timeout: float, queued: bool = True
+    ) -> None:
+        self._iterator = job._read(check_cursor(after), timeout, queued)
 
     def __aiter__(self) -> AsyncIterator[Event]:
         return self._iterator
@@ -101,15 +103,18 @@ class ChatJob(protocol.JobBase[Redis]):
         self._streams = redis if streams is None else streams
         self.queue_name = keys.default_queue() if queue_name is None else queue_name
 
-    def events(self, after: str | None = None, *, timeout: float | None = None) -> EventStream:
+    def events(
+        self, after: str | None = None, *, timeout: float | None = None, queued: bool = True
+    ) -> EventStream:
         """Events after cursor ``after`` (from the start when omitted), up to the terminal one.
 
         While the job waits in the queue (read from the start, its stream still empty), a
         :class:`~streamq.core.events.Queued` event without a cursor comes each time its place
-        changes (looked up about once a second). ``timeout`` bounds the wait for each next
-        entry (default ``STREAMQ_READ_TIMEOUT``).
+        changes (looked up about once a second); ``queued=False`` gives the stream's entries
+        only. ``timeout`` bounds the wait for each next entry (default
+        ``STREAMQ_READ_TIMEOUT``).
         """
-        return EventStream(self, after, self._timeout(timeout))
+        return EventStream(self, after, self._timeout(timeout), queued)
 
     def __aiter__(self) -> AsyncIterator[str]:
         """Content deltas of the first choice, as text: ``async for chunk in job``."""
@@ -125,7 +130,7 @@ class ChatJob(protocol.JobBase[Redis]):
         ``error`` and :class:`JobCancelled` on ``cancelled``.
         """
         yielded = False
-        async with self.events(after, timeout=timeout) as events:
+        async with self.events(after, timeout=timeout, queued=False) as events:
             async for event in events:
                 chunk = protocol.text_of(self.id, event, yielded=yielded)
                 if chunk is not None:
@@ -135,7 +140,7 @@ class ChatJob(protocol.JobBase[Redis]):
     async def result(self, *, timeout: float | None = None) -> ChatResult:
         """Wait for the job to end and return its final attempt's result."""
         builder = protocol.ResultBuilder()
-        async with self.events(timeout=timeout) as events:
+        async with self.events(timeout=timeout, queued=False) as events:
             async for event in events:
                 if (result := builder.take(self.id, event)) is not None:
                     return result
@@ -194,26 +199,30 @@ class ChatJob(protocol.JobBase[Redis]):
             return True
         return bool(await self._streams.exists(self._keys.events(self.id)))
 
-    async def _read(self, after: str, timeout: float) -> AsyncIterator[Event]:
+    async def _read(self, after: str, timeout: float, queued: bool) -> AsyncIterator[Event]:
         reader = self._reader(after, timeout, protocol.max_block(self._streams))
         if not await self.exists():
             raise JobNotFound(self.id)
         if await ended_by(self._streams, reader.key, after):
             return
-        waiting = after == "0-0"  # nothing read yet: the job may wait in the queue
+        waiting = queued and after == "0-0"  # nothing read yet: the job may wait in the queue
         told: Place | None = None
         while not reader.ended:
             streams, block_ms = reader.next_read()
             try:
-                if waiting:
-                    place = await self.place()
-                    if is_news(place, told):
-                        told = place
-                        yield cast(Place, place).event()
+                reply = None
+                if waiting:  # a place only while its stream is still empty
+                    reply = await self._streams.xread(streams, count=protocol.READ_BATCH)
+                    if not reply:
+                        place = await self.place()
+                        if is_news(place, told):
+                            told = place
+                            yield cast(Place, place).event()
                     block_ms = min(block_ms, int(TICK_SECONDS * 1000))
-                reply = await self._streams.xread(
-                    streams, count=protocol.READ_BATCH, block=block_ms
-                )
+                if not reply:
+                    reply = await self._streams.xread(
+                        streams, count=protocol.READ_BATCH, block=block_ms
+                    )
                 if not reply and not await self.exists():
                     raise JobNotFound(self.id, protocol.STREAM_GONE)
             except RedisError as exc:

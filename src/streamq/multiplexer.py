@@ -71,12 +71,14 @@ class _Follower:
         "following",
         "key",
         "pending",
+        "queued",
         "taken",
         "waiter",
     )
 
-    def __init__(self, key: str, cursor: str) -> None:
+    def __init__(self, key: str, cursor: str, queued: bool = True) -> None:
         self.key = key
+        self.queued = queued  # told its job's place while it waits in the queue
         self.cursor = cursor
         self.taken = cursor
         self.pending: list[Event] = []
@@ -181,29 +183,41 @@ class Multiplexer:
         await self._join_read.close()
 
     async def follow(
-        self, job_id: str, after: str | None = None, *, timeout: float | None = None
+        self,
+        job_id: str,
+        after: str | None = None,
+        *,
+        timeout: float | None = None,
+        queued: bool = True,
     ) -> AsyncGenerator[Event, None]:
-        """Events of ``job_id`` after cursor ``after``, up to and including the terminal one."""
+        """Events of ``job_id`` after cursor ``after``, up to and including the terminal one;
+        with ``queued``, its place while it waits in the queue, as ``job.events()``."""
         if not self._tasks or self._closed:
             raise ClientClosed("use the Multiplexer inside `async with`")
         cursor = check_cursor(after)
         job = self._job(job_id)
         if self._per_job:
-            source = self._per_job_events(job.events(cursor, timeout=timeout))
+            source = self._per_job_events(job.events(cursor, timeout=timeout, queued=queued))
         else:
-            source = self._shared(job, cursor, timeout)
+            source = self._shared(job, cursor, timeout, queued)
         async with contextlib.aclosing(source):  # a reader that stops early lets go at once
             async for event in source:
                 yield event
 
     def subscribe(
-        self, job_id: str, after: str | None = None, *, timeout: float | None = None
+        self,
+        job_id: str,
+        after: str | None = None,
+        *,
+        timeout: float | None = None,
+        queued: bool = True,
     ) -> Subscription:
         """Follow ``job_id`` after cursor ``after`` in batches: ``async with`` the result, then
-        ``await sub.next(wait)`` until it raises :class:`StopAsyncIteration`."""
+        ``await sub.next(wait)`` until it raises :class:`StopAsyncIteration`. ``queued``: as
+        :meth:`follow`."""
         if not self._tasks or self._closed:
             raise ClientClosed("use the Multiplexer inside `async with`")
-        return Subscription(self, self._job(job_id), check_cursor(after), timeout)
+        return Subscription(self, self._job(job_id), check_cursor(after), timeout, queued)
 
     def _job(self, job_id: str) -> ChatJob:
         return ChatJob(
@@ -223,10 +237,10 @@ class Multiplexer:
                 yield event
 
     async def _shared(
-        self, job: ChatJob, cursor: str, timeout: float | None
+        self, job: ChatJob, cursor: str, timeout: float | None, queued: bool
     ) -> AsyncGenerator[Event, None]:
         """The job's events from the shared read: what its stream holds, then what comes."""
-        async with Subscription(self, job, cursor, timeout) as subscription:
+        async with Subscription(self, job, cursor, timeout, queued) as subscription:
             while True:
                 try:
                     batch = await subscription.next(None)
@@ -254,7 +268,7 @@ class Multiplexer:
         self._followers.setdefault(key, []).append(follower)
         follower.following = True
         self._caught_up(follower, reply[0][1] if reply else [])
-        if follower.cursor == "0-0" and not follower.ended:  # nothing yet: it may be queued
+        if _waits(follower):  # nothing came yet: it may wait in the queue
             self._job_ids[key] = job.id
             told = self._places.get(key)
             if told is None:
@@ -511,14 +525,22 @@ class Multiplexer:
 class Subscription:
     """One job followed through a :class:`Multiplexer`, its events taken in batches."""
 
-    def __init__(self, mux: Multiplexer, job: ChatJob, cursor: str, timeout: float | None) -> None:
+    def __init__(
+        self,
+        mux: Multiplexer,
+        job: ChatJob,
+        cursor: str,
+        timeout: float | None,
+        queued: bool = True,
+    ) -> None:
         self._mux = mux
         self._job = job
-        self._follower = _Follower(mux._keys.events(job.id), cursor)
+        self._follower = _Follower(mux._keys.events(job.id), cursor, queued)
         self._timeout = mux._read_timeout if timeout is None else timeout
         self._done = False
         # On a cluster: the job's own reader, and its read in flight past a wait.
-        self._events = job.events(cursor, timeout=timeout) if mux._per_job else None
+        per_job = job.events(cursor, timeout=timeout, queued=queued) if mux._per_job else None
+        self._events = per_job
         self._read: asyncio.Future[Event] | None = None
 
     @property
@@ -616,8 +638,10 @@ _Decoded = tuple[list[Event], list[tuple[int, int]], Exception | None]
 
 
 def _waits(follower: _Follower) -> bool:
-    """Whether ``follower`` reads from the start and nothing came for it yet."""
-    return follower.cursor == "0-0" and follower.following and not follower.ended
+    """Whether ``follower`` wants places, reads from the start and nothing came for it yet."""
+    return (
+        follower.queued and follower.cursor == "0-0" and follower.following and not follower.ended
+    )
 
 
 def _tell(follower: _Follower, queued: Event) -> None:

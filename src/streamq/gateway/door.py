@@ -53,7 +53,7 @@ async def streamed(
     # Attempts before the current one are over: a client replaying a finished job (the same
     # Idempotency-Key) gets the final attempt's answer, not the start of an abandoned one.
     writer.floor = (await job.status()).attempt
-    feed = await gateway.feed(job)
+    feed = await gateway.feed(job, queued=False)  # chat chunks have no place
     try:
         await feed.start()
         first = await _first_chunk(feed, writer, hold)
@@ -125,7 +125,7 @@ async def completed(
 ) -> Response:
     """The non-streamed answer: the last attempt's ``chat.completion``, or the job's failure."""
     builder = CompletionBuilder(job.id, model)
-    feed = await gateway.feed(job)
+    feed = await gateway.feed(job, queued=False)  # chat chunks have no place
     try:
         await feed.start()
         while True:

@@ -74,8 +74,10 @@ class _Follower:
         self.feed.close()
 
 
-async def _follower(gateway: Gateway, job: ChatJob, record: StoredResponse) -> _Follower:
-    feed = await gateway.feed(job)
+async def _follower(
+    gateway: Gateway, job: ChatJob, record: StoredResponse, queued: bool = True
+) -> _Follower:
+    feed = await gateway.feed(job, queued=queued)
     await feed.start()
     return _Follower(feed, record)
 
@@ -166,7 +168,7 @@ async def finished(
     """The Response once the job ended; the job's error as an :class:`ApiError` if it failed
     before any output."""
     try:
-        follower = await _follower(gateway, job, record)
+        follower = await _follower(gateway, job, record, queued=False)
     except (JobNotFound, ReadTimeout) as exc:
         raise read_failure(exc, headers) from None
     try:
@@ -186,7 +188,7 @@ async def finished(
 
 async def ended(gateway: Gateway, job: ChatJob, seconds: float) -> bool:
     """Whether the job's stream ends within ``seconds``."""
-    feed = await gateway.feed(job)
+    feed = await gateway.feed(job, queued=False)
     deadline = time.monotonic() + seconds
     try:
         await feed.start()

@@ -86,9 +86,10 @@ class Gateway:
             self._responses = ResponseStore(redis, self.settings, self._streams)
         return self._responses
 
-    async def feed(self, job: ChatJob, after: str | None = None) -> Feed:
+    async def feed(self, job: ChatJob, after: str | None = None, *, queued: bool = True) -> Feed:
         """``job``'s events after cursor ``after``, from the gateway's one multiplexer; not
-        started yet (:meth:`Feed.start`)."""
+        started yet (:meth:`Feed.start`). ``queued``: with its place while it waits in the
+        queue (``queued`` events without a cursor)."""
         redis = await self.redis()
         if self._mux is None:
             if self.settings.streams_url is not None and self._streams is None:
@@ -103,7 +104,7 @@ class Gateway:
                 queue_name=self.settings.queue_name,
             )
             await self._mux.__aenter__()
-        return Feed(self._mux.subscribe(job.id, after))
+        return Feed(self._mux.subscribe(job.id, after, queued=queued))
 
     @property
     def subscribers(self) -> int:

@@ -29,8 +29,10 @@ class EventStream:
     loop ends early.
     """
 
-    def __init__(self, job: ChatJob, after: str | None, timeout: float) -> None:
-        self._iterator = job._read(protocol.check_cursor(after), timeout)
+    def __init__(
+        self, job: ChatJob, after: str | None, timeout: float, queued: bool = True
+    ) -> None:
+        self._iterator = job._read(protocol.check_cursor(after), timeout, queued)
 
     def __iter__(self) -> Iterator[Event]:
         return self._iterator
@@ -76,14 +78,17 @@ class ChatJob(protocol.JobBase[Redis]):
         super().__init__(redis, keys, job_id, read_timeout=read_timeout, stream_ttl=stream_ttl)
         self.queue_name = keys.default_queue() if queue_name is None else queue_name
 
-    def events(self, after: str | None = None, *, timeout: float | None = None) -> EventStream:
+    def events(
+        self, after: str | None = None, *, timeout: float | None = None, queued: bool = True
+    ) -> EventStream:
         """Events after cursor ``after`` (from the start when omitted), up to the terminal one.
 
         While the job waits in the queue, :class:`~streamq.core.events.Queued` events without a
-        cursor, as :meth:`streamq.ChatJob.events`. ``timeout`` bounds the wait for each next
+        cursor, as :meth:`streamq.ChatJob.events` (``queued=False``: the entries only).
+        ``timeout`` bounds the wait for each next
         entry (default ``STREAMQ_READ_TIMEOUT``).
         """
-        return EventStream(self, after, self._timeout(timeout))
+        return EventStream(self, after, self._timeout(timeout), queued)
 
     def __iter__(self) -> Iterator[str]:
         """Content deltas of the first choice, as text: ``for chunk in job``."""
@@ -98,7 +103,7 @@ class ChatJob(protocol.JobBase[Redis]):
         ``cancelled``.
         """
         yielded = False
-        with self.events(after, timeout=timeout) as events:
+        with self.events(after, timeout=timeout, queued=False) as events:
             for event in events:
                 chunk = protocol.text_of(self.id, event, yielded=yielded)
                 if chunk is not None:
@@ -108,7 +113,7 @@ class ChatJob(protocol.JobBase[Redis]):
     def result(self, *, timeout: float | None = None) -> protocol.ChatResult:
         """Wait for the job to end and return its final attempt's result."""
         builder = protocol.ResultBuilder()
-        with self.events(timeout=timeout) as events:
+        with self.events(timeout=timeout, queued=False) as events:
             for event in events:
                 if (result := builder.take(self.id, event)) is not None:
                     return result
@@ -154,7 +159,7 @@ class ChatJob(protocol.JobBase[Redis]):
         """Whether the job is known: enqueued and not yet expired."""
         return bool(self._redis.exists(self._keys.request(self.id), self._keys.events(self.id)))
 
-    def _read(self, after: str, timeout: float) -> Generator[Event, None, None]:
+    def _read(self, after: str, timeout: float, queued: bool) -> Generator[Event, None, None]:
         reader = self._reader(after, timeout, protocol.max_block(self._redis))
         if not self.exists():
             raise JobNotFound(self.id)
@@ -162,18 +167,22 @@ class ChatJob(protocol.JobBase[Redis]):
             after, cast(list[Any], self._redis.xrevrange(reader.key, count=1))
         ):
             return
-        waiting = after == "0-0"  # nothing read yet: the job may wait in the queue
+        waiting = queued and after == "0-0"  # nothing read yet: the job may wait in the queue
         told: Place | None = None
         while not reader.ended:
             streams, block_ms = reader.next_read()
             try:
-                if waiting:
-                    place = self.place()
-                    if is_news(place, told):
-                        told = place
-                        yield cast(Place, place).event()
+                reply = None
+                if waiting:  # a place only while its stream is still empty
+                    reply = self._redis.xread(streams, count=protocol.READ_BATCH)
+                    if not reply:
+                        place = self.place()
+                        if is_news(place, told):
+                            told = place
+                            yield cast(Place, place).event()
                     block_ms = min(block_ms, int(TICK_SECONDS * 1000))
-                reply = self._redis.xread(streams, count=protocol.READ_BATCH, block=block_ms)
+                if not reply:
+                    reply = self._redis.xread(streams, count=protocol.READ_BATCH, block=block_ms)
                 if not reply and not self.exists():
                     raise JobNotFound(self.id, protocol.STREAM_GONE)
             except RedisError as exc:
