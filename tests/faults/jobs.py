@@ -195,7 +195,7 @@ class Readers:
 
     async def _record_events(self, watch: Watch) -> None:
         try:
-            async with watch.job.events(timeout=self.read_timeout) as events:
+            async with watch.job.events(timeout=self.read_timeout, queued=False) as events:
                 async for event in events:
                     watch.events.append(event)
                     if isinstance(event, Delta):
