@@ -119,7 +119,7 @@ class StreamQ(ClientBase[Redis, ChatJob, Coroutine[Any, Any, ChatJob]]):
         if new.record is not None:
             await responses.create(new.record)
             await responses.claim(tenant, new.job_id)
-        return await self.enqueue_request(new.request, new.job_id)
+        return await self.enqueue_request(new.request, new.job_id, tenant=tenant)
 
     def multiplexer(self) -> Multiplexer:
         """A reader that follows many jobs over one blocking read (``async with`` it)."""

@@ -15,7 +15,7 @@ from streamq.core.clock import server_time_ms
 from streamq.core.connections import streams_from_url
 from streamq.core.events import Delta, Done, Error, Event, Start, decode_entry, entry_order
 from streamq.core.exceptions import InvalidRequest, JobNotFound
-from streamq.core.keys import Keys, arq_in_progress_key, arq_job_key
+from streamq.core.keys import Keys, arq_in_progress_key, arq_job_key, fair_order
 from streamq.core.protocol import lease_parts
 from streamq.core.settings import Settings
 from streamq.job import ChatJob
@@ -217,6 +217,7 @@ async def drain(redis: Redis, settings: Settings, *, dry_run: bool = False) -> D
                 continue
             if await job.cancel() == "cancelled":
                 await redis.zrem(settings.queue_name, arq_id)
+                await redis.zrem(fair_order(settings.queue_name), arq_id)
                 await redis.delete(keys.arq_job(job_id))
     finally:
         if streams is not redis:
@@ -233,6 +234,7 @@ class PurgeReport:
     keys_without_ttl: int = 0
     abort_entries: int = 0
     orphaned_arq_keys: int = 0
+    fair_entries: int = 0
 
     def to_dict(self) -> dict[str, int]:
         """A JSON-ready form (``streamq purge --json``)."""
@@ -248,7 +250,8 @@ async def purge(redis: Redis, settings: Settings, *, dry_run: bool = False) -> P
       only, not on a separate streams Redis);
     - this prefix's entries in arq's abort set (streamq cancels through its own scripts, so
       nothing reads them; other applications' entries are left alone);
-    - arq job and in-progress keys of jobs that have ended or whose request expired.
+    - arq job and in-progress keys of jobs that have ended or whose request expired;
+    - fair order entries of jobs arq's queue no longer holds.
     """
     url = settings.streams_url
     streams = redis if url is None else streams_from_url(url)
@@ -267,6 +270,7 @@ async def _purge(redis: Redis, streams: Redis, settings: Settings, dry_run: bool
     report.keys_without_ttl = await purge.keys_without_ttl()
     report.abort_entries = await purge.abort_entries()
     report.orphaned_arq_keys = await purge.orphaned_arq_keys()
+    report.fair_entries = await purge.fair_entries()
     return report
 
 
@@ -332,6 +336,18 @@ class _Purge:
                     if not self.dry_run:
                         await self.redis.delete(key)
         return found
+
+    async def fair_entries(self) -> int:
+        """Fair order entries of jobs arq's queue no longer holds (PICK drops them too)."""
+        order, queue = fair_order(self.settings.queue_name), self.settings.queue_name
+        gone = [
+            member
+            async for member, _ in self.redis.zscan_iter(order, count=SCAN_COUNT)
+            if await self.redis.zscore(queue, member) is None
+        ]
+        if gone and not self.dry_run:
+            await self.redis.zrem(order, *gone)
+        return len(gone)
 
     async def _orphaned(self, arq_id: str) -> bool:
         try:

@@ -26,6 +26,20 @@ def check_job_id(job_id: object) -> str:
     return job_id
 
 
+# The gateway's tenant names (STREAMQ_GATEWAY_TOKENS): they name hash fields and owner values.
+TENANT_PATTERN = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+
+
+def check_tenant(tenant: object) -> str:
+    """Return ``tenant`` if it is a valid tenant name, else raise :class:`InvalidRequest`."""
+    if not isinstance(tenant, str) or not TENANT_PATTERN.match(tenant):
+        raise InvalidRequest(
+            f"invalid tenant {tenant!r}: use 1-64 characters from A-Z a-z 0-9 . _ -, "
+            "starting with a letter or digit"
+        )
+    return tenant
+
+
 @dataclass(frozen=True)
 class Keys:
     """Key names under one prefix (``STREAMQ_KEY_PREFIX``)."""

@@ -12,12 +12,19 @@ from __future__ import annotations
 
 import hashlib
 
-# KEYS: request, arq job, arq result, queue. ARGV: request, ttl, arq job id, arq job, arq
-# expiry (ms), score (ms), wake channel. -> 1 when the job is new, 0 when the id exists with
-# this very request, else the stored request (the caller compares them as JSON: the same
-# request, or an idempotency key reused for another one). arq's enqueue_job in one round trip
-# instead of five: same keys, values and expiry as arq's.
+# KEYS: request, arq job, arq result, queue, fair order, fair tenants, fair clock, owner.
+# ARGV: request, ttl, arq job id, arq job, arq expiry (ms), score (ms), wake channel, tenant,
+# 1/the tenant's weight, owner ttl, '1' to record the tenant as the job's owner (SET NX).
+# -> 1 when the job is new, 0 when the id exists with this very request, else the stored
+# request (the caller compares them as JSON: the same request, or an idempotency key reused
+# for another one). arq's enqueue_job in one round trip instead of five: same keys, values and
+# expiry as arq's. A new job also gets its virtual start tag for fair sharing between tenants:
+# max(clock, the tenant's last tag) + 1/weight, in the fair order (see PICK).
 ENQUEUE = """
+-- The owner first: a user the ACL refuses it to fails here, having written nothing.
+if ARGV[11] == '1' and redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('SET', KEYS[8], ARGV[8], 'NX', 'EX', ARGV[10])
+end
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
   local stored = redis.call('GET', KEYS[1])
   if stored == ARGV[1] then return 0 end
@@ -26,8 +33,61 @@ end
 if redis.call('EXISTS', KEYS[2], KEYS[3]) == 0 then
   redis.call('PSETEX', KEYS[2], ARGV[5], ARGV[4])
   redis.call('ZADD', KEYS[4], ARGV[6], ARGV[3])
+  local clock = tonumber(redis.call('GET', KEYS[7]) or '0')
+  local last = tonumber(redis.call('HGET', KEYS[6], ARGV[8]) or '0')
+  local tag = string.format('%.17g', math.max(clock, last) + tonumber(ARGV[9]))
+  redis.call('ZADD', KEYS[5], tag, ARGV[3])
+  redis.call('HSET', KEYS[6], ARGV[8], tag)
+  for i = 5, 7 do redis.call('EXPIRE', KEYS[i], ARGV[2]) end
 end
 redis.call('PUBLISH', ARGV[7], '1')
+return 1
+"""
+
+# KEYS: fair order, fair clock, queue. ARGV: how many, now (ms), arq's in-progress key prefix,
+# ttl, how many fair entries to look at at most, offset and count of arq's queue head.
+# -> up to ARGV[1] arq job ids, lowest virtual start tag first, popped from the fair order (the
+# clock moves to the highest tag popped); when they are fewer, then arq's queue head (as arq
+# reads it: jobs never indexed or put back by an older process still run). Deferred and running
+# ids stay in the fair order; ids arq no longer queues leave it.
+PICK = """
+local want, now, prefix = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local entries = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[5]) - 1, 'WITHSCORES')
+local picked, gone, top = {}, {}, nil
+for i = 1, #entries, 2 do
+  if #picked >= want then break end
+  local id = entries[i]
+  local score = redis.call('ZSCORE', KEYS[3], id)
+  if not score then
+    gone[#gone + 1] = id
+  elseif tonumber(score) <= now and redis.call('EXISTS', prefix .. id) == 0 then
+    picked[#picked + 1] = id
+    gone[#gone + 1] = id
+    top = entries[i + 1]
+  end
+end
+if #gone > 0 then redis.call('ZREM', KEYS[1], unpack(gone)) end
+if top and tonumber(top) > tonumber(redis.call('GET', KEYS[2]) or '0') then
+  redis.call('SET', KEYS[2], top, 'EX', ARGV[4])
+end
+if #picked < want then
+  local seen = {}
+  for _, id in ipairs(picked) do seen[id] = true end
+  local head = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', ARGV[6], ARGV[7])
+  for _, id in ipairs(head) do
+    if not seen[id] then picked[#picked + 1] = id end
+  end
+end
+return picked
+"""
+
+# KEYS: fair order, fair clock, queue. ARGV: arq job id, ttl. -> 1 when the job, queued in
+# arq's queue again, was put back in the fair order at its front (tag: the clock), unless it
+# was still there; 0 when arq does not queue it.
+FAIR_REQUEUE = """
+if not redis.call('ZSCORE', KEYS[3], ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], 'NX', redis.call('GET', KEYS[2]) or '0', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
 return 1
 """
 
@@ -89,11 +149,11 @@ for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'XX', expiry, ARGV[i]) end
 return expiry
 """
 
-# KEYS: running, arq in-progress key, arq job, queue. ARGV: member (attempt:job id), attempt,
-# arq job id, arq job, arq expiry (ms), the job's current attempt, '1' if it has ended (both
-# read from its state first). -> 1 when the attempt's lease had run out and the job was freed
-# for another worker: queued again, and its arq job restored if arq had dropped it (it does
-# when a fenced run of the job ends).
+# KEYS: running, arq in-progress key, arq job, queue, fair order, fair clock. ARGV: member
+# (attempt:job id), attempt, arq job id, arq job, arq expiry (ms), the job's current attempt,
+# '1' if it has ended (both read from its state first), ttl. -> 1 when the attempt's lease had
+# run out and the job was freed for another worker: queued again (at the front of the fair
+# order), and its arq job restored if arq had dropped it (it does when a fenced run ends).
 REAP = """
 local time = redis.call('TIME')
 local now = time[1] * 1000 + math.floor(time[2] / 1000)
@@ -104,6 +164,8 @@ if tonumber(ARGV[6]) ~= tonumber(ARGV[2]) or ARGV[7] == '1' then return 0 end
 redis.call('DEL', KEYS[2])
 if redis.call('EXISTS', KEYS[3]) == 0 then redis.call('PSETEX', KEYS[3], ARGV[5], ARGV[4]) end
 redis.call('ZADD', KEYS[4], 'NX', now, ARGV[3])
+redis.call('ZADD', KEYS[5], 'NX', redis.call('GET', KEYS[6]) or '0', ARGV[3])
+redis.call('EXPIRE', KEYS[5], ARGV[8])
 return 1
 """
 

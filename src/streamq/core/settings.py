@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import warnings
 from collections.abc import Callable, Mapping
@@ -12,8 +13,8 @@ from typing import Any, TypeVar
 
 from dotenv import dotenv_values
 
-from streamq.core.exceptions import ConfigError
-from streamq.core.keys import Keys
+from streamq.core.exceptions import ConfigError, InvalidRequest
+from streamq.core.keys import Keys, check_tenant
 from streamq.core.redis_urls import CLUSTER_SCHEMES, SENTINEL_SCHEMES, SentinelURL, cluster_nodes
 
 T = TypeVar("T")
@@ -50,6 +51,7 @@ KNOWN_VARIABLES = frozenset(
         "STREAMQ_RETRY_DELAY",
         "STREAMQ_STREAMS_URL",
         "STREAMQ_STREAM_TTL",
+        "STREAMQ_TENANT_WEIGHTS",
         "STREAMQ_UPSTREAM_API",
         "STREAMQ_GATEWAY_ADMIN_TOKENS",
         "STREAMQ_GATEWAY_BODY_TIMEOUT",
@@ -102,6 +104,8 @@ class Settings:
     streams_url: str | None = None
     chunk_parser: str = "fast"
     metrics_port: int = 0  # 0: no metrics
+    # Fair sharing between tenants: each tenant's weight (1 when not listed).
+    tenant_weights: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_env(
@@ -149,11 +153,16 @@ class Settings:
             model_upstream_apis=model_apis,
             streams_url=read.streams_url("STREAMQ_STREAMS_URL"),
             metrics_port=read.port("STREAMQ_METRICS_PORT"),
+            tenant_weights=read.weights("STREAMQ_TENANT_WEIGHTS"),
         )
 
     def upstream_api_for(self, model: str) -> str:
         """The API (``chat`` or ``responses``) a job for ``model`` runs against by default."""
         return self.model_upstream_apis.get(model, self.upstream_api)
+
+    def tenant_weight(self, tenant: str) -> float:
+        """``tenant``'s weight in fair sharing (``STREAMQ_TENANT_WEIGHTS``; 1 if not listed)."""
+        return self.tenant_weights.get(tenant, 1.0)
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed (validated like the originals)."""
@@ -179,6 +188,13 @@ class Settings:
             if api not in UPSTREAM_APIS:
                 accepted = ", ".join(UPSTREAM_APIS)
                 raise ConfigError(f"upstream_api must be one of {accepted}, got {api!r}")
+        for tenant, weight in self.tenant_weights.items():
+            try:
+                check_tenant(tenant)
+            except InvalidRequest as exc:
+                raise ConfigError(f"tenant_weights: {exc}") from None
+            if not (isinstance(weight, int | float) and math.isfinite(weight) and weight > 0):
+                raise ConfigError(f"tenant_weights[{tenant!r}] must be positive, got {weight!r}")
         if not 0 <= self.metrics_port <= MAX_PORT:
             raise ConfigError(f"metrics_port must be 0 (off) to {MAX_PORT}: {self.metrics_port}")
 
@@ -272,6 +288,47 @@ class EnvReader:
             else:
                 raise ConfigError(f"{name}: the default API is given twice ({fleet}, {item})")
         return fleet or default, apis
+
+    def weights(self, name: str) -> dict[str, float]:
+        """``TENANT=WEIGHT,...`` (positive numbers) -> ``{tenant: weight}``."""
+        weights: dict[str, float] = {}
+        for item in filter(None, (part.strip() for part in (self._raw(name) or "").split(","))):
+            tenant, sep, number = (part.strip() for part in item.rpartition("="))
+            try:
+                weight = float(number)
+                valid = bool(sep) and math.isfinite(weight) and weight > 0
+                valid = valid and check_tenant(tenant) == tenant
+            except (ValueError, InvalidRequest):
+                valid = False
+            if not valid:
+                raise ConfigError(
+                    f"{name}: {item!r} is not valid: expected TENANT=WEIGHT (a positive number), "
+                    "comma-separated: acme=3,beta=1"
+                )
+            weights[tenant] = weight
+        return weights
+
+    def webhook_tenants(self, name: str, fleet_secret: str | None) -> dict[str, tuple[str, str]]:
+        """``TENANT=URL[|SECRET],...`` (the fleet's secret when none) -> ``{tenant: (url,
+        secret)}``; an error never repeats a secret."""
+        endpoints: dict[str, tuple[str, str]] = {}
+        for item in filter(None, (part.strip() for part in (self._raw(name) or "").split(","))):
+            tenant, sep, target = (part.strip() for part in item.partition("="))
+            url, _, secret = (part.strip() for part in target.partition("|"))
+            try:
+                valid = bool(sep) and check_tenant(tenant) == tenant
+            except InvalidRequest:
+                valid = False
+            if not valid or not url.startswith(("http://", "https://")):
+                raise ConfigError(
+                    f"{name}: entry for {tenant!r} is not valid: expected TENANT=URL|SECRET "
+                    "(an http(s) URL; the secret defaults to STREAMQ_WEBHOOK_SECRET), "
+                    "comma-separated"
+                )
+            if not (secret or fleet_secret):
+                raise ConfigError(f"{name}: tenant {tenant!r} has no secret (nor a fleet one)")
+            endpoints[tenant] = (url, secret or fleet_secret or "")
+        return endpoints
 
     def streams_url(self, name: str) -> str | None:
         raw = self._raw(name)

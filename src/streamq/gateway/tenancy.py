@@ -1,7 +1,8 @@
 """Which tenant owns which job: job ids are not capabilities.
 
 The gateway records the creating tenant in ``PREFIX:{JOB_ID}:owner`` (the job's hash tag) before
-it enqueues, and answers 404 to every other tenant. Idempotency keys are scoped the same way:
+it enqueues, and answers 404 to every other tenant; the tenant also gets its fair share of the
+queue (``STREAMQ_TENANT_WEIGHTS``). Idempotency keys are scoped the same way:
 the job id is a hash of tenant and key, so two tenants' keys never meet. A key sent again with
 the same request finds the same job; with another request it is a 409
 (``idempotency_key_reused``), as Stripe's keys are.
@@ -19,6 +20,7 @@ from redis.asyncio import Redis
 from streamq.client import StreamQ
 from streamq.core.exceptions import JobIdConflict, JobNotFound
 from streamq.core.keys import JOB_ID_PATTERN, Keys
+from streamq.core.protocol import owner_ttl
 from streamq.core.settings import Settings
 from streamq.gateway.errors import ApiError
 from streamq.job import ChatJob
@@ -38,10 +40,9 @@ class TenantJobs:
         self._redis = redis
         self._sq = sq
         self._keys = Keys(settings.key_prefix)
-        # A job's keys expire STREAM_TTL after its last write, which comes at most JOB_TIMEOUT
-        # after it starts; the owner key outlives them (a job queued for longer than its
-        # timeout turns 404 for its tenant a little before Redis drops its stream).
-        self._owner_ttl = settings.stream_ttl + int(settings.job_timeout)
+        # The owner key outlives the job's keys (a job queued for longer than its timeout turns
+        # 404 for its tenant a little before Redis drops its stream).
+        self._owner_ttl = owner_ttl(settings)
 
     async def enqueue(
         self,
@@ -56,7 +57,9 @@ class TenantJobs:
         job_id = job_id_for(tenant, idempotency_key)
 
         def submit() -> Awaitable[ChatJob]:
-            return self._sq.enqueue(messages, model=model, job_id=job_id, **options, **params)
+            return self._sq.enqueue(
+                messages, model=model, job_id=job_id, tenant=tenant, **options, **params
+            )
 
         return await self._claimed(tenant, job_id, submit)
 
@@ -66,7 +69,7 @@ class TenantJobs:
         """Enqueue ``request`` as job ``job_id`` (of :func:`job_id_for`), or find that job;
         ``True`` if it is new."""
         return await self._claimed(
-            tenant, job_id, lambda: self._sq.enqueue_request(request, job_id)
+            tenant, job_id, lambda: self._sq.enqueue_request(request, job_id, tenant=tenant)
         )
 
     async def _claimed(

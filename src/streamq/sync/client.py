@@ -100,7 +100,7 @@ class StreamQ(ClientBase[Redis, ChatJob, ChatJob]):
             ttl = self.settings.stream_ttl + int(self.settings.job_timeout)
             self._redis.set(self._keys.response(new.job_id), new.record.to_json(), nx=True, ex=ttl)
             self._redis.set(self._keys.owner(new.job_id), tenant, nx=True, ex=ttl)
-        return self.enqueue_request(new.request, new.job_id)
+        return self.enqueue_request(new.request, new.job_id, tenant=tenant)
 
     def _conversation(self, tenant: str, previous_id: str) -> list[dict[str, Any]]:
         """What :meth:`ResponseStore.conversation` reads, read with this client."""

@@ -18,13 +18,14 @@ from typing import Any
 
 import httpx2
 from arq.connections import log_redis_info
+from arq.constants import in_progress_key_prefix
 from arq.utils import timestamp_ms
 from arq.worker import Worker, func
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError
 
 from streamq.core import scripts
-from streamq.core.keys import arq_in_progress_key
+from streamq.core.keys import arq_in_progress_key, fair_clock, fair_order
 from streamq.core.queue import (
     JOB_FUNCTION,
     REJECTED_FUNCTION,
@@ -50,6 +51,8 @@ SUPERVISOR_BACKOFF = 0.5
 POLL_RETRY_DELAY = 0.1
 MAX_POLL_RETRY_DELAY = 5.0
 MAX_SUPERVISOR_BACKOFF = 30.0
+# Fair order entries PICK looks at per poll: deferred or running ones at its front are skipped.
+FAIR_SCAN = 1_000
 # streamq counts attempts itself (STREAMQ_MAX_ATTEMPTS) so that even the last one writes a
 # terminal event: past its own max_tries arq would fail the job without calling us.
 ARQ_MAX_TRIES = 1_000
@@ -60,10 +63,15 @@ class StreamQWorker(Worker):
 
     An idle worker polls every ``STREAMQ_POLL_INTERVAL`` (a fallback) and otherwise starts a
     job as soon as a producer announces it, or as soon as one of its own jobs frees a slot.
+    Free slots go to the jobs with the lowest virtual start tags (fair sharing between tenants,
+    :data:`~streamq.core.scripts.PICK`), then to arq's queue head.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, fair_ttl: int = 86_400, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.fair_ttl = fair_ttl
+        self._pick_script: AsyncScript | None = None
+        self._requeue_script: AsyncScript | None = None
         self.wake = asyncio.Event()
         self.ctx["wake"] = self.wake.set
         self.stopping = False
@@ -103,6 +111,50 @@ class StreamQWorker(Worker):
             backoff = POLL_RETRY_DELAY
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), self.poll_delay_s)
+
+    async def _poll_iteration(self) -> None:
+        # arq's, with its queue read replaced by PICK: the fair order first, then arq's head.
+        count = self.queue_read_limit
+        if self.burst and self.max_burst_jobs >= 0:
+            burst_jobs_remaining = self.max_burst_jobs - self._jobs_started()
+            if burst_jobs_remaining < 1:
+                return
+            count = min(burst_jobs_remaining, count)
+        if self.allow_pick_jobs and self.job_counter < self.max_jobs:
+            free = min(self.max_jobs - self.job_counter, count)
+            await self.start_jobs(await self._pick(free, count))
+        if self.allow_abort_jobs:
+            await self._cancel_aborted_jobs()
+        for job_id, task in list(self.tasks.items()):
+            if task.done():
+                del self.tasks[job_id]
+                task.result()  # arq's way of letting errors in run_job surface
+        await self.heart_beat()
+
+    async def _pick(self, free: int, count: int) -> list[bytes]:
+        """PICK's ids: ``free`` from the fair order, else arq's queue head (``count`` of it)."""
+        if self._pick_script is None:
+            self._pick_script = self.pool.register_script(scripts.PICK)
+        queue = self.queue_name
+        keys = [fair_order(queue), fair_clock(queue), queue]
+        args: list[str | int] = [free, timestamp_ms(), in_progress_key_prefix, self.fair_ttl]
+        args += [FAIR_SCAN, self._queue_read_offset, count]
+        picked: list[bytes] = await self._pick_script(keys, args, client=self.pool)
+        return picked
+
+    async def finish_job(self, job_id: str, finish: bool, *args: Any, **kwargs: Any) -> None:
+        await super().finish_job(job_id, finish, *args, **kwargs)
+        if finish:
+            return
+        # arq queued it again (a Retry, or a run cut short): back to the fair order's front.
+        if self._requeue_script is None:
+            self._requeue_script = self.pool.register_script(scripts.FAIR_REQUEUE)
+        queue = self.queue_name
+        keys = [fair_order(queue), fair_clock(queue), queue]
+        try:
+            await self._requeue_script(keys, [job_id, self.fair_ttl], client=self.pool)
+        except (RedisError, OSError) as exc:  # arq's queue head still finds it
+            logger.warning("job %s stays out of the fair order (%r)", job_id, exc)
 
     async def _burst_done(self) -> bool:
         if 0 <= self.max_burst_jobs <= self._jobs_started() or not await self.pool.zcard(
@@ -227,7 +279,7 @@ def create_worker(settings: Settings, **overrides: Any) -> StreamQWorker:
     attributes = {
         k: v for k, v in vars(worker_settings(settings)).items() if not k.startswith("__")
     }
-    return StreamQWorker(**{**attributes, **overrides})
+    return StreamQWorker(**{"fair_ttl": settings.stream_ttl, **attributes, **overrides})
 
 
 def run_supervised(settings: Settings, *, burst: bool = False) -> None:

@@ -2,7 +2,8 @@
 
 An attempt whose lease ran out (its worker died or lost Redis) has arq's in-progress marker
 deleted and its job queued again if arq dropped it; a job arq marked in progress whose worker
-died before claiming it is freed after a whole lease. Every worker reaps; each lease is handled
+died before claiming it is freed after a whole lease. Either goes back to the front of the fair
+order between tenants (it had waited its turn once). Every worker reaps; each lease is handled
 on its own, so one job's unreadable data never stops the others being freed.
 """
 
@@ -20,7 +21,14 @@ from redis.asyncio import Redis
 
 from streamq.core import scripts
 from streamq.core.clock import server_time_ms
-from streamq.core.keys import Keys, arq_in_progress_key, arq_job_key, check_job_id
+from streamq.core.keys import (
+    Keys,
+    arq_in_progress_key,
+    arq_job_key,
+    check_job_id,
+    fair_clock,
+    fair_order,
+)
 from streamq.core.protocol import lease_member, lease_parts
 from streamq.core.queue import arq_job
 from streamq.core.redis_errors import is_transient
@@ -28,6 +36,7 @@ from streamq.core.redis_errors import is_transient
 logger = logging.getLogger("streamq.fleet")
 
 REAP_BATCH = 100
+FAIR_TTL = 86_400  # the fair order's TTL when it is written here (STREAMQ_STREAM_TTL's default)
 
 
 class Reaper:
@@ -43,6 +52,7 @@ class Reaper:
         queue_name: str,
         runs: Mapping[str, Any],
         streams: Redis | None = None,
+        fair_ttl: int = FAIR_TTL,
     ) -> None:
         self._redis = redis
         self._streams = redis if streams is None else streams  # where the job states live
@@ -53,6 +63,9 @@ class Reaper:
         self.runs = runs
         self._suspects: dict[str, float] = {}  # job id -> when first seen stranded
         self._reap = redis.register_script(scripts.REAP)
+        self._requeue = redis.register_script(scripts.FAIR_REQUEUE)
+        self._fair_ttl = fair_ttl
+        self._fair_keys = [fair_order(queue_name), fair_clock(queue_name)]
 
     async def reap_lost(self) -> None:
         """One round: expired leases, then jobs stranded before their first claim."""
@@ -100,6 +113,8 @@ class Reaper:
         first_seen = self._suspects.setdefault(job_id, now)
         if now - first_seen >= self._lease_ms / 1000:
             await self._redis.delete(in_progress)
+            keys = [*self._fair_keys, self._queue_name]
+            await self._requeue(keys=keys, args=[arq_id, self._fair_ttl])
             logger.warning("job %s was stranded before its first claim; freed again", job_id)
 
     async def _reap_expired(self) -> None:
@@ -126,6 +141,7 @@ class Reaper:
             arq_in_progress_key(arq_id),
             arq_job_key(arq_id),
             self._queue_name,
+            *self._fair_keys,
         ]
         now = int(time.time() * 1000)
         args: list[str | bytes | int] = [
@@ -136,6 +152,7 @@ class Reaper:
             expires_extra_ms,
             current,
             "1" if terminal else "",
+            self._fair_ttl,
         ]
         if await self._reap(keys=keys, args=args):
             logger.warning("job %s attempt %s lost its worker; freed for a retry", job_id, attempt)

@@ -1,0 +1,180 @@
+"""Fair shares between tenants: virtual start tags on enqueue, PICK by the lowest tag, the
+jobs put back in arq's queue at the front, and the bound on another tenant's wait behind a
+backlog (counted in starts, not seconds)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from streamq import InvalidRequest, Settings, StreamQ
+from streamq.admin import queries
+from streamq.core import scripts
+from streamq.core.keys import Keys, fair_clock, fair_order, fair_tenants
+from streamq.core.protocol import DEFAULT_TENANT
+from streamq.responses.store import DEFAULT_TENANT as RESPONSES_DEFAULT_TENANT
+from streamq.sync import StreamQ as SyncStreamQ
+from streamq.worker.arq_worker import running_worker
+from tests.harness.waiting import poll_until
+
+QUICK = {"simulator": {"reply_tokens": 1}}
+BACKLOG, FEW = 2_000, 10
+
+
+async def tags(redis: Redis, settings: Settings) -> dict[str, float]:
+    """The fair order: arq job id -> virtual start tag."""
+    order = await redis.zrange(fair_order(settings.queue_name), 0, -1, withscores=True)
+    return {member.decode(): score for member, score in order}
+
+
+def test_the_default_tenant_is_the_responses_one() -> None:
+    assert DEFAULT_TENANT == RESPONSES_DEFAULT_TENANT == "anonymous"
+
+
+async def test_enqueue_tags_each_tenants_jobs_by_its_weight(
+    settings: Settings, redis: Redis
+) -> None:
+    """tag = max(clock, tenant's last) + 1/weight; a tenant given owns the job; the fair keys
+    expire; an idempotent repeat is not tagged again; a bad tenant never reaches Redis."""
+    settings = settings.replace(tenant_weights={"acme": 2.0})
+    keys = Keys(settings.key_prefix)
+    async with StreamQ(redis, settings) as sq:
+        acme = [await sq.enqueue_chat(f"a{i}", tenant="acme") for i in range(3)]
+        plain = await sq.enqueue_chat("nobody said")
+        again = await sq.enqueue_chat("a0", job_id=acme[0].id, tenant="acme")
+        assert again.id == acme[0].id
+        with pytest.raises(InvalidRequest):
+            await sq.enqueue_chat("x", tenant="no spaces")
+    order = await tags(redis, settings)
+    assert [order[keys.arq_job_id(job.id)] for job in acme] == [0.5, 1.0, 1.5]
+    assert order[keys.arq_job_id(plain.id)] == 1.0
+    assert len(order) == 4
+    last = await redis.hgetall(fair_tenants(settings.queue_name))  # type: ignore[misc]
+    assert last == {b"acme": b"1.5", DEFAULT_TENANT.encode(): b"1"}
+    assert await redis.get(keys.owner(acme[0].id)) == b"acme"
+    assert await redis.get(keys.owner(plain.id)) is None  # no tenant given: no owner
+    for key in (fair_order(settings.queue_name), fair_tenants(settings.queue_name)):
+        assert 0 < await redis.ttl(key) <= settings.stream_ttl
+
+
+def test_the_sync_client_tags_and_owns_alike(settings: Settings) -> None:
+    with SyncStreamQ.from_url(settings.redis_url, settings) as sq:
+        job = sq.enqueue_chat("sync", tenant="beta")
+        assert sq._redis.get(Keys(settings.key_prefix).owner(job.id)) == b"beta"
+        member = Keys(settings.key_prefix).arq_job_id(job.id)
+        assert sq._redis.zscore(fair_order(settings.queue_name), member) == 1.0
+
+
+async def test_pick_takes_the_lowest_ready_tags_then_arqs_head(
+    settings: Settings, redis: Redis
+) -> None:
+    """PICK skips deferred and running ids, drops ids arq no longer queues, moves the clock
+    to the highest tag it popped, and fills the rest from arq's queue head."""
+    queue = settings.queue_name
+    order, clock = fair_order(queue), fair_clock(queue)
+    now = 1_000_000
+    await redis.zadd(queue, {"late": now + 5_000, "running": 1, "a": 1, "b": 2, "old": 0})
+    await redis.zadd(order, {"late": 0.5, "running": 0.7, "gone": 0.8, "a": 1, "b": 2})
+    prefix = f"{queue}:in-progress:"  # arq's is global; the test's own under its queue
+    await redis.set(f"{prefix}running", 1)
+    pick = redis.register_script(scripts.PICK)
+    picked = await pick([order, clock, queue], [1, now, prefix, 60, 100, 0, 10])
+    assert picked == [b"a"]
+    assert float(await redis.get(clock)) == 1.0
+    assert await redis.zrange(order, 0, -1) == [b"late", b"running", b"b"]  # "gone" gone
+    picked = await pick([order, clock, queue], [5, now, prefix, 60, 100, 0, 10])
+    assert picked[0] == b"b"  # then arq's head: never indexed, or running (START decides)
+    assert set(picked[1:]) == {b"old", b"running", b"a"}
+    assert float(await redis.get(clock)) == 2.0
+    assert 0 < await redis.ttl(clock) <= 60
+
+
+async def test_jobs_put_back_in_arqs_queue_go_to_the_front(
+    settings: Settings, redis: Redis
+) -> None:
+    """FAIR_REQUEUE (arq re-queued a job) puts a queued job at the clock's tag, keeps a tag it
+    still has, and ignores a job arq does not queue."""
+    queue = settings.queue_name
+    order, clock = fair_order(queue), fair_clock(queue)
+    await redis.set(clock, "7.5")
+    await redis.zadd(queue, {"back": 1, "kept": 1})
+    await redis.zadd(order, {"kept": 9, "next": 8.5})
+    requeue = redis.register_script(scripts.FAIR_REQUEUE)
+    keys = [order, clock, queue]
+    assert await requeue(keys, ["back", 60]) == 1
+    assert await requeue(keys, ["kept", 60]) == 1
+    assert await requeue(keys, ["absent", 60]) == 0
+    assert await redis.zrange(order, 0, -1, withscores=True) == [
+        (b"back", 7.5),
+        (b"next", 8.5),
+        (b"kept", 9.0),
+    ]
+
+
+async def test_drain_and_purge_clean_the_fair_order(settings: Settings, redis: Redis) -> None:
+    async with StreamQ(redis, settings) as sq:
+        for i in range(3):
+            await sq.enqueue_chat(f"drain me {i}", tenant="acme")
+    order = fair_order(settings.queue_name)
+    await redis.zadd(order, {f"{settings.key_prefix}:left-behind": 99})
+    report = await queries.drain(redis, settings)
+    assert report.cancelled == 3
+    assert await redis.zrange(order, 0, -1) == [f"{settings.key_prefix}:left-behind".encode()]
+    purged = await queries.purge(redis, settings, dry_run=True)
+    assert purged.fair_entries == 1
+    assert await redis.zcard(order) == 1
+    assert (await queries.purge(redis, settings)).fair_entries == 1
+    assert await redis.zcard(order) == 0
+
+
+async def test_a_tenants_backlog_does_not_hold_back_another_tenants_jobs(
+    settings: Settings, redis: Redis
+) -> None:
+    """Tenant A enqueues 2,000 jobs, then tenant B 10, one at a time, while one worker (one
+    slot) works through A's backlog. With equal weights B's k-th job starts with at most 2k
+    starts between its enqueue and its own start (k-1 of B's, k of A's tagged up to its tag,
+    and one A job picked just before it was enqueued); arq's FIFO order would have put all of
+    A's remaining backlog ahead of each."""
+    settings = settings.replace(concurrency=1)
+    keys = Keys(settings.key_prefix)
+    log: list[tuple[str, str]] = []  # ("enqueue" | "start", arq job id), in the loop's order
+
+    async def started(ctx: dict[str, Any]) -> None:
+        log.append(("start", ctx["job_id"]))
+
+    async with StreamQ(redis, settings) as sq:
+        for batch in range(0, BACKLOG, 200):
+            await asyncio.gather(
+                *(sq.enqueue_chat(f"a{i}", tenant="a", extra_body=QUICK)
+                  for i in range(batch, batch + 200))
+            )  # fmt: skip
+        async with running_worker(settings, on_job_start=started) as worker:
+            await poll_until(lambda: len(log) >= 20, 60, "the worker working through A's jobs")
+            b_ids = []
+            for i in range(FEW):
+                job_id = f"b-{i}-{uuid.uuid4().hex[:8]}"
+                # No pick while it is enqueued: the log's order is then Redis's order (a job
+                # picked before it may still start, after it in the log: one slot, one job).
+                worker.allow_pick_jobs = False
+                log.append(("enqueue", keys.arq_job_id(job_id)))
+                await sq.enqueue_chat(f"b{i}", job_id=job_id, tenant="b", extra_body=QUICK)
+                worker.allow_pick_jobs = True
+                b_ids.append(job_id)
+            for job_id in b_ids:
+                await sq.job(job_id).result(timeout=60)
+    starts = [arq_id for kind, arq_id in log if kind == "start"]
+    for k, job_id in enumerate(b_ids, start=1):
+        arq_id = keys.arq_job_id(job_id)
+        enqueued_at = log.index(("enqueue", arq_id))
+        started_at = log.index(("start", arq_id))
+        ahead = sum(1 for kind, _ in log[enqueued_at:started_at] if kind == "start")
+        assert ahead <= 2 * k, (k, ahead)
+        # FIFO: every A job not started when B's k-th was enqueued goes first.
+        a_started = [i for kind, i in log[:enqueued_at] if kind == "start" and ":b-" not in i]
+        fifo_ahead = BACKLOG - len(a_started)
+        assert fifo_ahead >= BACKLOG // 2, fifo_ahead
+    assert len(starts) < BACKLOG // 2  # B finished long before A's backlog did
