@@ -61,7 +61,8 @@ async def queued_jobs(sq: StreamQ, count: int) -> list[ChatJob]:
 async def next_queued(events: Any) -> Queued:
     event = await anext(events)
     assert isinstance(event, Queued), event
-    assert event.cursor == "" and event.reason == "queue"
+    assert event.cursor == ""
+    assert event.reason == "queue"
     return event
 
 
@@ -79,9 +80,9 @@ async def test_the_fifth_of_five_queued_jobs_sees_four_ahead_then_fewer_then_its
             seen = [4]
             for job in jobs:
                 # The worker runs the jobs one by one; each stalls until cancelled here.
-                event = await asyncio.wait_for(next_queued(events), STARTUP)
-                seen.append(event.ahead or 0)
-                assert (await last.status()).ahead == event.ahead
+                place = await asyncio.wait_for(next_queued(events), STARTUP)
+                seen.append(place.ahead or 0)
+                assert (await last.status()).ahead == place.ahead
                 await job.cancel()
             assert seen == [4, 3, 2, 1, 0]
             text = ""
@@ -119,4 +120,6 @@ def test_the_sync_client_sees_the_same_place(settings: Settings) -> None:
         assert job.status().ahead == 1
         with job.events(timeout=5) as events:
             event = next(events)
-        assert isinstance(event, Queued) and event.ahead == 1 and event.cursor == ""
+        assert isinstance(event, Queued)
+        assert event.ahead == 1
+        assert event.cursor == ""
