@@ -128,6 +128,7 @@ class Simulator(HTTPServer):
         body = parse_body(request.body)
         key = messages_key(body["messages"])
         reply = Reply.build(body, key, *self._admit(body, key))
+        self.stats.serve(reply.model, reply.usage()["total_tokens"])
         with in_flight(self.stats, reply.model):
             if not reply.stream:
                 return await send_completion(
@@ -146,6 +147,7 @@ class Simulator(HTTPServer):
         body = parse_responses_body(request.body)
         key = messages_key(chat_request(body)["messages"])
         plan = ResponsePlan.build(body, key, *self._admit(body, key))
+        self.stats.serve(body["model"], plan.usage()["total_tokens"])
         with in_flight(self.stats, body["model"]):
             if not plan.stream:
                 return await send_response(
