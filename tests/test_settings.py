@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import inspect
 import re
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 
 from streamq import ConfigError, Settings
 from streamq.core.redis_urls import SentinelURL
-from streamq.core.settings import KNOWN_VARIABLES, UnknownSettingWarning
+from streamq.core.settings import KNOWN_VARIABLES, Budget, UnknownSettingWarning
 
 
 def test_defaults_without_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -117,6 +118,37 @@ def test_model_limits_are_parsed_per_model_with_a_default() -> None:
     assert Settings.from_env({}).model_limits == {}
 
 
+def test_budgets_are_parsed_per_model_and_tenant_with_a_window() -> None:
+    """Token and request budgets per model and per tenant, either part alone or both."""
+    settings = Settings.from_env(
+        {
+            "STREAMQ_MODEL_BUDGETS": "gpt-4o-mini=200_000tpm/500rpm, *=40000TPM",
+            "STREAMQ_TENANT_BUDGETS": "acme=100rpm/5000tpm",
+            "STREAMQ_BUDGET_WINDOW": "2.5",
+            "STREAMQ_BUDGET_OUTPUT_TOKENS": "256",
+        }
+    )
+    assert settings.model_budgets == {
+        "gpt-4o-mini": Budget(tokens=200_000, requests=500),
+        "*": Budget(tokens=40_000),
+    }
+    assert settings.tenant_budgets == {"acme": Budget(tokens=5000, requests=100)}
+    assert (settings.budget_window, settings.budget_output_tokens) == (2.5, 256)
+    assert Settings.from_env({}).budget_window == 60.0
+
+
+@pytest.mark.parametrize(
+    "value", ["gpt-4o=0tpm", "gpt-4o", "=5tpm", "gpt-4o=5tps", "gpt-4o=5tpm/6tpm", "a=5tpm/"]
+)
+def test_bad_budgets_say_what_is_accepted(value: str) -> None:
+    """A budget that is not NAME=Ntpm/Nrpm fails naming the variable and the syntax."""
+    for name in ("STREAMQ_MODEL_BUDGETS", "STREAMQ_TENANT_BUDGETS"):
+        with pytest.raises(ConfigError, match=f"{name}: .*expected NAME=Ntpm, NAME=Nrpm"):
+            Settings.from_env({name: value})
+    with pytest.raises(ConfigError, match="STREAMQ_BUDGET_WINDOW"):
+        Settings.from_env({"STREAMQ_BUDGET_WINDOW": "0"})
+
+
 def test_upstream_api_is_a_default_and_per_model_overrides() -> None:
     """STREAMQ_UPSTREAM_API=API,MODEL=API,...: a bare word is the fleet's default."""
     settings = Settings.from_env(
@@ -166,3 +198,36 @@ def test_every_streamq_variable_the_sources_read_is_known() -> None:
         for name in re.findall(r"\bSTREAMQ_[A-Z0-9_]*[A-Z0-9]\b", path.read_text())
     }
     assert named - KNOWN_VARIABLES == set()
+
+
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"a-webhook-secret-of-32-bytes-000").decode()
+
+
+def test_webhook_settings_are_read_and_checked() -> None:
+    """The fleet's endpoint and the tenants' (their secret defaulting to the fleet's); an
+    error never repeats a secret."""
+    settings = Settings.from_env(
+        {
+            "STREAMQ_WEBHOOK_URL": "https://hooks.example/fleet",
+            "STREAMQ_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "STREAMQ_WEBHOOK_TENANTS": "acme=https://acme.example/h|whsec_YWNtZQ==, beta=http://b/h",
+            "STREAMQ_WEBHOOK_RETRY_PERIOD": "3600",
+            "STREAMQ_WEBHOOK_TIMEOUT": "3",
+        }
+    )
+    assert settings.webhook_tenants == {
+        "acme": ("https://acme.example/h", "whsec_YWNtZQ=="),
+        "beta": ("http://b/h", WEBHOOK_SECRET),
+    }
+    assert settings.webhook_retry_period == 3600
+    assert settings.webhook_timeout == 3
+    assert WEBHOOK_SECRET not in repr(settings)
+    for env in (
+        {"STREAMQ_WEBHOOK_URL": "https://hooks.example/fleet"},
+        {"STREAMQ_WEBHOOK_TENANTS": "acme=ftp://x|whsec_YWNtZQ=="},
+        {"STREAMQ_WEBHOOK_TENANTS": "acme=https://x"},
+        {"STREAMQ_WEBHOOK_URL": "https://h", "STREAMQ_WEBHOOK_SECRET": "whsec_not base64!"},
+    ):
+        with pytest.raises(ConfigError) as caught:
+            Settings.from_env(env)
+        assert "whsec_not" not in str(caught.value)

@@ -79,13 +79,30 @@ class Recorder:
         )
         self.admission_wait = Histogram(
             "streamq_admission_wait_seconds",
-            "Time a generation waited for a fleet-wide admission slot (limited models only).",
+            "Time a generation waited for fleet-wide admission (limited or budgeted models only).",
             buckets=WAIT_BUCKETS,
+        )
+        self.admission_reasons = Histogram(
+            "streamq_admission_wait_reason_seconds",
+            "Time generations waited for admission, by reason (concurrency, token_budget, "
+            "request_budget, rate_limited).",
+            ["reason"],
+            buckets=WAIT_BUCKETS,
+        )
+        self.budget_tokens_counted = Counter(
+            "streamq_budget_tokens",
+            "Tokens of budgeted generations: estimated when admitted, used (usage) at the end.",
+            ["model", "kind"],
         )
         self.reader_lag = Histogram(
             "streamq_reader_lag_seconds",
             "From Redis writing an entry to the gateway handing it to its client.",
             buckets=LAG_BUCKETS,
+        )
+        self.webhooks = Counter(
+            "streamq_webhook_posts",
+            "Webhook posts to an endpoint, by outcome (delivered, retrying, failed for good).",
+            ["outcome"],
         )
         self.requests = Counter(
             "streamq_gateway_requests",
@@ -141,6 +158,15 @@ class Recorder:
 
     def admission_waited(self, seconds: float) -> None:
         self.admission_wait.observe(seconds)
+
+    def admission_reason_waited(self, reason: str, seconds: float) -> None:
+        self.admission_reasons.labels(reason).observe(seconds)
+
+    def budget_tokens(self, model: str, kind: str, tokens: int) -> None:
+        self.budget_tokens_counted.labels(model, kind).inc(tokens)
+
+    def webhook_attempted(self, outcome: str) -> None:
+        self.webhooks.labels(outcome).inc()
 
     def delivered(self, cursor: str) -> None:
         written_ms = int(cursor.partition("-")[0])

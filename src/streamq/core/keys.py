@@ -78,6 +78,15 @@ class Keys:
         """What ``/v1/responses`` keeps of the response the job answers (JSON)."""
         return f"{self.prefix}:{{{job_id}}}:response"
 
+    def webhook(self, job_id: str) -> str:
+        """A hash of the job's webhook delivery: its body once the job ended, each endpoint's
+        outcome (no URL, no secret)."""
+        return f"{self.prefix}:{{{job_id}}}:webhook"
+
+    def webhooks_due(self) -> str:
+        """Sorted set of job ids whose webhook is pending, scored by when it is due (ms)."""
+        return f"{self.prefix}:webhooks:due"
+
     def running(self) -> str:
         """Sorted set of running attempts (``attempt:job_id``) scored by lease expiry (ms)."""
         return f"{self.prefix}:running"
@@ -105,6 +114,20 @@ class Keys:
     def admission_pause(self, account: str, model: str) -> str:
         """Set while the fleet pauses ``model`` after a 429 (expires with the pause)."""
         return f"{self.prefix}:admission:{account}:{model}:paused"
+
+    def model_budget(self, account: str, model: str) -> str:
+        """Sorted set of ``model``'s admissions in the budget window for one API key's digest
+        (``member|tokens``, scored by when admitted, ms)."""
+        return f"{self.prefix}:admission:budget:{account}:{model}"
+
+    def tenant_budget(self, tenant: str) -> str:
+        """Sorted set of a tenant's admissions in the budget window, every model's."""
+        return f"{self.prefix}:admission:budget:tenant:{tenant}"
+
+    def budget_head(self, budget: str) -> str:
+        """The job first refused for tokens by the budget window ``budget`` (``member|tokens``):
+        the others leave it room (expires unless it keeps waiting)."""
+        return f"{budget}:head"
 
     def cancel_channel(self) -> str:
         """Pub/sub channel on which cancel requests reach the workers."""

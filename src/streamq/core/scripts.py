@@ -1,11 +1,11 @@
 """Every Lua script streamq runs, with the codes it answers.
 
-Most make a job's stream safe against zombies and retries; ACQUIRE and PAUSE share the fleet's
-per-model slots. The job's state hash holds ``attempt`` (the attempt allowed to write), ``seq``
-(the last entry it wrote) and ``terminal`` (the type of the terminal entry, once written).
-Every write goes through :data:`APPEND`, so a worker that lost its job cannot interleave with
-the new attempt, a retried batch never duplicates an entry, and nothing follows the terminal
-entry.
+Most make a job's stream safe against zombies and retries; ADMIT, SETTLE and PAUSE share the
+fleet's per-model slots and budgets. The job's state hash holds ``attempt`` (the attempt allowed
+to write), ``seq`` (the last entry it wrote) and ``terminal`` (the type of the terminal entry,
+once written). Every write goes through :data:`APPEND`, so a worker that lost its job cannot
+interleave with the new attempt, a retried batch never duplicates an entry, and nothing follows
+the terminal entry.
 """
 
 from __future__ import annotations
@@ -269,24 +269,90 @@ return results
 )
 
 
-# What ACQUIRE answers when a slot was taken.
+# What ADMIT answers when the generation may start.
 ACQUIRED = 1
 
-# KEYS: slots, pause. ARGV: member, limit, lease (ms).
-# -> ACQUIRED (1); 0 all slots taken; a negative number: the model is paused for that many ms.
-ACQUIRE = """
-local paused = redis.call('PTTL', KEYS[2])
-if paused > 0 then return -paused end
+# KEYS: pause, slots, then for each budget that applies: its window (a sorted set of
+# `member|tokens` scored by when they were admitted, ms) and its head (the first job refused for
+# tokens: `member|tokens`). ARGV: member, slot limit (0: none), lease (ms), window (ms),
+# estimated tokens, head ttl (ms), then per budget: token limit, request limit (0: none).
+# -> {ACQUIRED, 0, ''} when admitted: a slot is taken and an entry added to every window, all
+# at once; else {0, ms to wait (0: unknown), reason}: 'rate_limited' (a 429 paused the model),
+# 'concurrency', 'request_budget' or 'token_budget'. An entry counts for `window` ms. Other jobs
+# leave room for the head's tokens, so a large job is not starved by a stream of small ones; a
+# job larger than the token limit is admitted alone into an empty window.
+ADMIT = """
+local paused = redis.call('PTTL', KEYS[1])
+if paused > 0 then return {0, paused, 'rate_limited'} end
 local time = redis.call('TIME')
 local now = time[1] * 1000 + math.floor(time[2] / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local lease = tonumber(ARGV[3])
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
-  redis.call('ZADD', KEYS[1], now + lease, ARGV[1])
-  redis.call('PEXPIRE', KEYS[1], lease * 2)
-  return 1
+local limit, lease = tonumber(ARGV[2]), tonumber(ARGV[3])
+if limit > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+  if not redis.call('ZSCORE', KEYS[2], ARGV[1]) and redis.call('ZCARD', KEYS[2]) >= limit then
+    return {0, 0, 'concurrency'}
+  end
 end
-return 0
+local window, tokens = tonumber(ARGV[4]), tonumber(ARGV[5])
+local mine = ARGV[1] .. '|' .. ARGV[5]
+local function cost(entry) return tonumber(string.match(entry, '|(%d+)$') or '0') end
+for k = 1, (#KEYS - 2) / 2 do
+  local key, head = KEYS[1 + 2 * k], KEYS[2 + 2 * k]
+  local tokens_limit, requests_limit = tonumber(ARGV[5 + 2 * k]), tonumber(ARGV[6 + 2 * k])
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+  local entries = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+  if requests_limit > 0 and #entries / 2 >= requests_limit then
+    return {0, math.max(1, tonumber(entries[2]) + window - now), 'request_budget'}
+  end
+  if tokens_limit > 0 then
+    local first = redis.call('GET', head)
+    local reserved = (first and first ~= mine) and cost(first) or 0
+    local used = 0
+    for i = 1, #entries, 2 do used = used + cost(entries[i]) end
+    if (#entries > 0 or reserved > 0) and used + reserved + tokens > tokens_limit then
+      if not first then redis.call('SET', head, mine, 'PX', ARGV[6]) end
+      if first == mine then redis.call('PEXPIRE', head, ARGV[6]) end
+      local i, free = 1, 0
+      while i < #entries and used + reserved + tokens > tokens_limit do
+        used = used - cost(entries[i])
+        free = tonumber(entries[i + 1]) + window - now
+        i = i + 2
+      end
+      return {0, free, 'token_budget'}
+    end
+  end
+end
+if limit > 0 then
+  redis.call('ZADD', KEYS[2], now + lease, ARGV[1])
+  redis.call('PEXPIRE', KEYS[2], lease * 2)
+end
+for k = 1, (#KEYS - 2) / 2 do
+  redis.call('ZADD', KEYS[1 + 2 * k], now, mine)
+  redis.call('PEXPIRE', KEYS[1 + 2 * k], window * 2)
+  if redis.call('GET', KEYS[2 + 2 * k]) == mine then redis.call('DEL', KEYS[2 + 2 * k]) end
+end
+return {1, 0, ''}
+"""
+
+# KEYS: budget windows. ARGV: member, the tokens its entry counts, the tokens it should count,
+# window (ms) or ''. Replaces the member's entry (admitted by ADMIT) by one of the new count.
+# With a window, stamped now: its request reached the upstream, which counts it from then (added
+# back if it had left the window); without, it keeps its time (and is not added back).
+SETTLE = """
+local old, new = ARGV[1] .. '|' .. ARGV[2], ARGV[1] .. '|' .. ARGV[3]
+local now = nil
+if ARGV[4] ~= '' then
+  local time = redis.call('TIME')
+  now = time[1] * 1000 + math.floor(time[2] / 1000)
+end
+for k = 1, #KEYS do
+  local admitted = redis.call('ZSCORE', KEYS[k], old)
+  if admitted or now then
+    redis.call('ZREM', KEYS[k], old)
+    redis.call('ZADD', KEYS[k], now or admitted, new)
+    if now then redis.call('PEXPIRE', KEYS[k], tonumber(ARGV[4]) * 2) end
+  end
+end
 """
 
 # KEYS: pause. ARGV: ms. Pauses the model unless it is already paused for longer.

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import difflib
 import math
 import os
+import re
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -25,11 +28,14 @@ LOG_FORMATS = ("text", "json")
 PARSERS = ("fast", "sdk")
 UPSTREAM_APIS = ("chat", "responses")
 MAX_PORT = 65_535
+BUDGET_PART = re.compile(r"(\d[\d_]*)\s*(tpm|rpm)")
 PREFIX = "STREAMQ_"
 # Every STREAMQ_* variable any part of streamq reads (tests/test_settings.py checks the sources
 # against it): a set variable that is not here is most likely a typo, and gets a warning.
 KNOWN_VARIABLES = frozenset(
     {
+        "STREAMQ_BUDGET_OUTPUT_TOKENS",
+        "STREAMQ_BUDGET_WINDOW",
         "STREAMQ_CHUNK_PARSER",
         "STREAMQ_CONCURRENCY",
         "STREAMQ_DRAIN_TIMEOUT",
@@ -44,6 +50,7 @@ KNOWN_VARIABLES = frozenset(
         "STREAMQ_MAX_REQUEST_BYTES",
         "STREAMQ_MAX_RETRY_DELAY",
         "STREAMQ_METRICS_PORT",
+        "STREAMQ_MODEL_BUDGETS",
         "STREAMQ_MODEL_LIMITS",
         "STREAMQ_POLL_INTERVAL",
         "STREAMQ_QUEUE",
@@ -52,7 +59,13 @@ KNOWN_VARIABLES = frozenset(
         "STREAMQ_STREAMS_URL",
         "STREAMQ_STREAM_TTL",
         "STREAMQ_TENANT_WEIGHTS",
+        "STREAMQ_TENANT_BUDGETS",
         "STREAMQ_UPSTREAM_API",
+        "STREAMQ_WEBHOOK_RETRY_PERIOD",
+        "STREAMQ_WEBHOOK_SECRET",
+        "STREAMQ_WEBHOOK_TENANTS",
+        "STREAMQ_WEBHOOK_TIMEOUT",
+        "STREAMQ_WEBHOOK_URL",
         "STREAMQ_GATEWAY_ADMIN_TOKENS",
         "STREAMQ_GATEWAY_BODY_TIMEOUT",
         "STREAMQ_GATEWAY_CORS_ORIGINS",
@@ -67,6 +80,15 @@ KNOWN_VARIABLES = frozenset(
         "STREAMQ_GATEWAY_TOKENS",
     }
 )
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Tokens and requests allowed in any budget window (``STREAMQ_BUDGET_WINDOW``, a minute
+    by default); None: that one is not limited."""
+
+    tokens: int | None = None
+    requests: int | None = None
 
 
 class UnknownSettingWarning(UserWarning):
@@ -98,12 +120,23 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "text"
     model_limits: dict[str, int] = field(default_factory=dict)
+    # Token and request budgets per model (per API key) and per tenant, over a sliding window.
+    model_budgets: dict[str, Budget] = field(default_factory=dict)
+    tenant_budgets: dict[str, Budget] = field(default_factory=dict)
+    budget_window: float = 60.0
+    budget_output_tokens: int = 1000  # a job's output estimate when it sets no max tokens
     # Which API the upstream speaks: the fleet's default, and models that speak another.
     upstream_api: str = "chat"
     model_upstream_apis: dict[str, str] = field(default_factory=dict)
     streams_url: str | None = None
     chunk_parser: str = "fast"
     metrics_port: int = 0  # 0: no metrics
+    # Webhooks when a job ends: the fleet's endpoint and each tenant's (URL, secret).
+    webhook_url: str | None = None
+    webhook_secret: str | None = field(default=None, repr=False)
+    webhook_tenants: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)
+    webhook_retry_period: float = 86_400.0
+    webhook_timeout: float = 10.0
     # Fair sharing between tenants: each tenant's weight (1 when not listed).
     tenant_weights: dict[str, float] = field(default_factory=dict)
 
@@ -149,10 +182,25 @@ class Settings:
             log_format=read.choice("STREAMQ_LOG_FORMAT", cls.log_format, LOG_FORMATS),
             chunk_parser=read.choice("STREAMQ_CHUNK_PARSER", cls.chunk_parser, PARSERS),
             model_limits=read.limits("STREAMQ_MODEL_LIMITS"),
+            model_budgets=read.budgets("STREAMQ_MODEL_BUDGETS"),
+            tenant_budgets=read.budgets("STREAMQ_TENANT_BUDGETS"),
+            budget_window=read.number("STREAMQ_BUDGET_WINDOW", cls.budget_window, float),
+            budget_output_tokens=read.number(
+                "STREAMQ_BUDGET_OUTPUT_TOKENS", cls.budget_output_tokens, int
+            ),
             upstream_api=fleet_api,
             model_upstream_apis=model_apis,
             streams_url=read.streams_url("STREAMQ_STREAMS_URL"),
             metrics_port=read.port("STREAMQ_METRICS_PORT"),
+            webhook_url=read.http_url("STREAMQ_WEBHOOK_URL"),
+            webhook_secret=env.get("STREAMQ_WEBHOOK_SECRET") or None,
+            webhook_tenants=read.webhook_tenants(
+                "STREAMQ_WEBHOOK_TENANTS", env.get("STREAMQ_WEBHOOK_SECRET") or None
+            ),
+            webhook_retry_period=read.number(
+                "STREAMQ_WEBHOOK_RETRY_PERIOD", cls.webhook_retry_period, float
+            ),
+            webhook_timeout=read.number("STREAMQ_WEBHOOK_TIMEOUT", cls.webhook_timeout, float),
             tenant_weights=read.weights("STREAMQ_TENANT_WEIGHTS"),
         )
 
@@ -177,11 +225,12 @@ class Settings:
             "max_request_bytes",
             "drain_timeout",
             "max_attempts",
+            "budget_output_tokens",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         floats = ("job_timeout", "read_timeout", "poll_interval", "idle_timeout", "lease")
-        for name in (*floats, "retry_delay", "max_retry_delay"):
+        for name in (*floats, "retry_delay", "max_retry_delay", "budget_window"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be a positive number, got {getattr(self, name)!r}")
         for api in (self.upstream_api, *self.model_upstream_apis.values()):
@@ -195,8 +244,33 @@ class Settings:
                 raise ConfigError(f"tenant_weights: {exc}") from None
             if not (isinstance(weight, int | float) and math.isfinite(weight) and weight > 0):
                 raise ConfigError(f"tenant_weights[{tenant!r}] must be positive, got {weight!r}")
+        for budget in (*self.model_budgets.values(), *self.tenant_budgets.values()):
+            if any(n is not None and n < 1 for n in (budget.tokens, budget.requests)):
+                raise ConfigError(f"a budget allows at least 1 token and 1 request: {budget!r}")
         if not 0 <= self.metrics_port <= MAX_PORT:
             raise ConfigError(f"metrics_port must be 0 (off) to {MAX_PORT}: {self.metrics_port}")
+        self._check_webhooks()
+
+    def _check_webhooks(self) -> None:
+        if self.webhook_retry_period <= 0 or self.webhook_timeout <= 0:
+            raise ConfigError("webhook_retry_period and webhook_timeout must be positive")
+        if self.webhook_url is not None and not self.webhook_secret:
+            raise ConfigError("STREAMQ_WEBHOOK_URL needs STREAMQ_WEBHOOK_SECRET (whsec_...)")
+        secrets = [self.webhook_secret] + [secret for _, secret in self.webhook_tenants.values()]
+        for secret in filter(None, secrets):
+            if not webhook_secret_valid(secret):  # never echo a secret in the message
+                raise ConfigError("a webhook secret starting whsec_ must be base64 after it")
+
+
+def webhook_secret_valid(secret: str) -> bool:
+    """Whether a ``whsec_`` secret is base64 after its prefix (any other string is its bytes)."""
+    if not secret.startswith("whsec_"):
+        return True
+    try:
+        base64.b64decode(secret[len("whsec_") :], validate=True)
+    except binascii.Error:
+        return False
+    return True
 
 
 def unknown_variables(env: Mapping[str, str]) -> list[str]:
@@ -269,6 +343,27 @@ class EnvReader:
                 )
             limits[model.strip()] = int(number)
         return limits
+
+    def budgets(self, name: str) -> dict[str, Budget]:
+        """``NAME=Ntpm/Nrpm,...`` (either part alone too; ``*=...`` for every other name, each
+        its own budget) -> ``{name: Budget}``."""
+        budgets: dict[str, Budget] = {}
+        for item in filter(None, (part.strip() for part in (self._raw(name) or "").split(","))):
+            key, sep, spec = (part.strip() for part in item.rpartition("="))
+            amounts: dict[str, int] = {}
+            for part in spec.split("/"):
+                match = BUDGET_PART.fullmatch(part.strip().lower())
+                if match is None or match[2] in amounts or int(match[1].replace("_", "")) < 1:
+                    amounts.clear()
+                    break
+                amounts[match[2]] = int(match[1].replace("_", ""))
+            if not sep or not key or not amounts:
+                raise ConfigError(
+                    f"{name}: {item!r} is not valid: expected NAME=Ntpm, NAME=Nrpm or "
+                    "NAME=Ntpm/Nrpm (N >= 1; tokens and requests per window), comma-separated"
+                )
+            budgets[key] = Budget(tokens=amounts.get("tpm"), requests=amounts.get("rpm"))
+        return budgets
 
     def upstream_apis(self, name: str, default: str) -> tuple[str, dict[str, str]]:
         """``API[,MODEL=API...]`` (``*=API`` is the default too) -> the fleet's default API and

@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 
 from streamq.admin.counters import count_job_end
 from streamq.core import metrics, scripts
-from streamq.core.events import Cancelled, Delta, Done, Error, Event, Reset, Start
+from streamq.core.events import Cancelled, Delta, Done, Error, Event, Queued, Reset, Start
 from streamq.core.exceptions import EntryRejected, Fenced, InvalidRequest, PublishFailed
 from streamq.core.keys import Keys
 from streamq.core.protocol import lease_member
@@ -32,6 +32,7 @@ from streamq.core.settings import Settings
 from streamq.responses.conversion import for_api
 from streamq.responses.request import ResponsesRequest, load_request
 from streamq.worker.admission import Admission
+from streamq.worker.budgets import Ask, Budgets, used_tokens
 from streamq.worker.fleet import Fleet, Run
 from streamq.worker.openai_pool import ClientPool
 from streamq.worker.publisher import Publisher, StreamWriter
@@ -89,6 +90,12 @@ class JobRunner:
             settings.max_attempts, settings.retry_delay, settings.max_retry_delay
         )
         self.streams = redis if streams is None else streams
+        self.budgets = Budgets(
+            settings.model_budgets,
+            settings.tenant_budgets,
+            window=settings.budget_window,
+            output_tokens=settings.budget_output_tokens,
+        )
         self._claim = redis.register_script(scripts.CLAIM)
         self._claim_state = self.streams.register_script(scripts.CLAIM_STATE)
         self._lease = redis.register_script(scripts.LEASE)
@@ -281,17 +288,51 @@ class JobRunner:
         idle = request.options.get("idle_timeout") or self.settings.idle_timeout
         if request.options.get("buffered"):
             idle = deadline  # nothing arrives until the whole answer does
-        run.task = asyncio.create_task(self._stream(run, writer, request, model, deadline, idle))
+        ask = await self._ask(run.job_id, model, request)
+        run.task = asyncio.create_task(
+            self._stream(run, writer, request, model, deadline, idle, ask)
+        )
         if run.cancel_reason:  # requested while the task was being created
             run.task.cancel()
         try:
             outcome: Outcome = await run.task
-            return outcome
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if current is not None and current.cancelling():
                 raise  # the worker itself is stopping: arq hands the job to another worker
-            return Outcome(Cancelled(reason=run.cancel_reason or "cancelled", deltas=run.deltas))
+            outcome = Outcome(Cancelled(reason=run.cancel_reason or "cancelled", deltas=run.deltas))
+        if ask is not None:
+            await self._settle(run, model, ask, outcome)
+        return outcome
+
+    async def _ask(
+        self, job_id: str, model: str, request: ChatRequest | ResponsesRequest
+    ) -> Ask | None:
+        """What the job asks of the budgets (its tenant: the job's owner, when tenants have
+        budgets), or None when none applies."""
+        tenant = None
+        if self.budgets.per_tenant:
+            owner = await self.redis.get(self.keys.owner(job_id))
+            tenant = owner.decode(errors="replace") if owner else None
+        return self.budgets.ask(model, tenant, request)
+
+    async def _reached(self, run: Run, model: str, ask: Ask) -> None:
+        """Count the job in its budgets from now, when its request reached the upstream."""
+        try:
+            await self.admission.reached(model, run.member, ask)
+        except RedisError as exc:  # it still counts from its admission
+            logger.warning("job %s: could not restamp its budget entry: %r", run.job_id, exc)
+
+    async def _settle(self, run: Run, model: str, ask: Ask, outcome: Outcome) -> None:
+        """Count the tokens the attempt used instead of its estimate, when the upstream said
+        (without usage, or after an error, the estimate stays)."""
+        used = used_tokens(getattr(outcome.event, "usage", None))
+        if used is None:
+            return
+        try:
+            await self.admission.settle(model, run.member, ask, used)
+        except RedisError as exc:  # the estimate stays: the budget errs on the safe side
+            logger.warning("job %s: could not settle its budget: %r", run.job_id, exc)
 
     async def _stream(
         self,
@@ -301,8 +342,13 @@ class JobRunner:
         model: str,
         deadline: float,
         idle: float,
+        ask: Ask | None = None,
     ) -> Outcome:
         loop = asyncio.get_running_loop()
+
+        async def waiting(reason: str, eta: float | None) -> None:
+            await writer.emit(Queued(reason=reason, eta=eta, model=model))
+
         try:
             fast = self.settings.chunk_parser == "fast"
             # The idle timer fires `idle` to `idle + slack` after the last data: rescheduling a
@@ -310,7 +356,8 @@ class JobRunner:
             slack = min(idle / 10, IDLE_SLACK)
             async with (
                 asyncio.timeout(deadline) as total,
-                self.admission.slot(model, run.member),  # waits while the fleet is at its limit
+                # Waits while the fleet is at its limit, over a budget or paused after a 429.
+                self.admission.slot(model, run.member, ask, waiting),
             ):
                 with self.clients.lease() as client, metrics.streaming():
                     async with asyncio.timeout(idle) as quiet:
@@ -322,6 +369,9 @@ class JobRunner:
                                 client, request, model, fast=fast, buffered=buffered
                             )
                         async for event in events:
+                            if ask is not None:  # the upstream has the request: count from now
+                                await self._reached(run, model, ask)
+                                ask = None
                             now = loop.time()
                             if (quiet.when() or now) < now + idle:
                                 quiet.reschedule(now + idle + slack)
@@ -342,8 +392,10 @@ class JobRunner:
             raise
         except Exception as exc:
             if isinstance(exc, openai.RateLimitError):  # the provider says: everyone, slow down
+                budgeted = self.budgets.for_model(model) is not None or self.budgets.per_tenant
                 with contextlib.suppress(Exception):
-                    await self.admission.pause(model, retry_after(exc) or self.policy.base)
+                    pause = retry_after(exc) or self.policy.base
+                    await self.admission.pause(model, pause, budgeted=budgeted)
             error = error_event(exc, secret=self.settings.openai_api_key)
             if error.code == "internal":
                 logger.exception("job %s failed with an unexpected error", run.job_id)
