@@ -21,12 +21,16 @@ ROOMS = {
     "responses": {"core"},
     "client": {"core", "responses"},
     "sync": {"core", "responses", "client"},
-    "worker": {"core", "responses", "admin"},
-    "admin": {"core", "client"},
+    "webhooks": {"core", "responses"},
+    "worker": {"core", "responses", "admin", "webhooks"},
+    "admin": {"core", "client", "webhooks"},
     "gateway": {"core", "responses", "client", "admin"},
-    "dev": {"core", "responses", "client", "worker", "gateway", "admin", "cli"},
-    "cli": {"core", "responses", "client", "worker", "gateway", "admin", "dev"},
-    "root": {"core", "responses", "client", "sync", "worker", "gateway", "admin", "dev", "cli"},
+    "dev": {"core", "responses", "client", "worker", "gateway", "admin", "cli", "webhooks"},
+    "cli": {"core", "responses", "client", "worker", "gateway", "admin", "dev", "webhooks"},
+    "root": {
+        *("core", "responses", "client", "sync", "worker", "gateway", "admin", "dev", "cli"),
+        "webhooks",
+    },
 }
 CLIENT_MODULES = {"streamq.client", "streamq.job", "streamq.multiplexer"}
 CLI_MODULES = {"streamq.cli", "streamq.terminal", "streamq.__main__"}
@@ -111,7 +115,9 @@ def test_no_import_cycles() -> None:
     assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
 
 
-@pytest.mark.parametrize("lower", ["core", "client", "sync", "worker", "admin", "gateway"])
+@pytest.mark.parametrize(
+    "lower", ["core", "client", "sync", "worker", "admin", "gateway", "webhooks"]
+)
 def test_rooms_import_only_rooms_below(lower: str) -> None:
     """The core imports no other room; the client side never the worker or the gateway; ..."""
     edges = graph()

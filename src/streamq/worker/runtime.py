@@ -30,6 +30,8 @@ from streamq.core.keys import Keys, wake_channel
 from streamq.core.redis_errors import is_transient
 from streamq.core.settings import Settings
 from streamq.core.version import __version__
+from streamq.webhooks.delivery import WebhookDelivery
+from streamq.webhooks.endpoints import configured as webhooks_configured
 from streamq.worker.admission import Admission
 from streamq.worker.fleet import Fleet
 from streamq.worker.openai_pool import ClientPool
@@ -96,15 +98,22 @@ class WorkerRuntime:
             self.name,
             streams=self.streams,
         )
+        self.webhooks: WebhookDelivery | None = None
+        if webhooks_configured(settings):
+            self.webhooks = WebhookDelivery(settings, redis, self.streams)
 
     def start(self) -> None:
         """Start the background tasks."""
         self.publisher.start()
         self.fleet.start()
         self.admission.start()
+        if self.webhooks is not None:
+            self.webhooks.start()
 
     async def aclose(self) -> None:
         """Stop the background tasks (writing what is pending) and close the OpenAI clients."""
+        if self.webhooks is not None:
+            await self.webhooks.aclose()
         await self.fleet.aclose()
         await self.admission.aclose()
         await self.publisher.aclose()
@@ -121,6 +130,7 @@ class WorkerRuntime:
             logger.error("rejected arq job: %s", exc)
             return {"outcome": "rejected"}
         try:
+            await self._register_webhook(job_id)
             outcome = await self.runner.run(job_id, rejection)
         except Fenced as exc:
             logger.warning("job %s: %s", job_id, exc)
@@ -136,7 +146,21 @@ class WorkerRuntime:
                 return {"outcome": "redis_refused"}
             logger.warning("job %s: Redis failed (%r); queued again", job_id, exc)
             raise Retry(defer=PUBLISH_RETRY_DELAY) from exc
+        if self.webhooks is not None:  # any outcome: a job cancelled while queued ended too
+            self.webhooks.ended(job_id)
         return {"outcome": outcome}
+
+    async def _register_webhook(self, job_id: str) -> None:
+        """Before the job can end, so its webhook is never lost: a Redis blip raises (the job
+        runs later); Redis refusing the webhook's keys costs the webhook, never the job."""
+        if self.webhooks is None:
+            return
+        try:
+            await self.webhooks.register(job_id)
+        except RedisError as exc:
+            if is_transient(exc):
+                raise
+            logger.error("job %s: its webhook cannot be registered: %r", job_id, exc)
 
 
 async def streamq_chat(ctx: dict[str, Any]) -> dict[str, Any]:

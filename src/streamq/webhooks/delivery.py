@@ -1,0 +1,251 @@
+"""A worker's webhook loop: claim due deliveries, post each to its endpoints, retry, record.
+
+At-least-once: a job is registered when it starts on a worker (due at its deadline, should it
+be lost) and made due when it ends; the delivery stays in Redis until every endpoint answered
+2xx or gave up after ``STREAMQ_WEBHOOK_RETRY_PERIOD``. A worker killed mid-delivery leaves its
+claims to come due again, so a receiver may see one ``webhook-id`` twice, never none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+
+import aiohttp
+from redis.asyncio import Redis
+from redis.exceptions import NoPermissionError, RedisError
+
+from streamq.core import metrics
+from streamq.core.events import Event, decode_entry, is_terminal
+from streamq.core.keys import Keys
+from streamq.core.settings import Settings
+from streamq.webhooks.bodies import Notice, notice
+from streamq.webhooks.endpoints import Endpoint, endpoints_for
+from streamq.webhooks.queue import DeliveryQueue, endpoint_field
+from streamq.webhooks.signing import signed_headers
+
+logger = logging.getLogger("streamq.webhooks")
+
+BATCH = 32  # deliveries claimed at once
+IDLE_POLL = 0.5  # seconds between looks at the due set when nothing was due
+VISIBILITY_SLACK = 5.0  # seconds a claim outlives its posts' timeout (Redis round trips)
+REGISTER_MARGIN = 60.0  # after the job's deadline: a lost job's webhook is looked at then
+RECHECK = 60.0  # a job found not ended is looked at again this much later (or when it ends)
+FIRST_RETRY = 1.0  # seconds; doubles each try
+MAX_RETRY = 600.0
+MAKE_DUE_TRIES = 8
+MAX_RESPONSE_BYTES = 64 * 1024  # read of a receiver's answer; the rest is dropped
+FINAL_STATES = frozenset({"delivered", "failed"})
+
+
+class WebhookDelivery:
+    """One worker process's side of webhooks; started and stopped with its runtime."""
+
+    def __init__(self, settings: Settings, redis: Redis, streams: Redis) -> None:
+        self.settings = settings
+        self.redis, self.streams = redis, streams
+        self.keys = Keys(settings.key_prefix)
+        ttl = settings.stream_ttl + int(settings.webhook_retry_period + settings.job_timeout)
+        self.queue = DeliveryQueue(redis, self.keys, ttl)
+        self.visibility = settings.webhook_timeout + VISIBILITY_SLACK
+        self._first_retry = min(FIRST_RETRY, settings.webhook_retry_period / 8)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._background: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        """Start the delivery loop."""
+        self._task = asyncio.create_task(self._loop(), name="streamq-webhooks")
+
+    async def aclose(self) -> None:
+        """Stop the loop (claims in flight come due again for another worker)."""
+        tasks = [t for t in (self._task, *self._background) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._session is not None:
+            await self._session.close()
+
+    async def register(self, job_id: str) -> None:
+        """A job starts here: its webhook is pending (raises RedisError: run the job later)."""
+        await self.queue.register(job_id, self.settings.job_timeout + REGISTER_MARGIN)
+
+    def ended(self, job_id: str) -> None:
+        """The job's run here returned: its webhook is due (retried through Redis blips; the
+        registration's due time stands behind it)."""
+        task = asyncio.create_task(self._make_due(job_id))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _make_due(self, job_id: str) -> None:
+        for attempt in range(MAKE_DUE_TRIES):
+            try:
+                await self.queue.make_due(job_id)
+            except RedisError as exc:
+                logger.warning("job %s: webhook not made due yet: %r", job_id, exc)
+                await asyncio.sleep(min(0.1 * 2**attempt, 5.0))
+                continue
+            self._wake.set()
+            return
+
+    async def _loop(self) -> None:
+        failures = 0
+        while True:
+            try:
+                claimed = await self.run_once()
+                failures = 0
+            except Exception as exc:  # Redis down, or anything else: never end the worker
+                failures += 1
+                logger.warning("webhook deliveries paused: %r", exc)
+                await asyncio.sleep(min(0.2 * 2**failures, 5.0))
+                continue
+            if claimed < BATCH:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), IDLE_POLL)
+
+    async def run_once(self) -> int:
+        """Claim the due deliveries and make them; how many were claimed."""
+        claim, job_ids = await self.queue.claim(BATCH, self.visibility)
+        if job_ids:
+            await asyncio.gather(*(self._deliver_safely(job_id, claim) for job_id in job_ids))
+        return len(job_ids)
+
+    async def _deliver_safely(self, job_id: str, claim: int) -> None:
+        try:
+            await self._deliver(job_id, claim)
+        except Exception as exc:  # its claim runs out and it comes due again
+            logger.warning("job %s: webhook delivery interrupted: %r", job_id, exc)
+
+    async def _deliver(self, job_id: str, claim: int) -> None:
+        record = await self.queue.record(job_id)
+        if "finished" in record:
+            await self.queue.drop(job_id)
+            return
+        if "body" not in record:
+            made = await self._first_look(job_id, claim)
+            if made is None:
+                return
+            record.update(made)
+        tenant = record.get("tenant") or None
+        found = Notice(record["message_id"], record["type"], record["body"])
+        states = {
+            name.removeprefix("endpoint:"): json.loads(value)
+            for name, value in record.items()
+            if name.startswith("endpoint:")
+        }
+        endpoints = [
+            e
+            for e in endpoints_for(self.settings, tenant)
+            if states.get(e.name, {}).get("state") not in FINAL_STATES
+        ]
+        results = await asyncio.gather(*(self._post(e, found) for e in endpoints))
+        since_ms = int(record["since"])
+        now_ms = int(time.time() * 1000)
+        expired = now_ms - since_ms >= self.settings.webhook_retry_period * 1000
+        attempts = int(record.get("attempts", "0")) + 1
+        fields = {"attempts": str(attempts)}
+        retrying = False
+        for endpoint, (status, error) in zip(endpoints, results, strict=True):
+            tries = states.get(endpoint.name, {}).get("attempts", 0) + 1
+            state = "delivered" if error is None else "failed" if expired else "retrying"
+            retrying = retrying or state == "retrying"
+            metrics.webhook_attempted(state)
+            outcome = {"state": state, "attempts": tries, "status": status, "error": error}
+            outcome["at"] = round(time.time(), 3)
+            fields[endpoint_field(endpoint.name)] = json.dumps(outcome)
+            if state == "failed":
+                logger.error(
+                    "job %s: webhook %s to %s failed for good after %d tries: %s",
+                    job_id, found.message_id, endpoint.name, tries, error,
+                )  # fmt: skip
+        if not retrying:
+            await self.queue.save(job_id, fields, finished=True)
+            return
+        await self.queue.save(job_id, fields)
+        left = since_ms / 1000 + self.settings.webhook_retry_period - time.time()
+        delay = min(self._first_retry * 2 ** (attempts - 1), MAX_RETRY)
+        await self.queue.reschedule(
+            job_id, claim, max(0.0, min(delay * random.uniform(0.8, 1.0), left))
+        )
+
+    async def _first_look(self, job_id: str, claim: int) -> dict[str, str] | None:
+        """The body of an ended job's webhook, saved in its record; None (rescheduled or
+        dropped) when the job has not ended."""
+        terminal = await self._terminal(job_id)
+        if terminal is None:
+            if await self._exists(job_id):
+                await self.queue.reschedule(job_id, claim, RECHECK)
+            else:
+                logger.error("job %s expired before it ended: no webhook", job_id)
+                metrics.webhook_attempted("failed")
+                await self.queue.save(job_id, {"expired": "1"}, finished=True)
+            return None
+        tenant = await self._optional_text(self.keys.owner(job_id))
+        stored = await self._optional_text(self.keys.response(job_id))
+        response_id = _response_id(stored)
+        made = notice(job_id, terminal, response_id)
+        fields = {"message_id": made.message_id, "type": made.type, "body": made.body}
+        fields |= {"since": str(int(time.time() * 1000)), "tenant": tenant or ""}
+        await self.queue.save(job_id, fields)
+        return fields
+
+    async def _terminal(self, job_id: str) -> Event | None:
+        entries = await self.streams.xrevrange(self.keys.events(job_id), count=1)
+        if not entries:
+            return None
+        raw_id, raw = entries[0]
+        event = decode_entry(raw_id.decode(), raw)
+        return event if is_terminal(event) else None
+
+    async def _exists(self, job_id: str) -> bool:
+        state = await self.streams.exists(self.keys.state(job_id))
+        return bool(state or await self.redis.exists(self.keys.request(job_id)))
+
+    async def _optional_text(self, key: str) -> str | None:
+        """A string key, or None when missing or this worker's ACL user may not read it."""
+        try:
+            raw = await self.redis.get(key)
+        except NoPermissionError:
+            logger.warning("webhooks: this worker may not read %s (see docs/operations.md)", key)
+            return None
+        return None if raw is None else raw.decode()
+
+    async def _post(self, endpoint: Endpoint, made: Notice) -> tuple[int | None, str | None]:
+        """Post once: the answer's status and, unless it was 2xx, why it failed."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(auto_decompress=False)
+        headers = signed_headers(endpoint.secret, made.message_id, int(time.time()), made.body)
+        timeout = aiohttp.ClientTimeout(total=self.settings.webhook_timeout)
+        try:
+            async with self._session.post(
+                endpoint.url, data=made.body.encode(), headers=headers,
+                allow_redirects=False, timeout=timeout,
+            ) as answer:  # fmt: skip
+                await answer.content.read(MAX_RESPONSE_BYTES)
+                if 200 <= answer.status < 300:
+                    return answer.status, None
+                return answer.status, f"HTTP {answer.status}"
+        except TimeoutError:
+            return None, f"no answer within {self.settings.webhook_timeout:g}s"
+        except aiohttp.ClientError as exc:  # the class only: a message may carry the URL
+            return None, type(exc).__name__
+
+
+def _response_id(stored: str | None) -> str | None:
+    """The response id in a stored ``/v1/responses`` record (JSON), if there is one."""
+    if stored is None:
+        return None
+    try:
+        body = json.loads(stored)
+    except ValueError:
+        return None
+    found = body.get("id") if isinstance(body, dict) else None
+    return found if isinstance(found, str) else None
