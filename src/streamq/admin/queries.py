@@ -19,6 +19,7 @@ from streamq.core.keys import Keys, arq_in_progress_key, arq_job_key, fair_order
 from streamq.core.protocol import lease_parts
 from streamq.core.settings import Settings
 from streamq.job import ChatJob
+from streamq.webhooks import delivery_status
 
 OLDEST_SCAN = 100  # queue entries looked at to find the oldest one no worker has started
 SCAN_COUNT = 1000
@@ -94,6 +95,7 @@ class JobRecord:
     error: dict[str, Any] | None = None
     ttl_s: int | None = None
     attempts: list[dict[str, Any]] = field(default_factory=list)
+    webhook: dict[str, Any] | None = None  # its delivery, each endpoint's outcome
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form (``streamq inspect --json``)."""
@@ -152,6 +154,7 @@ async def _inspect(
     record.ttl_s = ttl if ttl >= 0 else None
     for raw_id, fields in await streams.xrange(events_key):
         record.apply(decode_entry(raw_id.decode(), fields))
+    record.webhook = await delivery_status(redis, keys, job.id)
     return record
 
 

@@ -64,7 +64,21 @@ def inspect_text(record: JobRecord) -> str:
     lines = [f"{name:<14} {value}" for name, value in rows]
     for attempt in record.attempts:
         lines.append(f"  #{attempt['attempt']:<11} on worker {attempt.get('worker') or '-'}")
+    if record.webhook is not None:
+        lines.extend(_webhook_lines(record.webhook))
     return "\n".join(lines)
+
+
+def _webhook_lines(webhook: dict[str, Any]) -> list[str]:
+    """The job's webhook: its type and id, then one line per endpoint."""
+    lines = [f"{'webhook':<14} {webhook.get('type') or 'not built yet'} {webhook.get('id') or ''}"]
+    if not webhook["endpoints"]:
+        lines[0] += f" ({webhook['state']})"
+    for name, outcome in webhook["endpoints"].items():
+        error = f": {outcome['error']}" if outcome.get("error") else ""
+        tries = outcome.get("attempts", 0)
+        lines.append(f"  {name:<12} {outcome.get('state')} after {tries} tries{error}")
+    return lines
 
 
 def _clock(epoch: float) -> str:
