@@ -48,12 +48,21 @@ async def frames(response: httpx2.Response) -> AsyncIterator[Frame]:
 
 
 async def read_events(
-    client: httpx2.AsyncClient, url: str, headers: dict[str, str] | None = None
+    client: httpx2.AsyncClient,
+    url: str,
+    headers: dict[str, str] | None = None,
+    *,
+    queued: bool = False,
 ) -> list[Frame]:
-    """Every data frame of an event stream, until the server ends it."""
+    """Every data frame of an event stream, until the server ends it; ``queued`` frames (the
+    job's place while it waits, no entries) only when asked."""
     async with client.stream("GET", url, headers=headers) as response:
         assert response.status_code == 200, await response.aread()
-        return [frame async for frame in frames(response) if frame.data]
+        return [
+            frame
+            async for frame in frames(response)
+            if frame.data and (queued or frame.event != "queued")
+        ]
 
 
 def text_of(events: list[Frame]) -> str:

@@ -107,6 +107,14 @@ JOB_STATUS = {
         "attempt": {"type": "integer"},
         "stalled": {"type": "boolean"},
         "lease_remaining": {"type": ["number", "null"]},
+        "ahead": {
+            "type": ["integer", "null"],
+            "description": "while queued: the jobs that start before it",
+        },
+        "eta": {
+            "type": ["number", "null"],
+            "description": "while queued: estimated seconds until it starts, when known",
+        },
         "result": CHAT_RESULT,
         "error": {"type": "object"},
         "cancelled": {"type": "object"},

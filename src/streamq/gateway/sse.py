@@ -35,7 +35,10 @@ def frame(event: str, data: Any, event_id: str | None = None) -> bytes:
 def event_frame(event: Event) -> bytes:
     """The frame of one stream entry."""
     body = event_to_dict(event)
-    return frame(body["type"], body, event.cursor or None)  # a place in the queue has no id
+    if not event.cursor:  # a place in the queue, told by the reader: no entry, no id
+        body = {k: v for k, v in body.items() if k not in ("cursor", "attempt", "seq")}
+        return frame(body["type"], body)
+    return frame(body["type"], body, event.cursor)
 
 
 async def resume_point(job: ChatJob, cursor: str | None) -> tuple[str, bool]:
