@@ -7,6 +7,8 @@ import asyncio
 from redis.asyncio import Redis
 
 from streamq import Delta, Settings, Start, StreamQ
+from streamq.core.events import Event, Queued, decode_entry
+from streamq.core.keys import Keys
 from streamq.core.request import chat_messages
 from streamq.dev.simulator import SimulatorThread, simulated_text
 from streamq.worker.arq_worker import running_worker
@@ -17,9 +19,10 @@ PACED = {"simulator": {"tokens_per_second": 200, "reply_tokens": 20}}
 
 
 async def test_four_workers_never_exceed_the_model_limit_and_every_job_finishes(
-    sq: StreamQ, settings: Settings, simulator: SimulatorThread
+    sq: StreamQ, redis: Redis, settings: Settings, simulator: SimulatorThread
 ) -> None:
-    """Limit 5 for the model, 4 workers x 50 slots: the upstream sees at most 5 at once."""
+    """Limit 5 for the model, 4 workers x 50 slots: the upstream sees at most 5 at once.
+    Jobs that waited for a slot said so, once, in a `queued` entry after their start."""
     env = {"STREAMQ_MODEL_LIMITS": f"{settings.openai_model}=5", "STREAMQ_CONCURRENCY": "50"}
     with worker_processes(settings, 4, env=env):
         simulator.stats.reset()
@@ -31,6 +34,12 @@ async def test_four_workers_never_exceed_the_model_limit_and_every_job_finishes(
     assert peak >= 2  # the limit throttles; it does not serialize
     for i, result in enumerate(results):
         assert result.text == simulated_text(chat_messages(f"limited {i}"), length=20)
+    streams = [await entries(redis, settings, job.id) for job in jobs]
+    waits = [[e for e in events if isinstance(e, Queued)] for events in streams]
+    assert any(waits)
+    for queued in waits:
+        assert [e.reason for e in queued] in ([], ["concurrency"])
+        assert all(e.model == settings.openai_model for e in queued)
 
 
 async def test_a_429_pauses_the_model_for_the_whole_fleet(
@@ -52,6 +61,16 @@ async def test_a_429_pauses_the_model_for_the_whole_fleet(
     first_delta = next(e for e in events if isinstance(e, Delta))
     waited = (entry_ms(first_delta.cursor) - entry_ms(start.cursor)) / 1000
     assert waited >= 0.5, f"the second job's request went out {waited:.2f}s after its start"
+    told = [e for e in events if isinstance(e, Queued)]
+    assert [e.reason for e in told] == ["rate_limited"]
+    assert told[0].eta is not None
+    assert 0 < told[0].eta <= 1.0
+
+
+async def entries(redis: Redis, settings: Settings, job_id: str) -> list[Event]:
+    """The job's stream as written (no queue places looked up)."""
+    raw = await redis.xrange(Keys(settings.key_prefix).events(job_id))
+    return [decode_entry(cursor.decode(), fields) for cursor, fields in raw]
 
 
 async def wait_for_key(redis: Redis, pattern: str) -> None:

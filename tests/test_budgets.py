@@ -16,6 +16,7 @@ from streamq.core.events import Done, Event, Queued, decode_entry
 from streamq.core.keys import Keys
 from streamq.core.request import build_request, chat_messages
 from streamq.core.settings import Budget
+from streamq.dev.local_redis import LocalRedis
 from streamq.dev.simulator import SimulatorThread, simulated_text
 from streamq.job import ChatJob
 from streamq.responses.request import build_responses_request
@@ -23,6 +24,7 @@ from streamq.worker.admission import Admission
 from streamq.worker.arq_worker import running_worker
 from streamq.worker.budgets import Ask, estimate_tokens, used_tokens
 from tests.harness.waiting import poll_until
+from tests.test_operations import documented_acl_users
 
 pytestmark = pytest.mark.slow  # in-process workers against the simulator, ~30 s in all
 
@@ -245,3 +247,43 @@ async def test_one_tenants_budget_does_not_hold_back_another_tenants_jobs(
         assert queued_reasons(await stream_events(redis, settings, job)) == []
     a_reasons = [queued_reasons(await stream_events(redis, settings, job)) for job in a_jobs]
     assert sum(reasons == ["token_budget"] for reasons in a_reasons) >= 3
+
+
+async def test_the_documented_worker_user_runs_budgets_with_nothing_denied(
+    settings: Settings,
+) -> None:
+    """The worker's ACL user of docs/operations.md, with the owner read its budgets section
+    adds, runs model and tenant budgets (a job waiting, the head mark) with no ACL LOG entry."""
+    users = {user[2]: user for user in documented_acl_users(settings.key_prefix)}
+    worker_user = [*users["streamq-worker"], f"%R~{settings.key_prefix}:{{*}}:owner"]
+    with LocalRedis() as server:
+        async with Redis.from_url(server.url) as admin:
+            await admin.execute_command(*users["streamq-producer"])
+            await admin.execute_command(*worker_user)
+
+            def as_user(name: str) -> Settings:
+                url = f"redis://streamq-{name}:{name}-password@127.0.0.1:{server.port}/0"
+                return settings.replace(redis_url=url)
+
+            budgeted = as_user("worker").replace(
+                model_budgets={"*": Budget(tokens=10_000, requests=100)},
+                tenant_budgets={"acme": Budget(tokens=100)},
+                model_limits={"*": 5},
+                budget_window=WINDOW,
+            )
+            try:
+                producer = as_user("producer")
+                async with StreamQ.from_url(producer.redis_url, producer) as sq:
+                    jobs = [
+                        await sq.enqueue_chat(f"acl {i}", max_tokens=REPLY, extra_body=FULL)
+                        for i in range(3)
+                    ]
+                    for job in jobs:
+                        await admin.set(Keys(settings.key_prefix).owner(job.id), "acme", ex=600)
+                    async with running_worker(budgeted):
+                        await asyncio.gather(*(job.result(timeout=60) for job in jobs))
+                    waited = [queued_reasons(await stream_events(admin, settings, j)) for j in jobs]
+                    assert ["token_budget"] in waited
+            finally:
+                denied = await admin.execute_command("ACL", "LOG")
+                assert not denied, denied

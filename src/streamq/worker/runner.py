@@ -27,6 +27,7 @@ from streamq.core.events import Cancelled, Delta, Done, Error, Event, Queued, Re
 from streamq.core.exceptions import EntryRejected, Fenced, InvalidRequest, PublishFailed
 from streamq.core.keys import Keys
 from streamq.core.protocol import lease_member
+from streamq.core.redis_errors import is_transient
 from streamq.core.request import ChatRequest
 from streamq.core.settings import Settings
 from streamq.responses.conversion import for_api
@@ -312,7 +313,14 @@ class JobRunner:
         budgets), or None when none applies."""
         tenant = None
         if self.budgets.per_tenant:
-            owner = await self.redis.get(self.keys.owner(job_id))
+            try:
+                owner = await self.redis.get(self.keys.owner(job_id))
+            except RedisError as exc:
+                if is_transient(exc):
+                    raise
+                # Refused (the worker's Redis user may not read owners): budgets never fail a job.
+                logger.error("job %s: no owner read (%r): only model budgets apply", job_id, exc)
+                owner = None
             tenant = owner.decode(errors="replace") if owner else None
         return self.budgets.ask(model, tenant, request)
 
