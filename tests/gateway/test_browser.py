@@ -65,6 +65,14 @@ def slow_gateway(settings: Settings) -> Iterator[GatewayThread]:
 
 
 @pytest.fixture
+def single_slot_gateway(settings: Settings) -> Iterator[GatewayThread]:
+    """A worker that runs one job at a time: later ones wait in the queue."""
+    config = SimulatorConfig(tokens_per_second=200, reply_tokens=REPLY_TOKENS)
+    with chat_gateway(settings.replace(concurrency=1), config) as server:
+        yield server
+
+
+@pytest.fixture
 def demo_gateway(settings: Settings) -> Iterator[GatewayThread]:
     """The demo's answers (simulator mode demo), as `streamq serve --demo` gives them."""
     with chat_gateway(settings, SimulatorConfig(tokens_per_second=200, mode="demo")) as server:
@@ -332,6 +340,33 @@ async def test_a_second_browser_follows_the_same_answer_live(
     finally:
         await elsewhere.close()
     assert first.errors == []
+
+
+async def test_a_queued_answer_shows_its_place_until_its_text(
+    single_slot_gateway: GatewayThread, browser: BrowserContext
+) -> None:
+    """Three jobs of the same tenant first (one runs, stalled; two wait): the turn says "2 ahead
+    of you…", then, once they are cancelled, its answer and no place."""
+    stall = {"extra_body": {"simulator": {"fault": "stall", "after": 1}}}
+    auth = {"Authorization": f"Bearer {TOKEN_A}"}
+    async with httpx2.AsyncClient(base_url=single_slot_gateway.url, headers=auth) as http:
+        ahead = []
+        for i in range(3):
+            body = {"messages": [{"role": "user", "content": f"ahead {i}"}], **stall}
+            ahead.append((await http.post("/v1/jobs", json=body)).json()["id"])
+        tab = await Tab.open(browser, f"{single_slot_gateway.url}/")
+        prompt = "Am I next?"
+        await tab.send(prompt, first=True)
+        place = f"{tab.turn(1)} .notice.queue"
+        await tab.page.wait_for_selector(f'{place}:has-text("2 ahead of you…")', timeout=WAIT_MS)
+        await tab.screenshot("chat-queued.png")
+        for job_id in ahead:
+            await http.delete(f"/v1/jobs/{job_id}")
+    answer = await tab.ended(1)
+    assert answer == simulated_text([{"role": "user", "content": prompt}], length=REPLY_TOKENS)
+    assert await tab.page.query_selector(place) is None
+    assert tab.errors == []
+    assert tab.console == []
 
 
 async def test_model_markdown_cannot_run_script(

@@ -7,6 +7,10 @@
 // exactly the events after it, no text lost or repeated. A page without that state (a second
 // tab elsewhere, a shared link) replays the response from its start, then follows it live.
 //
+// While the job waits, the gateway tells its place as SSE comments (": queued {...}"), which
+// every SSE client (the openai SDKs, the Vercel AI SDK) skips and this page reads: "3 ahead of
+// you…", or what a started job waits for, until its first text.
+//
 // fetch() rather than EventSource: EventSource cannot send an Authorization header. Model text
 // reaches the DOM only as textContent, or as markdown rendered by marked and then sanitized by
 // DOMPurify (with the markdown's raw HTML escaped first).
@@ -19,6 +23,12 @@ const CACHE_PREFIX = "streamq-turn:";
 const KEPT = ["id", "prompt", "items", "seq", "status", "usage", "error", "incomplete",
   "sentAt", "firstAt", "endAt"];
 const RESTARTED = "the worker running this response restarted";
+const WAITS_FOR = {
+  concurrency: "the model's concurrency limit",
+  token_budget: "the model's token budget",
+  request_budget: "the model's request budget",
+  rate_limited: "the provider's rate limit",
+};
 const $ = (id) => document.getElementById(id);
 
 const page = { turns: [], reconnects: 0, ids: "" };
@@ -94,7 +104,7 @@ function newTurn(fields) {
     { id: null, prompt: null, items: [], seq: -1, status: "queued", usage: null, error: null,
       incomplete: null, sentAt: null, firstAt: null, endAt: null },
     fields,
-    { following: false, controller: null, dropped: false, blocks: [], timer: null },
+    { following: false, controller: null, dropped: false, blocks: [], timer: null, place: null },
   );
   const section = document.createElement("section");
   section.className = "turn";
@@ -202,10 +212,26 @@ function notice(turn, kind, text, retry) {
   turn.el.notices.appendChild(box);
 }
 
+// Where a turn's job waits: in the queue, or (started) for admission; "" once it answers.
+function placeText(turn) {
+  const place = turn.place;
+  if (!place || turn.firstAt !== null || ended(turn)) return "";
+  const eta = typeof place.eta === "number" ? " (about " + Math.ceil(place.eta) + " s)" : "";
+  if (place.reason !== "queue") {
+    const why = WAITS_FOR[place.reason] || place.reason;
+    return "Waiting for " + why + "…" + eta;
+  }
+  if (place.ahead === 0) return "Next in line…" + eta;
+  return place.ahead + " ahead of you…" + eta;
+}
+
 function renderNotices(turn) {
   turn.el.notices.replaceChildren();
   const message = (turn.error && turn.error.message) || "";
-  if (turn.status === "failed" && message.startsWith(RESTARTED)) {
+  const waiting = placeText(turn);
+  if (waiting) {
+    notice(turn, "queue", waiting);
+  } else if (turn.status === "failed" && message.startsWith(RESTARTED)) {
     notice(turn, "warn", "The job restarted on another worker after it had begun to answer: " +
       "this answer stops here.", true);
   } else if (turn.status === "failed" || turn.status === "refused") {
@@ -269,6 +295,7 @@ function buttons() {
 
 function firstToken(turn) {
   if (turn.firstAt === null && turn.sentAt !== null) turn.firstAt = Date.now();
+  turn.place = null;  // it answers: no longer waiting
 }
 
 function apply(turn, event) {
@@ -321,9 +348,19 @@ function parseFrames(buffer) {
   const parts = buffer.replace(/\r\n/g, "\n").split("\n\n");
   const rest = parts.pop();
   for (const part of parts) {
-    const frame = { event: "message", data: [] };
+    const frame = { event: "message", data: [], queued: null };
     for (const line of part.split("\n")) {
-      if (line.startsWith(":")) continue;
+      if (line.startsWith(":")) {
+        const note = line.slice(1).trim();
+        if (note.startsWith("queued ")) {
+          try {
+            frame.queued = JSON.parse(note.slice("queued ".length));
+          } catch (error) {
+            // not ours to read: skipped, as any comment
+          }
+        }
+        continue;
+      }
       const colon = line.indexOf(":");
       const field = colon < 0 ? line : line.slice(0, colon);
       let value = colon < 0 ? "" : line.slice(colon + 1);
@@ -331,7 +368,7 @@ function parseFrames(buffer) {
       if (field === "event") frame.event = value;
       else if (field === "data") frame.data.push(value);
     }
-    if (frame.data.length) frames.push(frame);
+    if (frame.data.length || frame.queued) frames.push(frame);
   }
   return [frames, rest];
 }
@@ -371,6 +408,10 @@ async function readOnce(turn) {
     let outcome = null;
     for (const frame of frames) {
       if (turn.dropped) return "end";
+      if (frame.queued) {
+        turn.place = frame.queued;
+        if (!frame.data.length) continue;
+      }
       const event = JSON.parse(frame.data.join("\n"));
       if (event.type === "error") {  // the gateway's own: the stream expired or fell silent
         if (event.code === "read_timeout") {
