@@ -8,6 +8,7 @@ import asyncio
 import uuid
 from typing import Any
 
+import httpx2
 import pytest
 from redis.asyncio import Redis
 
@@ -16,9 +17,11 @@ from streamq.admin import queries
 from streamq.core import scripts
 from streamq.core.keys import Keys, fair_clock, fair_order, fair_tenants
 from streamq.core.protocol import DEFAULT_TENANT
+from streamq.gateway import GatewayConfig, create_app
 from streamq.responses.store import DEFAULT_TENANT as RESPONSES_DEFAULT_TENANT
 from streamq.sync import StreamQ as SyncStreamQ
 from streamq.worker.arq_worker import running_worker
+from tests.harness.gateway import TOKEN_A, TOKENS, GatewayThread
 from tests.harness.waiting import poll_until
 
 QUICK = {"simulator": {"reply_tokens": 1}}
@@ -69,6 +72,49 @@ def test_the_sync_client_tags_and_owns_alike(settings: Settings) -> None:
         assert sq._redis.zscore(fair_order(settings.queue_name), member) == 1.0
 
 
+async def test_a_job_arq_lost_goes_back_to_the_front_when_enqueued_again(
+    settings: Settings, redis: Redis
+) -> None:
+    """The same id again, unfinished and gone from arq's queue: queued again (both clients),
+    at the clock's tag."""
+    keys, queue = Keys(settings.key_prefix), settings.queue_name
+    await redis.set(fair_clock(queue), "5")
+
+    async def lose(job_id: str) -> None:
+        arq_id = keys.arq_job_id(job_id)
+        await redis.zrem(queue, arq_id)
+        await redis.zrem(fair_order(queue), arq_id)
+        await redis.delete(keys.arq_job(job_id))
+
+    async with StreamQ(redis, settings) as sq:
+        job = await sq.enqueue_chat("lost", tenant="acme")
+        await lose(job.id)
+        await sq.enqueue_chat("lost", job_id=job.id, tenant="acme")
+    with SyncStreamQ.from_url(settings.redis_url, settings) as sync:
+        other = sync.enqueue_chat("lost too", tenant="acme")
+        await lose(other.id)
+        sync.enqueue_chat("lost too", job_id=other.id, tenant="acme")
+    order = await tags(redis, settings)
+    assert order == {keys.arq_job_id(job.id): 5.0, keys.arq_job_id(other.id): 5.0}
+    for job_id in (job.id, other.id):
+        assert await redis.zscore(queue, keys.arq_job_id(job_id)) is not None
+
+
+@pytest.mark.slow  # a gateway on real HTTP
+async def test_the_gateway_tags_its_tenants_jobs(settings: Settings, redis: Redis) -> None:
+    body = {"messages": [{"role": "user", "content": "fair through the door"}]}
+    with GatewayThread(create_app(settings, GatewayConfig(tokens=TOKENS))) as gateway:
+        headers = {"Authorization": f"Bearer {TOKEN_A}"}
+        async with httpx2.AsyncClient(base_url=gateway.url, headers=headers) as http:
+            created = await http.post("/v1/jobs", json=body)
+    assert created.status_code == 202, created.text
+    job_id = created.json()["id"]
+    tenant = TOKENS[TOKEN_A].encode()
+    assert await redis.hgetall(fair_tenants(settings.queue_name)) == {tenant: b"1"}  # type: ignore[misc]
+    assert await redis.get(Keys(settings.key_prefix).owner(job_id)) == tenant
+    assert list(await tags(redis, settings)) == [Keys(settings.key_prefix).arq_job_id(job_id)]
+
+
 async def test_pick_takes_the_lowest_ready_tags_then_arqs_head(
     settings: Settings, redis: Redis
 ) -> None:
@@ -112,6 +158,23 @@ async def test_jobs_put_back_in_arqs_queue_go_to_the_front(
         (b"back", 7.5),
         (b"next", 8.5),
         (b"kept", 9.0),
+    ]
+
+
+async def test_a_reaped_job_goes_back_to_the_front(settings: Settings, redis: Redis) -> None:
+    """REAP frees a job whose lease ran out into arq's queue and the fair order's front."""
+    keys, queue = Keys(settings.key_prefix), settings.queue_name
+    arq_id = keys.arq_job_id("lost")
+    await redis.set(fair_clock(queue), "3")
+    await redis.zadd(keys.running(), {"1:lost": 0})
+    await redis.zadd(fair_order(queue), {"someone-else": 4})
+    reap = redis.register_script(scripts.REAP)
+    script_keys = [keys.running(), f"{queue}:in-progress", keys.arq_job("lost"), queue]
+    script_keys += [fair_order(queue), fair_clock(queue)]
+    assert await reap(script_keys, ["1:lost", 1, arq_id, b"{}", 60_000, 1, "", 60]) == 1
+    assert await redis.zrange(fair_order(queue), 0, -1, withscores=True) == [
+        (arq_id.encode(), 3.0),
+        (b"someone-else", 4.0),
     ]
 
 

@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 
 from streamq.core import scripts
 from streamq.core.connections import redis_from_url, streams_from_url
-from streamq.core.protocol import ClientBase, enqueued
+from streamq.core.protocol import ClientBase, enqueued, fair_requeue_call
 from streamq.core.queue import JOB_FUNCTION, serialize_job
 from streamq.core.settings import Settings
 from streamq.job import ChatJob
@@ -34,6 +34,7 @@ class StreamQ(ClientBase[Redis, ChatJob, Coroutine[Any, Any, ChatJob]]):
             default_queue_name=self.settings.queue_name,
         )
         self._enqueue = redis.register_script(scripts.ENQUEUE)
+        self._fair_requeue = redis.register_script(scripts.FAIR_REQUEUE)
         # The job streams, on their own Redis (or Redis Cluster) when STREAMQ_STREAMS_URL says.
         url = self.settings.streams_url
         self._streams = redis if url is None else streams_from_url(url)
@@ -70,7 +71,10 @@ class StreamQ(ClientBase[Redis, ChatJob, Coroutine[Any, Any, ChatJob]]):
         if not is_new and not await self._has_ended(job_id):
             # The same id again, not finished: make sure arq still holds it (a job whose run was
             # fenced off can leave arq's queue). arq ignores an id it already holds.
-            await self._queue.enqueue_job(JOB_FUNCTION, _job_id=self._keys.arq_job_id(job_id))
+            arq_id = self._keys.arq_job_id(job_id)
+            if await self._queue.enqueue_job(JOB_FUNCTION, _job_id=arq_id) is not None:
+                keys, args = fair_requeue_call(self.settings, arq_id)
+                await self._fair_requeue(keys, args)
         return self.job(job_id)
 
     async def _has_ended(self, job_id: str) -> bool:

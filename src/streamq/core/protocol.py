@@ -157,6 +157,13 @@ def fair_share_call(
     return keys, args
 
 
+def fair_requeue_call(settings: Settings, arq_id: str) -> tuple[list[str], list[str | bytes | int]]:
+    """KEYS and ARGV of :data:`scripts.FAIR_REQUEUE`: a job queued in arq's queue again goes
+    to the front of the fair order."""
+    queue = settings.queue_name
+    return [fair_order(queue), fair_clock(queue), queue], [arq_id, settings.stream_ttl]
+
+
 def owner_ttl(settings: Settings) -> int:
     """Seconds a job's owner key lives: a job's keys expire STREAM_TTL after its last write,
     which comes at most JOB_TIMEOUT after it starts; the owner outlives them."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Literal, cast
@@ -15,7 +14,7 @@ from streamq.core import scripts
 from streamq.core.connections import sync_redis_from_url
 from streamq.core.events import as_text, decode_entry
 from streamq.core.exceptions import ConfigError
-from streamq.core.protocol import ClientBase, enqueued
+from streamq.core.protocol import ClientBase, enqueued, fair_requeue_call
 from streamq.core.queue import arq_job
 from streamq.core.settings import Settings
 from streamq.responses.events import output_as_input
@@ -46,6 +45,7 @@ class StreamQ(ClientBase[Redis, ChatJob, ChatJob]):
                 "streamq.sync does not support STREAMQ_STREAMS_URL yet: use the async client"
             )
         self._enqueue = redis.register_script(scripts.ENQUEUE)
+        self._fair_requeue = redis.register_script(scripts.FAIR_REQUEUE)
 
     @classmethod
     def _connect(cls, url: str) -> Redis:
@@ -120,7 +120,8 @@ class StreamQ(ClientBase[Redis, ChatJob, ChatJob]):
         return self.job(job_id)
 
     def _requeue(self, job_id: str) -> None:
-        """arq's ``enqueue_job`` (which has no sync form): queue the job unless arq holds it."""
+        """arq's ``enqueue_job`` (which has no sync form): queue the job unless arq holds it,
+        at the front of the fair order (it had waited its turn)."""
         job_key = self._keys.arq_job(job_id)
         with self._redis.pipeline(transaction=True) as pipe:
             pipe.watch(job_key)  # type: ignore[no-untyped-call]
@@ -130,5 +131,9 @@ class StreamQ(ClientBase[Redis, ChatJob, ChatJob]):
             pipe.multi()
             pipe.psetex(job_key, expires_extra_ms, arq_job(now))
             pipe.zadd(self.settings.queue_name, {self._keys.arq_job_id(job_id): now})
-            with contextlib.suppress(WatchError):  # queued by someone else meanwhile
+            try:
                 pipe.execute()
+            except WatchError:  # queued by someone else meanwhile
+                return
+        keys, args = fair_requeue_call(self.settings, self._keys.arq_job_id(job_id))
+        self._fair_requeue(keys, args)
