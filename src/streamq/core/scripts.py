@@ -52,19 +52,25 @@ return 1
 # ids stay in the fair order; ids arq no longer queues leave it.
 PICK = """
 local want, now, prefix = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
-local entries = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[5]) - 1, 'WITHSCORES')
 local picked, gone, top = {}, {}, nil
-for i = 1, #entries, 2 do
-  if #picked >= want then break end
-  local id = entries[i]
-  local score = redis.call('ZSCORE', KEYS[3], id)
-  if not score then
-    gone[#gone + 1] = id
-  elseif tonumber(score) <= now and redis.call('EXISTS', prefix .. id) == 0 then
-    picked[#picked + 1] = id
-    gone[#gone + 1] = id
-    top = entries[i + 1]
+-- In small batches: the order may be long, and the ids due are nearly always at its front.
+local scanned, batch, limit = 0, math.max(want * 2, 16), tonumber(ARGV[5])
+while #picked < want and scanned < limit do
+  local entries = redis.call('ZRANGE', KEYS[1], scanned, scanned + batch - 1, 'WITHSCORES')
+  if #entries == 0 then break end
+  for i = 1, #entries, 2 do
+    if #picked >= want then break end
+    local id = entries[i]
+    local score = redis.call('ZSCORE', KEYS[3], id)
+    if not score then
+      gone[#gone + 1] = id
+    elseif tonumber(score) <= now and redis.call('EXISTS', prefix .. id) == 0 then
+      picked[#picked + 1] = id
+      gone[#gone + 1] = id
+      top = entries[i + 1]
+    end
   end
+  scanned = scanned + batch
 end
 if #gone > 0 then redis.call('ZREM', KEYS[1], unpack(gone)) end
 if top and tonumber(top) > tonumber(redis.call('GET', KEYS[2]) or '0') then
