@@ -12,7 +12,7 @@ import httpx2
 import pytest
 from redis.asyncio import Redis
 
-from streamq import InvalidRequest, Settings, StreamQ
+from streamq import ConfigError, InvalidRequest, Settings, StreamQ
 from streamq.admin import queries
 from streamq.core import scripts
 from streamq.core.keys import Keys, fair_clock, fair_order, fair_tenants
@@ -36,6 +36,19 @@ async def tags(redis: Redis, settings: Settings) -> dict[str, float]:
 
 def test_the_default_tenant_is_the_responses_one() -> None:
     assert DEFAULT_TENANT == RESPONSES_DEFAULT_TENANT == "anonymous"
+
+
+def test_tenant_weights_are_positive_numbers_of_valid_tenants() -> None:
+    env = {"STREAMQ_TENANT_WEIGHTS": " acme=3, beta=0.5 ,"}
+    settings = Settings.from_env(env)
+    assert settings.tenant_weights == {"acme": 3.0, "beta": 0.5}
+    assert settings.tenant_weight("acme") == 3.0
+    assert settings.tenant_weight("someone") == 1.0
+    for bad in ("acme=0", "acme=-1", "acme", "=3", "a b=2", "acme=inf", "acme=nan", "acme=x"):
+        with pytest.raises(ConfigError, match="STREAMQ_TENANT_WEIGHTS"):
+            Settings.from_env({"STREAMQ_TENANT_WEIGHTS": bad})
+    with pytest.raises(ConfigError):
+        Settings(tenant_weights={"acme": 0.0})
 
 
 async def test_enqueue_tags_each_tenants_jobs_by_its_weight(
