@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from streamq import ChatJob, Delta, Queued, Settings, StreamQ
 from streamq.core.keys import Keys, fair_order
@@ -42,6 +43,17 @@ def test_the_lookup_reads_the_fair_order_first_then_arq_less_the_running_jobs() 
         "d": None,  # in neither queue
     }
     assert places["a"] == Place(3, 20.0)
+
+
+def test_a_refused_command_leaves_what_it_needs_unknown() -> None:
+    """A Redis user without the lookup's commands: no place (or no eta), never a failed read."""
+    lookup = PlaceLookup(Keys("p"), "p:queue", ["fair", "arq"], now=600.0)
+    denied = ResponseError("NOPERM this user has no permissions to run the 'zcard' command")
+    counters: list[Any] = [{b"jobs:done": b"60"}, denied, {}, {}, {}, {}]
+    replies: list[Any] = [2, 5, 0, None, 5, 0, denied, *counters]
+    assert lookup.places(replies) == {"fair": Place(2, None), "arq": None}
+    replies = [denied, 5, 0, None, 5, 0, 1, *counters]
+    assert lookup.places(replies) == {"fair": None, "arq": Place(4, None)}
 
 
 def test_no_eta_without_a_rate_and_news_only_when_the_place_moved() -> None:

@@ -234,11 +234,12 @@ class ChatJob(protocol.JobBase[Redis]):
 
 
 async def places(redis: Redis, lookup: PlaceLookup) -> dict[str, Place | None]:
-    """Run ``lookup`` on the queue's Redis in one round trip: each job's place."""
+    """Run ``lookup`` on the queue's Redis in one round trip: each job's place. A refused
+    command leaves the places it needs unknown (logged once), never fails the caller."""
     async with redis.pipeline(transaction=False) as pipe:
         for command in lookup.commands():
             pipe.execute_command(*command)
-        replies: list[Any] = await pipe.execute()
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
     return lookup.places(replies)
 
 

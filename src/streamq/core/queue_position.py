@@ -17,6 +17,7 @@ pipelined round trip, whatever the queue's length:
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +34,9 @@ TICK_SECONDS = 1.0
 ETA_CHANGE = 0.1
 
 Command = tuple[str, ...]
+
+logger = logging.getLogger("streamq.queue_position")
+_refusals: list[Exception] = []  # the first refused lookup, once logged
 
 
 @dataclass(frozen=True)
@@ -75,22 +79,33 @@ class PlaceLookup:
 
     def places(self, replies: Sequence[Any]) -> dict[str, Place | None]:
         """Each job's place from the replies to :meth:`commands`; None for a job in neither
-        queue (it started, ended, or was never queued here)."""
+        queue (it started, ended, or was never queued here), and where a reply needed is an
+        error (say, a Redis user not allowed the command): a place is never worth failing a
+        read for. No eta when the counters cannot be read."""
+        _log_refusal(replies)
         count = len(self.job_ids)
-        running = _int(replies[3 * count])
+        running = replies[3 * count]
         rate = self._rate(replies[3 * count + 1 :])
         places: dict[str, Place | None] = {}
         for i, job_id in enumerate(self.job_ids):
             fair, arq, started = replies[3 * i : 3 * i + 3]
-            if started or (fair is None and arq is None):
+            if _failed(fair, started) or started or (fair is None and arq is None):
                 places[job_id] = None
                 continue
-            ahead = _int(fair) if fair is not None else max(0, _int(arq) - running)
+            if fair is not None:
+                ahead = _int(fair)
+            elif _failed(arq, running):
+                places[job_id] = None
+                continue
+            else:
+                ahead = max(0, _int(arq) - _int(running))
             places[job_id] = Place(ahead, estimate(ahead, rate))
         return places
 
     def _rate(self, buckets: Sequence[Any]) -> float:
-        """Jobs ended per second over the counted minutes."""
+        """Jobs ended per second over the counted minutes (0, unknown, if one cannot be read)."""
+        if _failed(*buckets):
+            return 0.0
         ended = 0
         for bucket in buckets:
             for name, value in (bucket or {}).items():
@@ -118,6 +133,19 @@ def is_news(place: Place | None, told: Place | None) -> bool:
     if place.eta is None or told.eta is None:
         return place.eta != told.eta
     return abs(place.eta - told.eta) > ETA_CHANGE * max(told.eta, 1.0)
+
+
+def _log_refusal(replies: Sequence[Any]) -> None:
+    """Say once per process that lookups are refused (say, by a Redis user without their
+    commands: docs/operations.md, Redis users)."""
+    failure = next((reply for reply in replies if isinstance(reply, Exception)), None)
+    if failure is not None and not _refusals:
+        _refusals.append(failure)
+        logger.warning("queued jobs' places are unknown: Redis refused %r", failure)
+
+
+def _failed(*replies: Any) -> bool:
+    return any(isinstance(reply, Exception) for reply in replies)
 
 
 def _int(value: Any) -> int:

@@ -153,7 +153,7 @@ class ChatJob(protocol.JobBase[Redis]):
         with self._redis.pipeline(transaction=False) as pipe:
             for command in lookup.commands():
                 pipe.execute_command(*command)  # type: ignore[no-untyped-call]
-            return lookup.places(pipe.execute())[self.id]
+            return lookup.places(pipe.execute(raise_on_error=False))[self.id]
 
     def exists(self) -> bool:
         """Whether the job is known: enqueued and not yet expired."""
