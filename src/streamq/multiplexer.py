@@ -53,6 +53,9 @@ BACKOFF = 0.05
 # from Redis by cursor, so a stalled reader costs memory bounded by this, not by the stream.
 MAX_BACKLOG = 256
 MAX_BACKOFF = 2.0
+# Least time between two place lookups: a burst of newly followed queued jobs is looked up in a
+# few round trips, not one per job.
+PLACE_GAP_SECONDS = 0.1
 
 
 class _Follower:
@@ -368,6 +371,7 @@ class Multiplexer:
                 for follower in self._followers.get(key, ()):
                     if _waits(follower):
                         _tell(follower, event)
+            await asyncio.sleep(PLACE_GAP_SECONDS)
 
     async def _run_joins(self) -> None:
         """The join read: streams followed while the long read is blocked, in short blocks on a
