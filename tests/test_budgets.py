@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import itertools
 from collections.abc import AsyncIterator
+from typing import Literal
 
 import pytest
 from redis.asyncio import Redis
@@ -203,6 +204,29 @@ async def test_the_simulator_never_sees_more_than_the_token_budget_in_any_window
     for reasons, events in zip(waited, streams, strict=True):
         assert all(a != b for a, b in itertools.pairwise(reasons)), reasons
         assert isinstance(events[-1], Done)
+
+
+@pytest.mark.parametrize("api", ["chat", "responses"])
+async def test_an_ended_job_counts_its_real_usage_in_the_window(
+    sq: StreamQ, redis: Redis, settings: Settings, api: Literal["chat", "responses"]
+) -> None:
+    """Once a job ended, its model's and its tenant's windows count the upstream's usage, not
+    the estimate (Chat Completions and Responses upstreams alike)."""
+    budgeted = settings.replace(
+        model_budgets={"*": Budget(tokens=100_000)},
+        tenant_budgets={"acme": Budget(tokens=100_000)},
+        budget_window=60.0,  # nothing leaves the window during the test
+    )
+    job = await sq.enqueue_chat("usage counts", upstream_api=api)  # no max_tokens: 1000 assumed
+    await redis.set(Keys(settings.key_prefix).owner(job.id), "acme", ex=600)
+    async with running_worker(budgeted):
+        result = await job.result(timeout=30)
+    assert result.usage is not None
+    used = result.usage["total_tokens"]
+    windows = [k async for k in redis.scan_iter(match=f"{settings.key_prefix}:admission:budget:*")]
+    assert len(windows) == 2
+    for window in windows:
+        assert await redis.zrange(window, 0, -1) == [f"1:{job.id}|{used}".encode()]
 
 
 async def test_the_simulator_never_sees_more_than_the_request_budget_in_any_window(
