@@ -135,3 +135,19 @@ def test_the_sync_client_sees_the_same_place(settings: Settings) -> None:
         assert isinstance(event, Queued)
         assert event.ahead == 1
         assert event.cursor == ""
+
+
+async def test_followers_in_a_multiplexer_share_one_lookup(sq: StreamQ) -> None:
+    """Five followers of one queued job: each is told its place, from one lookup a tick; once
+    cancelled, each gets the end and no more places."""
+    await sq.enqueue_chat("first")
+    job = await sq.enqueue_chat("second")
+    async with sq.multiplexer() as mux:
+        follows = [mux.follow(job.id, timeout=30) for _ in range(5)]
+        told = [await anext(follow) for follow in follows]
+        assert all(isinstance(e, Queued) and e.ahead == 1 for e in told)
+        assert len({id(e) for e in told}) == 1  # one event for all: one lookup
+        assert await job.cancel() == "cancelled"
+        for follow in follows:
+            assert [e.type async for e in follow] == ["cancelled"]
+        assert mux._followers == {}
