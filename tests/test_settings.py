@@ -147,6 +147,8 @@ def test_bad_budgets_say_what_is_accepted(value: str) -> None:
             Settings.from_env({name: value})
     with pytest.raises(ConfigError, match="STREAMQ_BUDGET_WINDOW"):
         Settings.from_env({"STREAMQ_BUDGET_WINDOW": "0"})
+    with pytest.raises(ConfigError, match="at least 1 token"):
+        Settings(tenant_budgets={"acme": Budget(tokens=0)})
 
 
 def test_upstream_api_is_a_default_and_per_model_overrides() -> None:
