@@ -206,6 +206,32 @@ async def test_the_simulator_never_sees_more_than_the_token_budget_in_any_window
         assert isinstance(events[-1], Done)
 
 
+async def test_a_429_pauses_a_budgeted_model_without_a_limit(
+    sq: StreamQ, redis: Redis, settings: Settings
+) -> None:
+    """A model with a budget and no concurrency limit is still paused fleet-wide by a 429: the
+    next job waits it out, told why, and both finish."""
+    budgeted = settings.replace(model_budgets={"*": Budget(requests=1000)})
+    fault = {
+        "fault": "http_429",
+        "retry_after": 1.0,
+        "fault_times": 1,
+        "fault_key": sq.settings.key_prefix,
+    }
+    async with running_worker(budgeted):
+        first = await sq.enqueue_chat("rate limited", extra_body={"simulator": fault})
+        pattern = f"{settings.key_prefix}:admission:*:paused"
+
+        async def paused() -> bool:
+            return bool([key async for key in redis.scan_iter(match=pattern)])
+
+        await poll_until(paused, 10, "the model's pause", interval=0.01)
+        second = await sq.enqueue_chat("waits for the pause")
+        await second.result(timeout=30)
+        await first.result(timeout=30)
+    assert queued_reasons(await stream_events(redis, settings, second)) == ["rate_limited"]
+
+
 @pytest.mark.parametrize("api", ["chat", "responses"])
 async def test_an_ended_job_counts_its_real_usage_in_the_window(
     sq: StreamQ, redis: Redis, settings: Settings, api: Literal["chat", "responses"]
