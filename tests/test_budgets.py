@@ -214,7 +214,7 @@ async def test_a_429_pauses_a_budgeted_model_without_a_limit(
     budgeted = settings.replace(model_budgets={"*": Budget(requests=1000)})
     fault = {
         "fault": "http_429",
-        "retry_after": 1.0,
+        "retry_after": 2.0,  # long enough for the next job to be taken meanwhile, when loaded
         "fault_times": 1,
         "fault_key": sq.settings.key_prefix,
     }
