@@ -151,3 +151,21 @@ async def test_followers_in_a_multiplexer_share_one_lookup(sq: StreamQ) -> None:
         for follow in follows:
             assert [e.type async for e in follow] == ["cancelled"]
         assert mux._followers == {}
+
+
+async def test_a_queue_of_its_own_name_is_where_the_clients_look(
+    settings: Settings, redis: Redis
+) -> None:
+    """STREAMQ_QUEUE set to a name the prefix would not give: jobs, the multiplexer and the
+    sync client look the place up in that queue, not in the prefix's default one."""
+    custom = settings.replace(queue_name=f"{settings.key_prefix}:elsewhere")
+    async with StreamQ(redis, custom) as client:
+        await client.enqueue_chat("one")
+        job = await client.enqueue_chat("two")
+        assert (await job.status()).ahead == 1
+        async with client.multiplexer() as mux:
+            told = await anext(mux.follow(job.id, timeout=5))
+        assert isinstance(told, Queued)
+        assert told.ahead == 1
+    with SyncStreamQ.from_url(custom.redis_url, custom) as sync_client:
+        assert sync_client.job(job.id).status().ahead == 1

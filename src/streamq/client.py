@@ -82,7 +82,7 @@ class StreamQ(ClientBase[Redis, ChatJob, Coroutine[Any, Any, ChatJob]]):
         return bool(await cast(Awaitable[bool], ended))
 
     def _job_options(self) -> dict[str, Any]:
-        return {"streams": self._streams}
+        return {**super()._job_options(), "streams": self._streams}
 
     async def enqueue_response(
         self,
@@ -133,4 +133,5 @@ class StreamQ(ClientBase[Redis, ChatJob, Coroutine[Any, Any, ChatJob]]):
             self._keys,
             read_timeout=self.settings.read_timeout,
             streams=self._streams,
+            queue_name=self.settings.queue_name,
         )

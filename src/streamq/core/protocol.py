@@ -638,7 +638,7 @@ class ClientBase(Generic[R, J, E]):
 
     def _job_options(self) -> dict[str, Any]:
         """What the shell's ``ChatJob`` takes beyond what every handle does."""
-        return {}
+        return {"queue_name": self.settings.queue_name}
 
     def _check_open(self) -> None:
         if self._closed:
