@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from redis.asyncio import Redis
 
 from streamq.client import StreamQ
-from streamq.core.keys import Keys
+from streamq.core.keys import Keys, fair_clock, fair_order, fair_tenants
 from streamq.core.settings import Settings
 from streamq.dev.local_redis import LocalRedis, redis_answers
 from streamq.dev.simulator import SimulatorConfig, SimulatorThread
@@ -129,9 +129,11 @@ async def _until_interrupted(task: asyncio.Task[int]) -> bool:
 
 
 async def remove_demo_keys(settings: Settings, job_id: str | None) -> None:
-    """Delete the demo's queue and, when it got one, everything its job wrote."""
+    """Delete the demo's queue (with its fair-share order) and, when it got one, everything
+    its job wrote."""
     keys = Keys(settings.key_prefix)
-    names = [settings.queue_name]
+    queue = settings.queue_name
+    names = [queue, fair_order(queue), fair_tenants(queue), fair_clock(queue)]
     if job_id is not None:
         names += [keys.events(job_id), keys.request(job_id), keys.state(job_id)]
         names += [keys.arq_job(job_id), keys.arq_result(job_id), keys.arq_in_progress(job_id)]
