@@ -203,7 +203,8 @@ class NaiveReaderRole(Role):
 
 
 class StreamqReaderRole(Role):
-    """streamq's readers: ``job.events()`` per job, or one Multiplexer for many jobs."""
+    """streamq's readers: ``job.events()`` per job, or one Multiplexer for many jobs; entries
+    only (``queued=False``), as the other readers see them: no place lookups while jobs wait."""
 
     def __init__(self, endpoints: Endpoints) -> None:
         super().__init__()
@@ -227,10 +228,10 @@ class StreamqReaderRole(Role):
 
     async def follow(self, job: JobSpec, trace: Trace) -> None:
         if self.use_mux and self.mux is not None:
-            async with contextlib.aclosing(self.mux.follow(job.id)) as events:
+            async with contextlib.aclosing(self.mux.follow(job.id, queued=False)) as events:
                 await _record(events, trace)
         else:
-            async with self.sq.job(job.id).events() as stream:
+            async with self.sq.job(job.id).events(queued=False) as stream:
                 await _record(stream, trace)
 
     async def first_delta(self, job: JobSpec) -> dict[str, float]:
@@ -239,7 +240,7 @@ class StreamqReaderRole(Role):
         enqueued = time.perf_counter()
         parts: dict[str, float] = {}
         started = wall
-        async with handle.events() as events:
+        async with handle.events(queued=False) as events:
             async for event in events:
                 if isinstance(event, Start):
                     started = event.started_at
