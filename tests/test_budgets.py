@@ -95,6 +95,19 @@ async def test_a_job_waits_until_its_tokens_fit_the_window(
     assert reasons == ["token_budget"]
 
 
+async def test_a_lost_running_total_is_counted_again(redis: Redis, settings: Settings) -> None:
+    """Without its running total (lost, or deleted) a window is counted from its entries."""
+    budget = Ask(60, WINDOW, Budget(tokens=150))
+    async with admission(redis, settings) as gate:
+        await admit(gate, "1:a", budget)
+        await admit(gate, "1:b", budget)
+        totals = [k async for k in redis.scan_iter(match=f"{settings.key_prefix}:*:total")]
+        assert await redis.delete(*totals) == 1
+        reasons: list[str] = []
+        await asyncio.wait_for(admit(gate, "1:c", budget, reasons), 10 * WINDOW)
+    assert reasons == ["token_budget"]
+
+
 async def test_the_real_usage_replaces_the_estimate(redis: Redis, settings: Settings) -> None:
     """A job estimated at 100 that used 10 leaves room for another of 100 in a budget of 120."""
     big = Ask(100, 60.0, Budget(tokens=120))  # a window no test outlasts
@@ -249,10 +262,13 @@ async def test_an_ended_job_counts_its_real_usage_in_the_window(
         result = await job.result(timeout=30)
     assert result.usage is not None
     used = result.usage["total_tokens"]
-    windows = [k async for k in redis.scan_iter(match=f"{settings.key_prefix}:admission:budget:*")]
+    keys = Keys(settings.key_prefix)
+    pattern = f"{settings.key_prefix}:admission:budget:*"
+    windows = [k.decode() async for k in redis.scan_iter(match=pattern, _type="zset")]
     assert len(windows) == 2
     for window in windows:
         assert await redis.zrange(window, 0, -1) == [f"1:{job.id}|{used}".encode()]
+        assert await redis.get(keys.budget_total(window)) == str(used).encode()
 
 
 async def test_the_simulator_never_sees_more_than_the_request_budget_in_any_window(

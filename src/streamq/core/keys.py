@@ -129,6 +129,10 @@ class Keys:
         the others leave it room (expires unless it keeps waiting)."""
         return f"{budget}:head"
 
+    def budget_total(self, budget: str) -> str:
+        """The tokens in the budget window ``budget``, kept as entries come and go."""
+        return f"{budget}:total"
+
     def cancel_channel(self) -> str:
         """Pub/sub channel on which cancel requests reach the workers."""
         return f"{self.prefix}:cancel"

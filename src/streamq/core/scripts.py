@@ -279,14 +279,16 @@ return results
 ACQUIRED = 1
 
 # KEYS: pause, slots, then for each budget that applies: its window (a sorted set of
-# `member|tokens` scored by when they were admitted, ms) and its head (the first job refused for
-# tokens: `member|tokens`). ARGV: member, slot limit (0: none), lease (ms), window (ms),
-# estimated tokens, head ttl (ms), then per budget: token limit, request limit (0: none).
+# `member|tokens` scored by when they count from, ms), its head (the first job refused for
+# tokens: `member|tokens`) and its running total of the window's tokens. ARGV: member, slot
+# limit (0: none), lease (ms), window (ms), estimated tokens, head ttl (ms), then per budget:
+# token limit, request limit (0: none).
 # -> {ACQUIRED, 0, ''} when admitted: a slot is taken and an entry added to every window, all
 # at once; else {0, ms to wait (0: unknown), reason}: 'rate_limited' (a 429 paused the model),
 # 'concurrency', 'request_budget' or 'token_budget'. An entry counts for `window` ms. Other jobs
 # leave room for the head's tokens, so a large job is not starved by a stream of small ones; a
-# job larger than the token limit is admitted alone into an empty window.
+# job larger than the token limit is admitted alone into an empty window. The total spares
+# reading the whole window per decision (waiting jobs ask often); a lost total is recounted.
 ADMIT = """
 local paused = redis.call('PTTL', KEYS[1])
 if paused > 0 then return {0, paused, 'rate_limited'} end
@@ -302,27 +304,43 @@ end
 local window, tokens = tonumber(ARGV[4]), tonumber(ARGV[5])
 local mine = ARGV[1] .. '|' .. ARGV[5]
 local function cost(entry) return tonumber(string.match(entry, '|(%d+)$') or '0') end
-for k = 1, (#KEYS - 2) / 2 do
-  local key, head = KEYS[1 + 2 * k], KEYS[2 + 2 * k]
+local budgets, totals = (#KEYS - 2) / 3, {}
+for k = 1, budgets do
+  local key, head, total = KEYS[3 * k], KEYS[3 * k + 1], KEYS[3 * k + 2]
   local tokens_limit, requests_limit = tonumber(ARGV[5 + 2 * k]), tonumber(ARGV[6 + 2 * k])
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-  local entries = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
-  if requests_limit > 0 and #entries / 2 >= requests_limit then
-    return {0, math.max(1, tonumber(entries[2]) + window - now), 'request_budget'}
+  local gone = redis.call('ZRANGEBYSCORE', key, '-inf', now - window)
+  if #gone > 0 then redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window) end
+  local count, stored = redis.call('ZCARD', key), redis.call('GET', total)
+  local used = 0
+  if count > 0 and stored then
+    used = tonumber(stored)
+    for _, entry in ipairs(gone) do used = used - cost(entry) end
+    if #gone > 0 then redis.call('SET', total, math.max(0, used), 'KEEPTTL') end
+  elseif count > 0 then
+    for _, entry in ipairs(redis.call('ZRANGE', key, 0, -1)) do used = used + cost(entry) end
+    redis.call('SET', total, used, 'PX', math.max(1, redis.call('PTTL', key)))
+  end
+  used = math.max(0, used)
+  totals[k] = used
+  if requests_limit > 0 and count >= requests_limit then
+    local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    return {0, math.max(1, tonumber(oldest[2]) + window - now), 'request_budget'}
   end
   if tokens_limit > 0 then
     local first = redis.call('GET', head)
     local reserved = (first and first ~= mine) and cost(first) or 0
-    local used = 0
-    for i = 1, #entries, 2 do used = used + cost(entries[i]) end
-    if (#entries > 0 or reserved > 0) and used + reserved + tokens > tokens_limit then
+    if (count > 0 or reserved > 0) and used + reserved + tokens > tokens_limit then
       if not first then redis.call('SET', head, mine, 'PX', ARGV[6]) end
       if first == mine then redis.call('PEXPIRE', head, ARGV[6]) end
-      local i, free = 1, 0
-      while i < #entries and used + reserved + tokens > tokens_limit do
-        used = used - cost(entries[i])
-        free = tonumber(entries[i + 1]) + window - now
-        i = i + 2
+      local at, free = 0, 0
+      while at < count and used + reserved + tokens > tokens_limit do
+        local entries = redis.call('ZRANGE', key, at, at + 31, 'WITHSCORES')
+        for i = 1, #entries, 2 do
+          used = used - cost(entries[i])
+          free = tonumber(entries[i + 1]) + window - now
+          if used + reserved + tokens <= tokens_limit then break end
+        end
+        at = at + 32
       end
       return {0, free, 'token_budget'}
     end
@@ -332,18 +350,21 @@ if limit > 0 then
   redis.call('ZADD', KEYS[2], now + lease, ARGV[1])
   redis.call('PEXPIRE', KEYS[2], lease * 2)
 end
-for k = 1, (#KEYS - 2) / 2 do
-  redis.call('ZADD', KEYS[1 + 2 * k], now, mine)
-  redis.call('PEXPIRE', KEYS[1 + 2 * k], window * 2)
-  if redis.call('GET', KEYS[2 + 2 * k]) == mine then redis.call('DEL', KEYS[2 + 2 * k]) end
+for k = 1, budgets do
+  local key, head, total = KEYS[3 * k], KEYS[3 * k + 1], KEYS[3 * k + 2]
+  redis.call('ZADD', key, now, mine)
+  redis.call('PEXPIRE', key, window * 2)
+  redis.call('SET', total, totals[k] + tokens, 'PX', window * 2)
+  if redis.call('GET', head) == mine then redis.call('DEL', head) end
 end
 return {1, 0, ''}
 """
 
-# KEYS: budget windows. ARGV: member, the tokens its entry counts, the tokens it should count,
-# window (ms) or ''. Replaces the member's entry (admitted by ADMIT) by one of the new count.
-# With a window, stamped now: its request reached the upstream, which counts it from then (added
-# back if it had left the window); without, it keeps its time (and is not added back).
+# KEYS: each budget's window and running total (as ADMIT's). ARGV: member, the tokens its entry
+# counts, the tokens it should count, window (ms) or ''. Replaces the member's entry (admitted
+# by ADMIT) by one of the new count. With a window, stamped now: its request reached the
+# upstream, which counts it from then (added back if it had left the window); without, it keeps
+# its time (and is not added back).
 SETTLE = """
 local old, new = ARGV[1] .. '|' .. ARGV[2], ARGV[1] .. '|' .. ARGV[3]
 local now = nil
@@ -351,12 +372,20 @@ if ARGV[4] ~= '' then
   local time = redis.call('TIME')
   now = time[1] * 1000 + math.floor(time[2] / 1000)
 end
-for k = 1, #KEYS do
+for k = 1, #KEYS, 2 do
   local admitted = redis.call('ZSCORE', KEYS[k], old)
   if admitted or now then
     redis.call('ZREM', KEYS[k], old)
     redis.call('ZADD', KEYS[k], now or admitted, new)
-    if now then redis.call('PEXPIRE', KEYS[k], tonumber(ARGV[4]) * 2) end
+    local stored = redis.call('GET', KEYS[k + 1])
+    if stored then
+      local total = tonumber(stored) + tonumber(ARGV[3]) - (admitted and tonumber(ARGV[2]) or 0)
+      redis.call('SET', KEYS[k + 1], math.max(0, total), 'KEEPTTL')
+    end
+    if now then
+      redis.call('PEXPIRE', KEYS[k], tonumber(ARGV[4]) * 2)
+      redis.call('PEXPIRE', KEYS[k + 1], tonumber(ARGV[4]) * 2)
+    end
   end
 end
 """

@@ -146,15 +146,15 @@ class Admission:
         """The admitted generation's request reached the upstream (its first answer came): its
         windows count it from now on, as a provider counting on arrival does (later than its
         admission, when the request took a while to go out)."""
-        windows = [window for window, _ in self._windows(model, ask)]
         window_ms = max(1, int(ask.window * 1000))
-        await self._settle(keys=windows, args=[member, ask.tokens, ask.tokens, window_ms])
+        keys = self._settle_keys(model, ask)
+        await self._settle(keys=keys, args=[member, ask.tokens, ask.tokens, window_ms])
 
     async def settle(self, model: str, member: str, ask: Ask, tokens: int) -> None:
         """Count the ``tokens`` an admitted generation really used instead of its estimate, in
         every window it was admitted into (it stays there as long as it would have)."""
-        windows = [window for window, _ in self._windows(model, ask)]
-        await self._settle(keys=windows, args=[member, ask.tokens, tokens, ""])
+        keys = self._settle_keys(model, ask)
+        await self._settle(keys=keys, args=[member, ask.tokens, tokens, ""])
         metrics.budget_tokens(model, "used", tokens)
         if tokens < ask.tokens:
             self._released.set()  # tokens freed: waiters in this process try again
@@ -178,9 +178,16 @@ class Admission:
         args: list[str | int] = [member, limit or 0, self._lease_ms, window_ms, tokens]
         args.append(int(HEAD_TTL * 1000))
         for window, budget in self._windows(model, ask):
-            keys += [window, self._keys.budget_head(window)]
+            keys += [window, self._keys.budget_head(window), self._keys.budget_total(window)]
             args += [budget.tokens or 0, budget.requests or 0]
         return keys, args
+
+    def _settle_keys(self, model: str, ask: Ask) -> list[str]:
+        """SETTLE's keys: each window and its running total."""
+        keys: list[str] = []
+        for window, _ in self._windows(model, ask):
+            keys += [window, self._keys.budget_total(window)]
+        return keys
 
     def _windows(self, model: str, ask: Ask | None) -> list[tuple[str, Budget]]:
         """The budget windows ``ask`` counts in, with their budgets."""
