@@ -291,10 +291,12 @@ async def test_every_webhook_survives_a_killed_worker_and_a_redis_restart(
             await asyncio.to_thread(server.restart, 0.5)
             receiver.hold.set()
             await poll_until(
-                lambda: ids <= set(receiver.delivered()), 2 * STARTUP, "every job's webhook"
+                lambda: ids <= set(receiver.delivered()), STARTUP, "every job's webhook"
             )
         except BaseException:
             print(pool.tail())
+            print(await webhook_keys(server.url, own, ids - set(receiver.delivered())))
+            print([(r.body["data"]["id"], r.status) for r in receiver.received])
             raise
         finally:
             pool.stop_all()
@@ -309,6 +311,17 @@ async def test_every_webhook_survives_a_killed_worker_and_a_redis_restart(
     assert any(r.headers["webhook-id"] == held and r.status == 200 for r in receiver.received)
     assert pool.kills == 2
     assert server.restarts == 1
+
+
+async def webhook_keys(url: str, settings: Settings, job_ids: set[str]) -> str:
+    """The due set and the records of ``job_ids``, for a failure message."""
+    keys = Keys(settings.key_prefix)
+    async with Redis.from_url(url) as redis:
+        lines = [repr(await redis.zrange(keys.webhooks_due(), 0, -1, withscores=True))]
+        for job_id in sorted(job_ids):
+            record = await redis.hgetall(keys.webhook(job_id))
+            lines.append(f"{job_id}: {record!r}")
+    return "\n".join(lines)
 
 
 def webhook_acl_rules(prefix: str) -> list[str]:

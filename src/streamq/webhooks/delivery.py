@@ -1,9 +1,11 @@
 """A worker's webhook loop: claim due deliveries, post each to its endpoints, retry, record.
 
-At-least-once: a job is registered when it starts on a worker (due at its deadline, should it
-be lost) and made due when it ends; the delivery stays in Redis until every endpoint answered
-2xx or gave up after ``STREAMQ_WEBHOOK_RETRY_PERIOD``. A worker killed mid-delivery leaves its
-claims to come due again, so a receiver may see one ``webhook-id`` twice, never none.
+At-least-once: a job is registered when it starts on a worker and made due when its run there
+returns; while it runs, the worker keeps pushing its due time a few leases ahead, so should the
+worker die (even between the job's end and making its webhook due) the webhook comes due within
+``3 * STREAMQ_LEASE`` and is looked at. The delivery stays in Redis until every endpoint
+answered 2xx or gave up after ``STREAMQ_WEBHOOK_RETRY_PERIOD``. A worker killed mid-delivery
+leaves its claims to come due again, so a receiver may see one ``webhook-id`` twice, never none.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import logging
 import random
 import time
+from collections import Counter
 
 import aiohttp
 from redis.asyncio import Redis
@@ -31,9 +34,11 @@ from streamq.webhooks.signing import signed_headers
 logger = logging.getLogger("streamq.webhooks")
 
 BATCH = 32  # deliveries claimed at once
+IN_FLIGHT = 64  # deliveries posting at once: a slow endpoint holds one of them, not the loop
+SHUTDOWN_GRACE = 1.0  # seconds a stopping worker gives its last jobs' webhooks to be made due
 IDLE_POLL = 0.5  # seconds between looks at the due set when nothing was due
 VISIBILITY_SLACK = 5.0  # seconds a claim outlives its posts' timeout (Redis round trips)
-REGISTER_MARGIN = 60.0  # after the job's deadline: a lost job's webhook is looked at then
+WATCH_LEASES = 3  # a running job's webhook is kept this many leases from coming due
 RECHECK = 60.0  # a job found not ended is looked at again this much later (or when it ends)
 FIRST_RETRY = 1.0  # seconds; doubles each try
 MAX_RETRY = 600.0
@@ -56,15 +61,23 @@ class WebhookDelivery:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
-        self._background: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()  # making webhooks due
+        self._posting: set[asyncio.Task[None]] = set()
+        self._running: Counter[str] = Counter()  # jobs registered here whose run goes on
+        self._watch = WATCH_LEASES * settings.lease
+        self._renewing: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         """Start the delivery loop."""
         self._task = asyncio.create_task(self._loop(), name="streamq-webhooks")
+        self._renewing = asyncio.create_task(self._renew_loop(), name="streamq-webhooks-renew")
 
     async def aclose(self) -> None:
         """Stop the loop (claims in flight come due again for another worker)."""
-        tasks = [t for t in (self._task, *self._background) if t is not None]
+        if self._background:
+            await asyncio.wait(self._background, timeout=SHUTDOWN_GRACE)
+        loops = (self._task, self._renewing)
+        tasks = [t for t in (*loops, *self._background, *self._posting) if t is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -74,12 +87,21 @@ class WebhookDelivery:
             await self._session.close()
 
     async def register(self, job_id: str) -> None:
-        """A job starts here: its webhook is pending (raises RedisError: run the job later)."""
-        await self.queue.register(job_id, self.settings.job_timeout + REGISTER_MARGIN)
+        """A job starts here: its webhook is pending, kept from coming due while it runs (call
+        :meth:`left` when the run is over; raises RedisError: run the job later)."""
+        await self.queue.register(job_id, self._watch)
+        self._running[job_id] += 1
+
+    def left(self, job_id: str) -> None:
+        """The job's run here is over, however it went: stop keeping its webhook back."""
+        if self._running[job_id] > 0:
+            self._running[job_id] -= 1
+        if self._running[job_id] <= 0:
+            del self._running[job_id]
 
     def ended(self, job_id: str) -> None:
-        """The job's run here returned: its webhook is due (retried through Redis blips; the
-        registration's due time stands behind it)."""
+        """The job's run here returned: its webhook is due (retried through Redis blips; if
+        this worker dies first, its webhook comes due when no renewal keeps it back)."""
         task = asyncio.create_task(self._make_due(job_id))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -95,27 +117,41 @@ class WebhookDelivery:
             self._wake.set()
             return
 
+    async def _renew_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.lease / 2)
+            try:
+                await self.queue.renew(list(self._running), self._watch)
+            except Exception as exc:  # a missed renewal costs an early look, nothing more
+                logger.warning("webhooks of running jobs not renewed: %r", exc)
+
     async def _loop(self) -> None:
         failures = 0
         while True:
+            room = min(BATCH, IN_FLIGHT - len(self._posting))
+            if room <= 0:
+                await asyncio.wait(self._posting, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            self._wake.clear()
             try:
-                claimed = await self.run_once()
+                claimed = await self.claim(room)
                 failures = 0
             except Exception as exc:  # Redis down, or anything else: never end the worker
                 failures += 1
                 logger.warning("webhook deliveries paused: %r", exc)
                 await asyncio.sleep(min(0.2 * 2**failures, 5.0))
                 continue
-            if claimed < BATCH:
-                self._wake.clear()
+            if claimed < room:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), IDLE_POLL)
 
-    async def run_once(self) -> int:
-        """Claim the due deliveries and make them; how many were claimed."""
-        claim, job_ids = await self.queue.claim(BATCH, self.visibility)
-        if job_ids:
-            await asyncio.gather(*(self._deliver_safely(job_id, claim) for job_id in job_ids))
+    async def claim(self, most: int) -> int:
+        """Claim up to ``most`` due deliveries and start making them; how many it claimed."""
+        claim, job_ids = await self.queue.claim(most, self.visibility)
+        for job_id in job_ids:
+            task = asyncio.create_task(self._deliver_safely(job_id, claim))
+            self._posting.add(task)
+            task.add_done_callback(self._posting.discard)
         return len(job_ids)
 
     async def _deliver_safely(self, job_id: str, claim: int) -> None:

@@ -28,6 +28,14 @@ redis.call('ZADD', KEYS[1], 'GT', now + tonumber(ARGV[2]), ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
 """
+# KEYS: due set. ARGV: delay (ms), job ids. Pending deliveries of jobs running here move to
+# the delay from now (never sooner): while the worker lives, they do not come due.
+RENEW = """
+local t = redis.call('TIME')
+local due = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1])
+for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'XX', 'GT', due, ARGV[i]) end
+return 1
+"""
 # KEYS: due set. ARGV: most to take, visibility (ms). -> {claim score, job ids}.
 CLAIM = """
 local t = redis.call('TIME')
@@ -54,6 +62,7 @@ class DeliveryQueue:
     def __init__(self, redis: Redis, keys: Keys, ttl: int) -> None:
         self.redis, self.keys, self.ttl = redis, keys, ttl
         self._register = redis.register_script(REGISTER)
+        self._renew = redis.register_script(RENEW)
         self._claim = redis.register_script(CLAIM)
         self._reschedule = redis.register_script(RESCHEDULE)
 
@@ -62,6 +71,12 @@ class DeliveryQueue:
         latest should nothing make it due before; False if it was already delivered."""
         keys = [self.keys.webhooks_due(), self.keys.webhook(job_id)]
         return bool(await self._register(keys=keys, args=[job_id, int(delay * 1000), self.ttl]))
+
+    async def renew(self, job_ids: list[str], delay: float) -> None:
+        """Keep the pending webhooks of jobs running here from coming due for ``delay``
+        seconds."""
+        if job_ids:
+            await self._renew(keys=[self.keys.webhooks_due()], args=[int(delay * 1000), *job_ids])
 
     async def make_due(self, job_id: str) -> None:
         """The job ended: its pending webhook is due now (a finished one stays finished)."""

@@ -146,6 +146,9 @@ class WorkerRuntime:
                 return {"outcome": "redis_refused"}
             logger.warning("job %s: Redis failed (%r); queued again", job_id, exc)
             raise Retry(defer=PUBLISH_RETRY_DELAY) from exc
+        finally:
+            if self.webhooks is not None:
+                self.webhooks.left(job_id)
         if self.webhooks is not None:  # any outcome: a job cancelled while queued ended too
             self.webhooks.ended(job_id)
         return {"outcome": outcome}
