@@ -20,11 +20,13 @@ import pytest
 from aiohttp import web
 from openai import AsyncOpenAI, InvalidWebhookSignatureError, OpenAI
 from openai.types.webhooks import ResponseCompletedWebhookEvent
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from streamq import Settings, StreamQ
 from streamq.admin.queries import inspect_job
 from streamq.admin.text import inspect_text
+from streamq.core import metrics
 from streamq.core.keys import Keys
 from streamq.dev.local_redis import free_port
 from streamq.gateway import GatewayConfig, create_app
@@ -32,7 +34,7 @@ from streamq.webhooks.signing import signed_headers
 from streamq.worker.arq_worker import running_worker
 from tests.harness.gateway import TOKEN_A, TOKENS, GatewayThread
 from tests.harness.processes import WorkerPool, settings_environment
-from tests.harness.redis_servers import LocalRedis, RestartableRedis
+from tests.harness.redis_servers import LocalRedis, RestartableRedis, dump_keys
 from tests.harness.waiting import STARTUP, poll_until
 from tests.test_operations import documented_acl_users, pairs
 
@@ -182,6 +184,9 @@ async def test_done_failed_and_cancelled_while_queued_jobs_are_posted(
     assert record.webhook["endpoints"]["fleet"]["state"] == "delivered"
     assert record.webhook["endpoints"]["tenant:tenant-a"]["state"] == "delivered"
     assert "tenant:tenant-a" in inspect_text(record)
+    stored = await dump_keys(redis, f"{hooks.key_prefix}*")
+    for secret in (SECRET, TENANT_SECRET, receiver.url("/"), "127.0.0.1"):
+        assert secret not in stored
 
 
 @pytest.mark.slow
@@ -237,6 +242,8 @@ async def test_a_failure_is_recorded_after_the_retry_period(
     (visible in `streamq inspect`), and other endpoints are not held up by it."""
     hooks = hooked(settings, receiver, webhook_retry_period=2.0)
     receiver.answers["/fleet"] = [500] * 1000
+    metrics.enable()
+    failed_before = failures_counted()
     async with StreamQ(redis, hooks) as sq, running_worker(hooks):
         job = await sq.enqueue_chat("nobody listens", job_id=await owned(redis, hooks))
 
@@ -254,6 +261,13 @@ async def test_a_failure_is_recorded_after_the_retry_period(
     assert fleet["error"] == "HTTP 500"
     assert record.webhook["endpoints"]["tenant:tenant-a"]["attempts"] == 1
     assert "failed after" in inspect_text(record)
+    assert failures_counted() == failed_before + 1
+
+
+def failures_counted() -> float:
+    """``streamq_webhook_posts_total{outcome="failed"}`` in this process."""
+    found = REGISTRY.get_sample_value("streamq_webhook_posts_total", {"outcome": "failed"})
+    return found or 0.0
 
 
 @pytest.mark.slow

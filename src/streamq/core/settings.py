@@ -132,7 +132,7 @@ class Settings:
     chunk_parser: str = "fast"
     metrics_port: int = 0  # 0: no metrics
     # Webhooks when a job ends: the fleet's endpoint and each tenant's (URL, secret).
-    webhook_url: str | None = None
+    webhook_url: str | None = field(default=None, repr=False)  # may carry a token
     webhook_secret: str | None = field(default=None, repr=False)
     webhook_tenants: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)
     webhook_retry_period: float = 86_400.0
