@@ -202,7 +202,32 @@ All jobs are enqueued at once, several windows' worth.
 - **estimate error**: (estimate - usage) / usage per job; positive is an overestimate.
 
 {table(results)}
+
+{summary(results)}
 """
+
+
+def summary(results: list[Result]) -> str:
+    """What the table says, in a sentence or two."""
+    over = [r.workload.name for r in results if not r.within()]
+    under_budget = all(
+        (w.tokens is None or r.peak_tokens <= w.tokens)
+        and (w.requests is None or r.peak_requests <= w.requests)
+        for r in results
+        for w in [r.workload]
+    )
+    unfinished = sum(r.workload.jobs - r.finished for r in results)
+    lines = [
+        f"Over the bound: {', '.join(over) or 'none'}. "
+        + (
+            "No window held more than the budget itself."
+            if under_budget
+            else "Some window held more than the budget, within one estimate."
+        ),
+        f"Jobs not finished: {unfinished}. Largest underestimate: "
+        f"{max((r.under for r in results), default=0)} tokens (usage above the estimate).",
+    ]
+    return "\n".join(lines)
 
 
 async def run(args: argparse.Namespace) -> list[Result]:
