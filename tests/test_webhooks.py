@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from openai import AsyncOpenAI, InvalidWebhookSignatureError, OpenAI
-from openai.types.webhooks import ResponseCompletedWebhookEvent
+from openai.types.webhooks import ResponseCompletedWebhookEvent, ResponseFailedWebhookEvent
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
@@ -41,6 +41,8 @@ from tests.test_operations import documented_acl_users, pairs
 SECRET = "whsec_" + base64.b64encode(b"streamq-test-webhook-secret-0001").decode()
 TENANT_SECRET = "whsec_" + base64.b64encode(b"streamq-test-tenant-a-secret-01").decode()
 FAILING = {"simulator": {"fault": "http_400"}}
+# The first stream breaks after two deltas (retried: the job ends done, its response failed).
+BREAK_ONCE = {"simulator": {"fault": "disconnect", "after": 2, "fault_times": 1}}
 WAIT = 60.0  # bound on a hang, not a measure
 DOCS = Path(__file__).parents[1] / "docs" / "operations.md"
 
@@ -193,8 +195,9 @@ async def test_done_failed_and_cancelled_while_queued_jobs_are_posted(
 async def test_a_background_response_is_posted_as_openai_posts_it(
     settings: Settings, receiver: Receiver
 ) -> None:
-    """A background `/v1/responses` response through the gateway: `unwrap` gives the SDK's
-    typed `response.completed` event naming the response."""
+    """Background `/v1/responses` responses through the gateway: `unwrap` gives the SDK's
+    typed `response.completed` event naming the response; one whose stream broke after some
+    output (the job retried and ended done) is `response.failed`, as its Response says."""
     hooks = hooked(settings, receiver)
     config = GatewayConfig(tokens=TOKENS)
     with GatewayThread(create_app(hooks, config), worker=hooks) as gateway:
@@ -202,13 +205,23 @@ async def test_a_background_response_is_posted_as_openai_posts_it(
             response = await sdk.responses.create(
                 model="gpt-4o-mini", input="hello", background=True
             )
-            await poll_until(lambda: response.id in receiver.delivered(), WAIT, "its webhook")
+            broken = await sdk.responses.create(
+                model="gpt-4o-mini", input="break once", background=True, extra_body=BREAK_ONCE
+            )
+            ids = {response.id, broken.id}
+            await poll_until(lambda: ids <= set(receiver.delivered()), WAIT, "their webhooks")
+            shown = await sdk.responses.retrieve(broken.id)
     assert not receiver.invalid
     posted = receiver.delivered()[response.id]
     assert isinstance(posted.event, ResponseCompletedWebhookEvent)
     assert posted.event.data.id == response.id
     paths = sorted(r.path for r in receiver.received if r.body["data"]["id"] == response.id)
     assert paths == ["/fleet", "/tenant-a"]  # the gateway's tenant-a made it
+    assert shown.status == "failed"
+    async with Redis.from_url(hooks.redis_url) as redis:
+        state = Keys(hooks.key_prefix).state(broken.id.removeprefix("resp_"))
+        assert await redis.hget(state, "terminal") == b"done"
+    assert isinstance(receiver.delivered()[broken.id].event, ResponseFailedWebhookEvent)
 
 
 @pytest.mark.slow
@@ -350,7 +363,8 @@ async def test_the_documented_acl_rules_are_enough_for_webhooks(
     settings: Settings, receiver: Receiver
 ) -> None:
     """A worker under the documented worker user plus the webhook rules delivers to the
-    fleet and to a tenant, for a job and a queued job's cancellation, with nothing denied."""
+    fleet and to a tenant, for a job, a response and a queued job's cancellation, with nothing
+    denied."""
     with LocalRedis() as server:
         async with Redis.from_url(server.url) as admin:
             for user in documented_acl_users(settings.key_prefix):
@@ -365,7 +379,8 @@ async def test_the_documented_acl_rules_are_enough_for_webhooks(
                     await cancelled.cancel()
                     async with running_worker(direct.replace(redis_url=url)):
                         done = await sq.enqueue_chat("hi", job_id=await owned(admin, direct))
-                        ids = {done.id, cancelled.id}
+                        response = await sq.enqueue_response("hi")
+                        ids = {done.id, cancelled.id, f"resp_{response.id}"}
                         await poll_until(lambda: ids <= set(receiver.delivered()), WAIT, "both")
                         await poll_until(
                             lambda: any(r.path == "/tenant-a" for r in receiver.received),

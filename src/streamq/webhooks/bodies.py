@@ -1,8 +1,9 @@
 """What a webhook posts when a job ends: OpenAI's event shape for a ``/v1/responses``
 response, a documented one of the same form for a plain job (docs/operations.md, "Webhooks").
 
-Everything is derived from the job's terminal entry, so every retry (and any worker's) posts
-the same ids and the same body.
+Built once from the job's terminal entry (and, for a stored response, its stream replayed as
+``/v1/responses`` replays it) and kept in the delivery's record: every retry, by any worker,
+posts the same ids and the same body.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from typing import Any
 from streamq.core.events import Cancelled, Done, Error, Event, entry_order
 from streamq.responses.events import INCOMPLETE_REASONS
 
+# The statuses a Response ends with, each the name of OpenAI's webhook event.
+RESPONSE_ENDS = frozenset({"completed", "failed", "incomplete", "cancelled"})
+
 
 @dataclass(frozen=True)
 class Notice:
@@ -25,14 +29,17 @@ class Notice:
     body: str
 
 
-def notice(job_id: str, terminal: Event, response_id: str | None = None) -> Notice:
+def notice(
+    job_id: str, terminal: Event, response_id: str | None = None, status: str | None = None
+) -> Notice:
     """The webhook for job ``job_id`` ended by ``terminal``; with ``response_id`` (the job
-    answers a ``/v1/responses`` response) in OpenAI's shape."""
+    answers a ``/v1/responses`` response) in OpenAI's shape, for the Response's ``status``
+    (by default the one ``terminal`` gives)."""
     digest = hashlib.sha256(f"{job_id}\n{terminal.cursor}".encode()).hexdigest()[:32]
     created_at = entry_order(terminal.cursor)[0] // 1000
     data: dict[str, Any]
     if response_id is not None:
-        kind = response_type(terminal)
+        kind = f"response.{status}" if status in RESPONSE_ENDS else response_type(terminal)
         data = {"id": response_id}
     else:
         kind = "job." + terminal.type

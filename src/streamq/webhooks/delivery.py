@@ -26,6 +26,7 @@ from streamq.core import metrics
 from streamq.core.events import Event, decode_entry, is_terminal
 from streamq.core.keys import Keys
 from streamq.core.settings import Settings
+from streamq.responses.store import ResponseStore, StoredResponse, replayed
 from streamq.webhooks.bodies import Notice, notice
 from streamq.webhooks.endpoints import Endpoint, endpoints_for
 from streamq.webhooks.queue import DeliveryQueue, endpoint_field
@@ -225,13 +226,22 @@ class WebhookDelivery:
                 await self.queue.save(job_id, {"expired": "1"}, finished=True)
             return None
         tenant = await self._optional_text(self.keys.owner(job_id))
-        stored = await self._optional_text(self.keys.response(job_id))
-        response_id = _response_id(stored)
-        made = notice(job_id, terminal, response_id)
+        made = await self._notice(job_id, terminal)
         fields = {"message_id": made.message_id, "type": made.type, "body": made.body}
         fields |= {"since": str(int(time.time() * 1000)), "tenant": tenant or ""}
         await self.queue.save(job_id, fields)
         return fields
+
+    async def _notice(self, job_id: str, terminal: Event) -> Notice:
+        """The job's webhook; for a stored response, of the status its Response shows (its
+        stream replayed as ``/v1/responses`` replays it: an attempt restarted after showing
+        output fails the response even though the job ended ``done``)."""
+        stored = _stored_response(await self._optional_text(self.keys.response(job_id)))
+        if stored is None:
+            return notice(job_id, terminal)
+        events = await ResponseStore(self.redis, self.settings, self.streams).events(job_id)
+        status = replayed(stored, events).snapshot()["status"]
+        return notice(job_id, terminal, stored.id, status)
 
     async def _terminal(self, job_id: str) -> Event | None:
         entries = await self.streams.xrevrange(self.keys.events(job_id), count=1)
@@ -275,13 +285,12 @@ class WebhookDelivery:
             return None, type(exc).__name__
 
 
-def _response_id(stored: str | None) -> str | None:
-    """The response id in a stored ``/v1/responses`` record (JSON), if there is one."""
-    if stored is None:
+def _stored_response(raw: str | None) -> StoredResponse | None:
+    """What ``/v1/responses`` stored of the job's response, if anything readable."""
+    if raw is None:
         return None
     try:
-        body = json.loads(stored)
-    except ValueError:
+        return StoredResponse.from_json(raw)
+    except (ValueError, KeyError, TypeError):
+        logger.warning("a stored response is unreadable: its job's webhook takes the job shape")
         return None
-    found = body.get("id") if isinstance(body, dict) else None
-    return found if isinstance(found, str) else None
