@@ -27,9 +27,11 @@ from streamq import Settings, StreamQ
 from streamq.admin.queries import inspect_job
 from streamq.admin.text import inspect_text
 from streamq.core import metrics
+from streamq.core.events import Cancelled, Done, Error
 from streamq.core.keys import Keys
 from streamq.dev.local_redis import free_port
 from streamq.gateway import GatewayConfig, create_app
+from streamq.webhooks.bodies import notice
 from streamq.webhooks.signing import signed_headers
 from streamq.worker.arq_worker import running_worker
 from tests.harness.gateway import TOKEN_A, TOKENS, GatewayThread
@@ -149,6 +151,36 @@ def test_the_sdk_accepts_our_signature_and_refuses_a_wrong_one() -> None:
             assert event.data.id == "resp_1"
         with pytest.raises(InvalidWebhookSignatureError):
             sdk.webhooks.verify_signature(body, headers, secret=SECRET)
+
+
+def test_bodies_are_derived_from_the_terminal_entry_alone() -> None:
+    """The same terminal entry gives the same ids and body; the shapes per outcome."""
+    usage = {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}
+    done = Done(finish_reason="stop", usage=usage, cursor="1764345600123-0")
+    first, again = notice("job-1", done), notice("job-1", done)
+    assert first == again
+    assert first.message_id.startswith("msg_")
+    assert notice("job-1", Done(finish_reason="stop", cursor="1764345600124-0")) != first
+    body = json.loads(first.body)
+    assert body == {
+        "id": "evt_" + first.message_id.removeprefix("msg_"),
+        "object": "event",
+        "type": "job.done",
+        "created_at": 1764345600,
+        "data": {"id": "job-1", "status": "done", "finish_reason": "stop", "usage": usage},
+    }
+    error = Error(code="timeout", message="too slow", cursor="1-0")
+    assert json.loads(notice("j", error).body)["data"] == {
+        "id": "j",
+        "status": "error",
+        "error": {"code": "timeout", "message": "too slow"},
+    }
+    assert notice("j", Cancelled(reason="asked", cursor="1-0")).type == "job.cancelled"
+    length = Done(finish_reason="length", cursor="1-0")
+    assert notice("j", length, "resp_j").type == "response.incomplete"
+    assert notice("j", done, "resp_j", "failed").type == "response.failed"
+    assert notice("j", Cancelled(cursor="1-0"), "resp_j").type == "response.cancelled"
+    assert json.loads(notice("j", done, "resp_j").body)["data"] == {"id": "resp_j"}
 
 
 @pytest.mark.slow

@@ -208,7 +208,7 @@ class WebhookDelivery:
             return
         await self.queue.save(job_id, fields)
         left = since_ms / 1000 + self.settings.webhook_retry_period - time.time()
-        delay = min(self._first_retry * 2 ** (attempts - 1), MAX_RETRY)
+        delay = min(self._first_retry * 2 ** min(attempts - 1, 30), MAX_RETRY)
         await self.queue.reschedule(
             job_id, claim, max(0.0, min(delay * random.uniform(0.8, 1.0), left))
         )
