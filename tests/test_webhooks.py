@@ -98,7 +98,9 @@ class Receiver:
             status = 503
         body = json.loads(payload)
         self.received.append(Received(request.path, headers, body, event, status))
-        return web.Response(status=status, text="x" * 100_000)  # more than a worker reads
+        # More than a worker reads; a redirect to a path whose posts fail verification.
+        location = {"Location": self.url("/elsewhere")} if 300 <= status < 400 else None
+        return web.Response(status=status, text="x" * 100_000, headers=location)
 
     def of(self, message_id: str) -> list[Received]:
         return [r for r in self.received if r.headers["webhook-id"] == message_id]
@@ -257,25 +259,27 @@ async def test_a_background_response_is_posted_as_openai_posts_it(
 
 
 @pytest.mark.slow
-async def test_a_receiver_answering_500_gets_the_same_id_again(
+async def test_a_receiver_answering_500_or_a_redirect_gets_the_same_id_again(
     settings: Settings, redis: Redis, receiver: Receiver
 ) -> None:
-    """500, then 200: two posts with one webhook-id and one body, each freshly timestamped."""
+    """500, then a redirect (not followed), then 200: three posts with one webhook-id and one
+    body."""
     hooks = hooked(settings, receiver, webhook_retry_period=60.0)
-    receiver.answers["/fleet"] = [500]
+    receiver.answers["/fleet"] = [500, 307]
     async with StreamQ(redis, hooks) as sq, running_worker(hooks):
         job = await sq.enqueue_chat("retry me")
-        await poll_until(lambda: job.id in receiver.delivered(), WAIT, "the second post")
+        await poll_until(lambda: job.id in receiver.delivered(), WAIT, "the third post")
         record = await inspect_job(redis, hooks, job.id)
     posts = [r for r in receiver.received if r.body["data"]["id"] == job.id]
-    assert [r.status for r in posts] == [500, 200]
-    assert posts[0].headers["webhook-id"] == posts[1].headers["webhook-id"]
-    assert posts[0].body == posts[1].body
+    assert [r.status for r in posts] == [500, 307, 200]  # the redirect was not followed
+    assert not receiver.invalid
+    assert len({r.headers["webhook-id"] for r in posts}) == 1
+    assert len({json.dumps(r.body) for r in posts}) == 1
     assert record.webhook is not None
     assert record.webhook["endpoints"]["fleet"] == {
         **record.webhook["endpoints"]["fleet"],
         "state": "delivered",
-        "attempts": 2,
+        "attempts": 3,
     }
 
 
