@@ -137,8 +137,7 @@ def hooked(settings: Settings, receiver: Receiver, **changes: Any) -> Settings:
         webhook_url=receiver.url("/fleet"),
         webhook_secret=SECRET,
         webhook_tenants=tenants,
-        webhook_timeout=5.0,
-        **changes,
+        **{"webhook_timeout": 5.0, **changes},
     )
 
 
@@ -281,6 +280,28 @@ async def test_a_receiver_answering_500_or_a_redirect_gets_the_same_id_again(
         "state": "delivered",
         "attempts": 3,
     }
+
+
+@pytest.mark.slow
+async def test_a_receiver_too_slow_to_answer_gets_the_post_again(
+    settings: Settings, redis: Redis, receiver: Receiver
+) -> None:
+    """A post unanswered within STREAMQ_WEBHOOK_TIMEOUT is a failure, tried again."""
+    hooks = hooked(settings, receiver, webhook_timeout=1.0)
+    receiver.hold = asyncio.Event()  # the first post is never answered in time
+    try:
+        async with StreamQ(redis, hooks) as sq, running_worker(hooks):
+            job = await sq.enqueue_chat("answer me")
+            await poll_until(lambda: job.id in receiver.delivered(), WAIT, "the second post")
+            record = await inspect_job(redis, hooks, job.id)
+    finally:
+        receiver.hold.set()
+    assert record.webhook is not None
+    fleet = record.webhook["endpoints"]["fleet"]
+    assert fleet["state"] == "delivered"
+    assert fleet["attempts"] >= 2  # a loaded machine may miss the timeout once more
+    [held] = receiver.held
+    assert receiver.delivered()[job.id].headers["webhook-id"] == held
 
 
 @pytest.mark.slow
