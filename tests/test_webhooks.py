@@ -32,6 +32,7 @@ from streamq.core.keys import Keys
 from streamq.dev.local_redis import free_port
 from streamq.gateway import GatewayConfig, create_app
 from streamq.webhooks.bodies import notice
+from streamq.webhooks.endpoints import BREAK_AFTER, EndpointHealth
 from streamq.webhooks.signing import signed_headers
 from streamq.worker.arq_worker import running_worker
 from tests.harness.gateway import TOKEN_A, TOKENS, GatewayThread
@@ -182,6 +183,31 @@ def test_bodies_are_derived_from_the_terminal_entry_alone() -> None:
     assert notice("j", done, "resp_j", "failed").type == "response.failed"
     assert notice("j", Cancelled(cursor="1-0"), "resp_j").type == "response.cancelled"
     assert json.loads(notice("j", done, "resp_j").body)["data"] == {"id": "resp_j"}
+
+
+def test_a_failing_endpoint_gets_one_probe_at_a_time_after_a_growing_pause() -> None:
+    """After BREAK_AFTER failures in a row a worker holds its posts to the endpoint back; one
+    probe after the pause (doubling on each failed probe, not on stragglers); a success frees
+    them; other endpoints are never held back."""
+    now = [0.0]
+    health = EndpointHealth(clock=lambda: now[0])
+    burst = BREAK_AFTER + 10  # posts out together, failing together: one pause of 1 s
+    assert all(health.may_post("tenant:down") for _ in range(burst))
+    for _ in range(burst):
+        health.posted("tenant:down", ok=False)
+    assert not health.may_post("tenant:down")
+    assert health.may_post("fleet")
+    now[0] = 1.0
+    assert health.may_post("tenant:down")  # the probe
+    assert not health.may_post("tenant:down")  # one at a time
+    health.posted("tenant:down", ok=False)
+    now[0] = 2.5
+    assert not health.may_post("tenant:down")  # the pause doubled to 2 s
+    now[0] = 3.0
+    assert health.may_post("tenant:down")
+    health.posted("tenant:down", ok=True)
+    assert health.may_post("tenant:down")
+    assert health.may_post("tenant:down")
 
 
 @pytest.mark.slow

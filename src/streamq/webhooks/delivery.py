@@ -28,7 +28,7 @@ from streamq.core.keys import Keys
 from streamq.core.settings import Settings
 from streamq.responses.store import ResponseStore, StoredResponse, replayed
 from streamq.webhooks.bodies import Notice, notice
-from streamq.webhooks.endpoints import Endpoint, endpoints_for
+from streamq.webhooks.endpoints import Endpoint, EndpointHealth, endpoints_for
 from streamq.webhooks.queue import DeliveryQueue, endpoint_field
 from streamq.webhooks.signing import signed_headers
 
@@ -67,6 +67,7 @@ class WebhookDelivery:
         self._running: Counter[str] = Counter()  # jobs registered here whose run goes on
         self._watch = WATCH_LEASES * settings.lease
         self._renewing: asyncio.Task[None] | None = None
+        self.health = EndpointHealth()
 
     def start(self) -> None:
         """Start the delivery loop."""
@@ -183,18 +184,22 @@ class WebhookDelivery:
             for e in endpoints_for(self.settings, tenant)
             if states.get(e.name, {}).get("state") not in FINAL_STATES
         ]
-        results = await asyncio.gather(*(self._post(e, found) for e in endpoints))
+        results = await asyncio.gather(*(self._try(e, found) for e in endpoints))
         since_ms = int(record["since"])
         now_ms = int(time.time() * 1000)
         expired = now_ms - since_ms >= self.settings.webhook_retry_period * 1000
         attempts = int(record.get("attempts", "0")) + 1
         fields = {"attempts": str(attempts)}
         retrying = False
-        for endpoint, (status, error) in zip(endpoints, results, strict=True):
-            tries = states.get(endpoint.name, {}).get("attempts", 0) + 1
+        for endpoint, (status, error, posted) in zip(endpoints, results, strict=True):
+            before = states.get(endpoint.name, {})
+            tries = before.get("attempts", 0) + int(posted)
+            if not posted:  # held back: what the last post met still stands
+                status, error = before.get("status"), before.get("error") or error
             state = "delivered" if error is None else "failed" if expired else "retrying"
             retrying = retrying or state == "retrying"
-            metrics.webhook_attempted(state)
+            if posted or state == "failed":
+                metrics.webhook_attempted(state)
             outcome = {"state": state, "attempts": tries, "status": status, "error": error}
             outcome["at"] = round(time.time(), 3)
             fields[endpoint_field(endpoint.name)] = json.dumps(outcome)
@@ -263,6 +268,14 @@ class WebhookDelivery:
             logger.warning("webhooks: this worker may not read %s (see docs/operations.md)", key)
             return None
         return None if raw is None else raw.decode()
+
+    async def _try(self, endpoint: Endpoint, made: Notice) -> tuple[int | None, str | None, bool]:
+        """Post, unless this worker holds posts to the endpoint back: (status, error, posted)."""
+        if not self.health.may_post(endpoint.name):
+            return None, "held back: the endpoint keeps failing", False
+        status, error = await self._post(endpoint, made)
+        self.health.posted(endpoint.name, error is None)
+        return status, error, True
 
     async def _post(self, endpoint: Endpoint, made: Notice) -> tuple[int | None, str | None]:
         """Post once: the answer's status and, unless it was 2xx, why it failed."""
