@@ -24,7 +24,7 @@ from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from streamq import Settings, StreamQ
-from streamq.admin.queries import inspect_job
+from streamq.admin.queries import drain, inspect_job
 from streamq.admin.text import inspect_text
 from streamq.core import metrics
 from streamq.core.events import Cancelled, Done, Error
@@ -248,6 +248,24 @@ async def test_done_failed_and_cancelled_while_queued_jobs_are_posted(
     stored = await dump_keys(redis, f"{hooks.key_prefix}*")
     for secret in (SECRET, TENANT_SECRET, receiver.url("/"), "127.0.0.1"):
         assert secret not in stored
+
+
+@pytest.mark.slow
+async def test_a_drained_job_is_posted_though_no_worker_takes_it(
+    settings: Settings, redis: Redis, receiver: Receiver
+) -> None:
+    """`streamq drain` takes queued jobs out of the queue, so no worker ever runs them: drain
+    makes their webhooks due itself, and a worker posts them as any cancelled job's."""
+    hooks = hooked(settings, receiver)
+    async with StreamQ(redis, hooks) as sq:
+        drained = await sq.enqueue_chat("drained before any worker ran")
+        report = await drain(redis, hooks)
+        assert report.cancelled == 1
+        assert await redis.zcard(hooks.queue_name) == 0
+        async with running_worker(hooks):
+            await poll_until(lambda: drained.id in receiver.delivered(), WAIT, "its webhook")
+    assert not receiver.invalid
+    assert receiver.delivered()[drained.id].body["type"] == "job.cancelled"
 
 
 @pytest.mark.slow

@@ -20,6 +20,7 @@ from streamq.core.protocol import lease_parts
 from streamq.core.settings import Settings
 from streamq.job import ChatJob
 from streamq.webhooks import delivery_status
+from streamq.webhooks.queue import DeliveryQueue
 
 OLDEST_SCAN = 100  # queue entries looked at to find the oldest one no worker has started
 SCAN_COUNT = 1000
@@ -197,6 +198,7 @@ async def drain(redis: Redis, settings: Settings, *, dry_run: bool = False) -> D
     url = settings.streams_url
     streams = redis if url is None else streams_from_url(url)
     report = DrainReport()
+    webhooks = DeliveryQueue.for_settings(redis, settings)
     try:
         for raw in await redis.zrange(settings.queue_name, 0, -1):
             arq_id = raw.decode(errors="replace")
@@ -222,6 +224,8 @@ async def drain(redis: Redis, settings: Settings, *, dry_run: bool = False) -> D
                 await redis.zrem(settings.queue_name, arq_id)
                 await redis.zrem(fair_order(settings.queue_name), arq_id)
                 await redis.delete(keys.arq_job(job_id))
+                # No worker will take it now: its webhook is due here, as any ended job's.
+                await webhooks.register(job_id, 0)
     finally:
         if streams is not redis:
             await streams.aclose()

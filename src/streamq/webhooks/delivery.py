@@ -55,8 +55,7 @@ class WebhookDelivery:
         self.settings = settings
         self.redis, self.streams = redis, streams
         self.keys = Keys(settings.key_prefix)
-        ttl = settings.stream_ttl + int(settings.webhook_retry_period + settings.job_timeout)
-        self.queue = DeliveryQueue(redis, self.keys, ttl)
+        self.queue = DeliveryQueue.for_settings(redis, settings)
         self.visibility = settings.webhook_timeout + VISIBILITY_SLACK
         self._first_retry = min(FIRST_RETRY, settings.webhook_retry_period / 8)
         self._wake = asyncio.Event()

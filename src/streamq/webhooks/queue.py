@@ -15,6 +15,7 @@ from typing import Any, cast
 from redis.asyncio import Redis
 
 from streamq.core.keys import Keys
+from streamq.core.settings import Settings
 
 # KEYS: due set, record. ARGV: job id, delay (ms), ttl (s). -> 1 registered, 0 already finished.
 # A new delivery is due after the delay; a pending one only moves later (GT), never sooner.
@@ -65,6 +66,12 @@ class DeliveryQueue:
         self._renew = redis.register_script(RENEW)
         self._claim = redis.register_script(CLAIM)
         self._reschedule = redis.register_script(RESCHEDULE)
+
+    @classmethod
+    def for_settings(cls, redis: Redis, settings: Settings) -> DeliveryQueue:
+        """The deliveries of ``settings``' fleet, kept as long as a job and its retries last."""
+        ttl = settings.stream_ttl + int(settings.webhook_retry_period + settings.job_timeout)
+        return cls(redis, Keys(settings.key_prefix), ttl)
 
     async def register(self, job_id: str, delay: float) -> bool:
         """Make sure job ``job_id``'s webhook is pending: due in ``delay`` seconds at the
