@@ -24,7 +24,7 @@ from streamq.core import scripts
 from streamq.core._tasks import cancel_and_wait
 from streamq.core.keys import Keys
 from streamq.core.protocol import lease_member
-from streamq.worker.reaper import Reaper
+from streamq.worker.reaper import FAIR_TTL, Reaper
 from streamq.worker.signals import Signals
 
 logger = logging.getLogger("streamq.fleet")
@@ -73,6 +73,7 @@ class Fleet:
         on_wake: Callable[[], None] | None = None,
         presence: WorkerPresence | None = None,
         streams: Redis | None = None,
+        fair_ttl: int = FAIR_TTL,
     ) -> None:
         self._streams = redis if streams is None else streams  # where the job states live
         self.runs: dict[str, Run] = {}
@@ -91,6 +92,7 @@ class Fleet:
             queue_name=queue_name,
             runs=self.runs,
             streams=streams,
+            fair_ttl=fair_ttl,
         )
         self.signals = Signals(redis, keys, self.runs, wake_channel=wake_channel, on_wake=on_wake)
 

@@ -67,6 +67,7 @@ class WorkerRuntime:
             lease=settings.lease,
             arq_id=self.keys.arq_job_id,
             queue_name=settings.queue_name,
+            fair_ttl=settings.stream_ttl,
             wake_channel=wake_channel(settings.queue_name),
             on_wake=on_wake,
             presence=WorkerPresence(
