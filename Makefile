@@ -42,16 +42,22 @@ test: install
 faults: install
 	STREAMQ_FAULTS=long $(BIN)/pytest tests/faults -s
 
-# Direct SDK loop vs naive XADD per delta vs streamq, side by side (~3 min; benchmarks/README.md).
+# Direct SDK loop vs naive XADD per delta vs streamq, side by side; the gateway's fan-out; fair
+# shares between tenants; token budgets (benchmarks/README.md).
 bench: install
 	$(BIN)/python -m benchmarks
 	$(BIN)/python -m benchmarks.fanout
+	$(BIN)/python -m benchmarks.fairness
+	$(BIN)/python -m benchmarks.budgets
 	$(BIN)/python -m benchmarks.plots
 
-# A fifth of the bench, and its plots, in test-artifacts/bench/ (CI: the plots are valid SVG).
+# A fifth of the bench, and its plots, in test-artifacts/bench/ (CI: the plots are valid SVG);
+# then fair shares and budgets, smaller (they print their tables and write no file).
 bench-quick: install
 	$(BIN)/python -m benchmarks --quick --json test-artifacts/bench/quick.json
 	$(BIN)/python -m benchmarks.plots test-artifacts/bench/quick.json
+	$(BIN)/python -m benchmarks.fairness --quick
+	$(BIN)/python -m benchmarks.budgets --quick
 
 # The compat matrix (tests/compat, ~1 min once installed; needs Node.js >= 20.15 and npm): real
 # clients against the gateway's OpenAI door, real servers behind the worker. Its Python clients
