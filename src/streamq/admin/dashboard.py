@@ -208,6 +208,7 @@ class JobWatch:
             read_timeout=1.0,
             stream_ttl=self.settings.stream_ttl,
             streams=self.streams,
+            queue_name=self.settings.queue_name,
         )
         status = await job.status()
         record.state, record.attempt, record.stalled = status.state, status.attempt, status.stalled

@@ -140,7 +140,13 @@ async def _inspect(
     redis: Redis, streams: Redis, keys: Keys, settings: Settings, job_id: str
 ) -> JobRecord:
     job = ChatJob(
-        redis, keys, job_id, read_timeout=1.0, stream_ttl=settings.stream_ttl, streams=streams
+        redis,
+        keys,
+        job_id,
+        read_timeout=1.0,
+        stream_ttl=settings.stream_ttl,
+        streams=streams,
+        queue_name=settings.queue_name,
     )
     status = await job.status()
     record = JobRecord(
@@ -207,7 +213,7 @@ async def drain(redis: Redis, settings: Settings, *, dry_run: bool = False) -> D
             except InvalidRequest:
                 continue
             job = ChatJob(redis, keys, job_id, read_timeout=1.0, stream_ttl=settings.stream_ttl,
-                          streams=streams)  # fmt: skip
+                          streams=streams, queue_name=settings.queue_name)  # fmt: skip
             try:
                 status = await job.status()
             except JobNotFound:  # its request expired: nothing will run it

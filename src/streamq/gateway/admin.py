@@ -143,6 +143,7 @@ class AdminApi:
             read_timeout=self.settings.read_timeout,
             stream_ttl=self.settings.stream_ttl,
             streams=await self._streams_client(),
+            queue_name=self.settings.queue_name,
         )
         if not await job.exists():
             raise JobNotFound(job_id)
