@@ -87,8 +87,8 @@ class _Subscriber(asyncio.Protocol):
         *blocks, self.body = self.body.split(b"\n\n")
         now = int(time.time() * 1000)
         for block in blocks:
-            if b"\ndata: " not in block:
-                continue  # retry, keep-alive
+            if b"\ndata: " not in block or not block.startswith(b"id: "):
+                continue  # retry, keep-alive; a queued frame (a place in line, not an entry)
             self.frames += 1
             lines = block.split(b"\n")
             entry_id = lines[0][4:]
