@@ -99,9 +99,12 @@ async def sse(mux: Multiplexer, job_id: str, cursor: str) -> AsyncIterator[str]:
 
 
 def format_event(event: Event) -> str:
-    """One SSE event: the cursor as its id, the type as its name, the event as JSON data."""
+    """One SSE event: the cursor as its id, the type as its name, the event as JSON data. A
+    ``queued`` event (a place in line, while the job waits) is no entry: it has no cursor, and
+    its frame no id, so a reconnect still resumes after the last entry."""
     body = event_to_dict(event)
-    return f"id: {event.cursor}\nevent: {body['type']}\ndata: {json.dumps(body)}\n\n"
+    frame = f"event: {body['type']}\ndata: {json.dumps(body)}\n\n"
+    return f"id: {event.cursor}\n{frame}" if event.cursor else frame
 
 
 app = create_app()
