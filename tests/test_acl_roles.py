@@ -238,7 +238,8 @@ async def gateway_round(gateway_user: Settings) -> None:
             assert events[-1].event == "done"
             status = await http.get(created.json()["url"])
             assert status.json()["state"] == "done"
-            slow = {**body, "extra_body": {"simulator": {"tokens_per_second": 5}}}
+            # Stalls after its first delta: cancelled, never done, however late DELETE comes.
+            slow = {**body, "extra_body": {"simulator": {"fault": "stall", "after": 1}}}
             running = (await http.post("/v1/jobs", json=slow)).json()
             cancelled = await http.delete(running["url"])
             assert cancelled.status_code in (200, 202), cancelled.text
