@@ -15,10 +15,8 @@ from redis.asyncio import Redis
 from streamq import ConfigError, InvalidRequest, Settings, StreamQ
 from streamq.admin import queries
 from streamq.core import scripts
-from streamq.core.keys import Keys, fair_clock, fair_order, fair_tenants
-from streamq.core.protocol import DEFAULT_TENANT
+from streamq.core.keys import DEFAULT_TENANT, Keys, fair_clock, fair_order, fair_tenants
 from streamq.gateway import GatewayConfig, create_app
-from streamq.responses.store import DEFAULT_TENANT as RESPONSES_DEFAULT_TENANT
 from streamq.sync import StreamQ as SyncStreamQ
 from streamq.worker.arq_worker import running_worker
 from tests.harness.gateway import TOKEN_A, TOKENS, GatewayThread
@@ -32,10 +30,6 @@ async def tags(redis: Redis, settings: Settings) -> dict[str, float]:
     """The fair order: arq job id -> virtual start tag."""
     order = await redis.zrange(fair_order(settings.queue_name), 0, -1, withscores=True)
     return {member.decode(): score for member, score in order}
-
-
-def test_the_default_tenant_is_the_responses_one() -> None:
-    assert DEFAULT_TENANT == RESPONSES_DEFAULT_TENANT == "anonymous"
 
 
 def test_tenant_weights_are_positive_numbers_of_valid_tenants() -> None:

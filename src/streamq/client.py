@@ -11,13 +11,14 @@ from redis.asyncio import Redis
 
 from streamq.core import scripts
 from streamq.core.connections import redis_from_url, streams_from_url
+from streamq.core.keys import DEFAULT_TENANT
 from streamq.core.protocol import ClientBase, enqueued, fair_requeue_call
 from streamq.core.queue import JOB_FUNCTION, serialize_job
 from streamq.core.settings import Settings
 from streamq.job import ChatJob
 from streamq.multiplexer import Multiplexer
 from streamq.responses.request import input_items
-from streamq.responses.store import DEFAULT_TENANT, ResponseStore, new_response
+from streamq.responses.store import ResponseStore, new_response
 
 
 class StreamQ(ClientBase[Redis, ChatJob, Coroutine[Any, Any, ChatJob]]):

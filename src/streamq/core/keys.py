@@ -28,6 +28,8 @@ def check_job_id(job_id: object) -> str:
 
 # The gateway's tenant names (STREAMQ_GATEWAY_TOKENS): they name hash fields and owner values.
 TENANT_PATTERN = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+# The tenant of a job enqueued without one, and the one tenant of a gateway open without tokens.
+DEFAULT_TENANT = "anonymous"
 
 
 def check_tenant(tenant: object) -> str:

@@ -55,6 +55,7 @@ from streamq.core.exceptions import (
     ReadTimeout,
 )
 from streamq.core.keys import (
+    DEFAULT_TENANT,
     Keys,
     check_job_id,
     check_tenant,
@@ -89,8 +90,6 @@ MAX_BLOCK_SECONDS = 5.0
 RECONNECT_BACKOFF = 0.05
 MAX_RECONNECT_BACKOFF = 2.0
 STREAM_GONE = "its stream is gone: expired, or Redis lost it"
-# The tenant of a job enqueued without one (streamq.responses.store.DEFAULT_TENANT too).
-DEFAULT_TENANT = "anonymous"
 
 
 def lease_member(attempt: int | str, job_id: str) -> str:

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from streamq.core.exceptions import ConfigError
+from streamq.core.keys import DEFAULT_TENANT, TENANT_PATTERN
 from streamq.core.settings import EnvReader, merged_environment
 
-TENANT_PATTERN = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")  # \Z: no trailing newline
 MIN_TOKEN_LENGTH = 16
-ANONYMOUS = "anonymous"
+ANONYMOUS = DEFAULT_TENANT
 OFF = "off"
 T = TypeVar("T", int, float)
 

@@ -29,9 +29,6 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
 ID_PREFIX = "resp_"
-# The tenant of a response made by the Python clients unless they name one: the one tenant of a
-# gateway open without tokens (``streamq serve --open``).
-DEFAULT_TENANT = "anonymous"
 # Request parameters a Response does not echo.
 NOT_ECHOED = frozenset({"extra_body", "include"})
 RECORD_VERSION = 1

@@ -14,13 +14,13 @@ from streamq.core import scripts
 from streamq.core.connections import sync_redis_from_url
 from streamq.core.events import as_text, decode_entry
 from streamq.core.exceptions import ConfigError
+from streamq.core.keys import DEFAULT_TENANT
 from streamq.core.protocol import ClientBase, enqueued, fair_requeue_call
 from streamq.core.queue import arq_job
 from streamq.core.settings import Settings
 from streamq.responses.events import output_as_input
 from streamq.responses.request import input_items
 from streamq.responses.store import (
-    DEFAULT_TENANT,
     checked_record,
     finished_output,
     job_id_of,
