@@ -1,13 +1,18 @@
 """The Redis clients streamq makes: their async connections pack commands with hiredis, byte
-for byte as redis-py's own packer would, and still talk to a real Redis."""
+for byte as redis-py's own packer would, and still talk to a real Redis; a dropped connection's
+unread error is one warning line in a worker."""
 
 from __future__ import annotations
+
+import asyncio
+import logging
 
 import pytest
 from redis.asyncio.connection import AbstractConnection, Connection
 from redis.exceptions import DataError
 
 from streamq.core.connections import pool_from_url, redis_from_url
+from streamq.worker.arq_worker import quiet_dropped_connections
 
 ARGS = [
     ("SET", "k", "v"),
@@ -51,3 +56,35 @@ async def test_a_real_redis_answers_commands_and_pipelines(redis_url: str) -> No
     finally:
         await client.delete(key)
         await client.aclose()
+
+
+def test_a_dropped_connections_unread_error_is_one_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A Redis restart leaves futures holding ConnectionResetError that nobody reads: the worker
+    loop says so in one warning line, where asyncio would log an ERROR with a traceback (and the
+    fault suite takes any traceback in a worker's log for a bug); other reports are asyncio's."""
+    loop = asyncio.new_event_loop()
+    try:
+        future = loop.create_future()
+        future.set_exception(ConnectionResetError(104, "Connection reset by peer"))
+        context: dict[str, object] = {
+            "message": "Future exception was never retrieved",
+            "future": future,
+            "exception": future.exception(),
+        }
+        with caplog.at_level(logging.WARNING):
+            quiet_dropped_connections(loop, context)
+        [record] = caplog.records
+        assert record.levelno == logging.WARNING
+        assert record.exc_info is None
+        caplog.clear()
+        other: dict[str, object] = {
+            "message": "Future exception was never retrieved",
+            "exception": KeyError("x"),
+        }
+        with caplog.at_level(logging.WARNING):
+            quiet_dropped_connections(loop, other)
+        assert [r.levelno for r in caplog.records] == [logging.ERROR]
+    finally:
+        loop.close()

@@ -235,10 +235,24 @@ class StreamQWorker(Worker):
         self.wake.set()  # a slot is free: jobs may be waiting in the queue
 
 
+def quiet_dropped_connections(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The worker loop's exception handler: asyncio's report of a future whose error nobody
+    read is one warning line when the error is a dropped connection (a Redis restart leaves
+    such futures in transports redis-py has let go of), and asyncio's own report otherwise."""
+    error = context.get("exception")
+    if context.get("message") == "Future exception was never retrieved" and isinstance(
+        error, ConnectionError
+    ):
+        logger.warning("a dropped connection's error was never read: %r", error)
+        return
+    loop.default_exception_handler(context)
+
+
 def worker_settings(settings: Settings) -> type:
     """An arq ``WorkerSettings`` class for ``settings``."""
 
     async def on_startup(ctx: dict[str, Any]) -> None:
+        asyncio.get_running_loop().set_exception_handler(quiet_dropped_connections)
         shared = httpx2.create_ssl_context()
         clients = ClientPool(functools.partial(openai_client, settings, ssl_context=shared))
         clients.warm()  # a missing key fails here, not at the first job
