@@ -99,9 +99,11 @@ class ChatJob(protocol.JobBase[Redis]):
         """``redis`` holds the queue and the job's request; ``streams`` (when the job streams
         live elsewhere, ``STREAMQ_STREAMS_URL``) its stream and state; ``queue_name`` is the
         queue it waits in (``STREAMQ_QUEUE``; the prefix's default queue when None)."""
-        super().__init__(redis, keys, job_id, read_timeout=read_timeout, stream_ttl=stream_ttl)
+        super().__init__(
+            redis, keys, job_id, read_timeout=read_timeout, stream_ttl=stream_ttl,
+            queue_name=queue_name,
+        )  # fmt: skip
         self._streams = redis if streams is None else streams
-        self.queue_name = keys.default_queue() if queue_name is None else queue_name
 
     def events(
         self, after: str | None = None, *, timeout: float | None = None, queued: bool = True

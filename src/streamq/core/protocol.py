@@ -645,8 +645,8 @@ class ClientBase(Generic[R, J, E]):
 
 
 class JobBase(Generic[R]):
-    """What the async and the sync ``ChatJob`` share: the job's id and key names, and the
-    read timeout and stream TTL its reads and cancel use."""
+    """What the async and the sync ``ChatJob`` share: the job's id and key names, the read
+    timeout and stream TTL its reads and cancel use, and the queue it waits in."""
 
     def __init__(
         self,
@@ -656,12 +656,16 @@ class JobBase(Generic[R]):
         *,
         read_timeout: float,
         stream_ttl: int = 86_400,
+        queue_name: str | None = None,
     ) -> None:
+        """``queue_name`` is the queue the job waits in (``STREAMQ_QUEUE``; the prefix's
+        default queue when None)."""
         self.id = job_id
         self._redis = redis
         self._keys = keys
         self._read_timeout = read_timeout
         self._stream_ttl = stream_ttl
+        self.queue_name = keys.default_queue() if queue_name is None else queue_name
 
     def __repr__(self) -> str:
         return f"ChatJob(id={self.id!r})"

@@ -18,7 +18,6 @@ from redis.exceptions import RedisError
 from streamq.core import protocol, scripts
 from streamq.core.events import Event, as_text
 from streamq.core.exceptions import JobNotFound
-from streamq.core.keys import Keys
 from streamq.core.queue_position import TICK_SECONDS, Place, PlaceLookup, is_news
 
 
@@ -62,21 +61,6 @@ class ChatJob(protocol.JobBase[Redis]):
     ``for text in job`` yields the content deltas; :meth:`events` yields every event with its
     cursor; :meth:`result` waits for the end and assembles the answer.
     """
-
-    def __init__(
-        self,
-        redis: Redis,
-        keys: Keys,
-        job_id: str,
-        *,
-        read_timeout: float,
-        stream_ttl: int = 86_400,
-        queue_name: str | None = None,
-    ) -> None:
-        """``queue_name`` is the queue the job waits in (``STREAMQ_QUEUE``; the prefix's
-        default queue when None)."""
-        super().__init__(redis, keys, job_id, read_timeout=read_timeout, stream_ttl=stream_ttl)
-        self.queue_name = keys.default_queue() if queue_name is None else queue_name
 
     def events(
         self, after: str | None = None, *, timeout: float | None = None, queued: bool = True
