@@ -123,7 +123,6 @@ class StreamQ(ClientBase[Redis, ChatJob, Coroutine[Any, Any, ChatJob]]):
         )  # fmt: skip
         if new.record is not None:
             await responses.create(new.record)
-            await responses.claim(tenant, new.job_id)
         return await self.enqueue_request(new.request, new.job_id, tenant=tenant)
 
     def multiplexer(self) -> Multiplexer:

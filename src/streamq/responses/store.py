@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from streamq.core.events import Event, as_text, decode_entry
 from streamq.core.exceptions import InvalidRequest, StreamQError
 from streamq.core.keys import JOB_ID_PATTERN, Keys, check_job_id
+from streamq.core.protocol import owner_ttl
 from streamq.core.settings import Settings
 from streamq.responses.events import ResponseStream, output_as_input
 from streamq.responses.request import ResponsesRequest, build_responses_request
@@ -304,7 +305,7 @@ class ResponseStore:
         self._streams = redis if streams is None else streams
         self._keys = Keys(settings.key_prefix)
         # As long as the job's owner key: past that its stream, the output, is gone too.
-        self.ttl = settings.stream_ttl + int(settings.job_timeout)
+        self.ttl = owner_ttl(settings)
 
     async def create(self, record: StoredResponse) -> StoredResponse:
         """Store ``record`` unless its job has one already; the stored one (a repeated
@@ -319,11 +320,6 @@ class ResponseStore:
         """``tenant``'s response ``response_id``; :class:`ResponseNotFound` for anyone else's."""
         raw = await self._redis.get(self._keys.response(job_id_of(response_id)))
         return checked_record(raw, tenant, response_id)
-
-    async def claim(self, tenant: str, job_id: str) -> None:
-        """Record ``tenant`` as the owner of job ``job_id``, as the gateway does, so its
-        endpoints serve the job to that tenant (a job made by a Python client)."""
-        await self._redis.set(self._keys.owner(job_id), tenant, nx=True, ex=self.ttl)
 
     async def delete(self, record: StoredResponse, *, job_ended: bool) -> None:
         """Forget ``record`` and its job's owner, so the gateway finds neither; the job's own

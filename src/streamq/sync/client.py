@@ -15,7 +15,7 @@ from streamq.core.connections import sync_redis_from_url
 from streamq.core.events import as_text, decode_entry
 from streamq.core.exceptions import ConfigError
 from streamq.core.keys import DEFAULT_TENANT
-from streamq.core.protocol import ClientBase, enqueued, fair_requeue_call
+from streamq.core.protocol import ClientBase, enqueued, fair_requeue_call, owner_ttl
 from streamq.core.queue import arq_job
 from streamq.core.settings import Settings
 from streamq.responses.events import output_as_input
@@ -97,9 +97,8 @@ class StreamQ(ClientBase[Redis, ChatJob, ChatJob]):
             previous_response_id=previous_response_id, store=store,
         )  # fmt: skip
         if new.record is not None:
-            ttl = self.settings.stream_ttl + int(self.settings.job_timeout)
+            ttl = owner_ttl(self.settings)  # the record lives as long as the job's owner
             self._redis.set(self._keys.response(new.job_id), new.record.to_json(), nx=True, ex=ttl)
-            self._redis.set(self._keys.owner(new.job_id), tenant, nx=True, ex=ttl)
         return self.enqueue_request(new.request, new.job_id, tenant=tenant)
 
     def _conversation(self, tenant: str, previous_id: str) -> list[dict[str, Any]]:
