@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import math
 import platform
 import subprocess
@@ -29,6 +28,7 @@ from redis.asyncio import Redis
 from tests.harness.processes import clean_environment, spawn, stop
 from tests.harness.waiting import poll_until
 
+from benchmarks.processes import LONG_START, listening
 from streamq import Settings, StreamQ
 from streamq.core.clock import server_time_ms
 from streamq.core.keys import Keys, fair_order
@@ -101,17 +101,6 @@ class Bench:
             stop(process)
         await self.redis.aclose()
         self.redis_server.stop()
-
-
-async def listening(port: int, name: str) -> None:
-    async def up() -> bool:
-        with contextlib.suppress(OSError):
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            return True
-        return False
-
-    await poll_until(up, 90, name)
 
 
 async def run_workload(
@@ -218,7 +207,7 @@ async def run(args: argparse.Namespace) -> list[Result]:
     try:
         sim_port = free_port()
         bench.start("simulator", ["-m", "streamq", "simulate", "--port", str(sim_port)], {})
-        await listening(sim_port, "the simulator")
+        await listening(sim_port, "the simulator", timeout=LONG_START)
         sim_url = f"http://127.0.0.1:{sim_port}/v1"
         return [await run_workload(bench, sim_url, w, backlog, args.few) for w in workloads]
     finally:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import functools
 import hashlib
 import json
@@ -33,8 +32,8 @@ import httpx2
 import psutil  # type: ignore[import-untyped]
 from redis.asyncio import Redis
 from tests.harness.processes import clean_environment, python_command, spawn, stop
-from tests.harness.waiting import poll_until
 
+from benchmarks.processes import LONG_START, listening
 from streamq.core.keys import Keys
 from streamq.core.request import chat_messages
 from streamq.dev.local_redis import LocalRedis, free_port
@@ -172,16 +171,6 @@ class Bench:
         log = self.log_dir / f"{name}.log"
         self.procs[name] = spawn(args, log=log, env=self.env, cwd=self.log_dir)
         return self.procs[name]
-
-    async def listening(self, port: int, name: str) -> None:
-        async def up() -> bool:
-            with contextlib.suppress(OSError):
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.close()
-                return True
-            return False
-
-        await poll_until(up, 90, name)
 
     async def aclose(self) -> None:
         for process in self.procs.values():
@@ -346,8 +335,8 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         sim_port, gw_port = free_port(), free_port()
         bench.start("simulator", ["-m", "streamq", "simulate", "--port", str(sim_port)])
         bench.start("gateway", ["-m", "streamq", "serve", "--port", str(gw_port)])
-        await bench.listening(sim_port, "the simulator")
-        await bench.listening(gw_port, "the gateway")
+        await listening(sim_port, "the simulator", timeout=LONG_START)
+        await listening(gw_port, "the gateway", timeout=LONG_START)
         sim_url = f"http://127.0.0.1:{sim_port}/v1"
         bench.env["OPENAI_BASE_URL"] = sim_url
         rows = [

@@ -37,6 +37,8 @@ __all__ = ["ROOT", "Agent", "Processes", "StartFailed"]
 STOP_TIMEOUT = 10.0
 AIMOCK = ROOT / "compat" / "node_modules" / ".bin" / "llmock"
 READY_TIMEOUT = 30.0
+# The fan-out and fairness benchmarks' processes start beside busy ones: they get longer.
+LONG_START = 90.0
 
 
 class StartFailed(RuntimeError):
@@ -44,14 +46,33 @@ class StartFailed(RuntimeError):
 
 
 async def wait_until(
-    check: Callable[[], Awaitable[bool]], what: str, process: subprocess.Popen[bytes] | None
+    check: Callable[[], Awaitable[bool]],
+    what: str,
+    process: subprocess.Popen[bytes] | None,
+    timeout: float = READY_TIMEOUT,
 ) -> None:
-    """Poll ``check`` until it is true; fail after 30 s or when ``process`` exits."""
+    """Poll ``check`` until it is true; fail after ``timeout`` or when ``process`` exits."""
     give_up = None if process is None else partial(exited, process)
     try:
-        await poll_until(check, READY_TIMEOUT, what, interval=0.05, give_up=give_up)
+        await poll_until(check, timeout, what, interval=0.05, give_up=give_up)
     except AssertionError as exc:
         raise StartFailed(str(exc)) from None
+
+
+async def listening(
+    port: int,
+    what: str,
+    process: subprocess.Popen[bytes] | None = None,
+    timeout: float = READY_TIMEOUT,
+) -> None:
+    """Wait until something accepts connections on loopback ``port`` (as :func:`wait_until`)."""
+
+    async def accepting() -> bool:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return True
+        return False
+
+    await wait_until(accepting, what, process, timeout)
 
 
 class Agent:
@@ -132,12 +153,7 @@ class Processes:
             "simulator", ["-m", "streamq", "simulate", "--port", str(port)], clean_environment()
         )
 
-        async def listening() -> bool:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                return True
-            return False
-
-        await wait_until(listening, "the simulator", process)
+        await listening(port, "the simulator", process)
         return f"http://127.0.0.1:{port}/v1"
 
     async def start_aimock(self, fixtures: dict[str, Any]) -> str | None:
@@ -152,12 +168,7 @@ class Processes:
                 "--log-level", "warn", "--journal-max", "1"]  # fmt: skip
         process = self.popens["aimock"] = self._popen([str(AIMOCK), *args], "aimock")
 
-        async def listening() -> bool:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                return True
-            return False
-
-        await wait_until(listening, "aimock", process)
+        await listening(port, "aimock", process)
         return f"http://127.0.0.1:{port}/v1"
 
     def _popen(self, argv: list[str], name: str) -> subprocess.Popen[bytes]:
