@@ -74,7 +74,9 @@ class StreamQ(ClientBase[Redis, ChatJob, Coroutine[Any, Any, ChatJob]]):
             # fenced off can leave arq's queue). arq ignores an id it already holds.
             arq_id = self._keys.arq_job_id(job_id)
             if await self._queue.enqueue_job(JOB_FUNCTION, _job_id=arq_id) is not None:
-                keys, args = fair_requeue_call(self.settings, arq_id)
+                keys, args = fair_requeue_call(
+                    self.settings.queue_name, self.settings.stream_ttl, arq_id
+                )
                 await self._fair_requeue(keys, args)
         return self.job(job_id)
 

@@ -156,11 +156,13 @@ def fair_share_call(
     return keys, args
 
 
-def fair_requeue_call(settings: Settings, arq_id: str) -> tuple[list[str], list[str | bytes | int]]:
+def fair_requeue_call(
+    queue_name: str, ttl: int, arq_id: str
+) -> tuple[list[str], list[str | bytes | int]]:
     """KEYS and ARGV of :data:`scripts.FAIR_REQUEUE`: a job queued in arq's queue again goes
-    to the front of the fair order."""
-    queue = settings.queue_name
-    return [fair_order(queue), fair_clock(queue), queue], [arq_id, settings.stream_ttl]
+    to the front of the fair order (which keeps ``ttl``, ``STREAMQ_STREAM_TTL``)."""
+    keys = [fair_order(queue_name), fair_clock(queue_name), queue_name]
+    return keys, [arq_id, ttl]
 
 
 def owner_ttl(settings: Settings) -> int:

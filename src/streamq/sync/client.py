@@ -134,5 +134,6 @@ class StreamQ(ClientBase[Redis, ChatJob, ChatJob]):
                 pipe.execute()
             except WatchError:  # queued by someone else meanwhile
                 return
-        keys, args = fair_requeue_call(self.settings, self._keys.arq_job_id(job_id))
+        arq_id = self._keys.arq_job_id(job_id)
+        keys, args = fair_requeue_call(self.settings.queue_name, self.settings.stream_ttl, arq_id)
         self._fair_requeue(keys, args)

@@ -26,6 +26,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from streamq.core import scripts
 from streamq.core.keys import arq_in_progress_key, fair_clock, fair_order
+from streamq.core.protocol import fair_requeue_call
 from streamq.core.queue import (
     JOB_FUNCTION,
     REJECTED_FUNCTION,
@@ -149,10 +150,9 @@ class StreamQWorker(Worker):
         # arq queued it again (a Retry, or a run cut short): back to the fair order's front.
         if self._requeue_script is None:
             self._requeue_script = self.pool.register_script(scripts.FAIR_REQUEUE)
-        queue = self.queue_name
-        keys = [fair_order(queue), fair_clock(queue), queue]
+        keys, argv = fair_requeue_call(self.queue_name, self.fair_ttl, job_id)
         try:
-            await self._requeue_script(keys, [job_id, self.fair_ttl], client=self.pool)
+            await self._requeue_script(keys, argv, client=self.pool)
         except (RedisError, OSError) as exc:  # arq's queue head still finds it
             logger.warning("job %s stays out of the fair order (%r)", job_id, exc)
 

@@ -29,7 +29,7 @@ from streamq.core.keys import (
     fair_clock,
     fair_order,
 )
-from streamq.core.protocol import lease_member, lease_parts
+from streamq.core.protocol import fair_requeue_call, lease_member, lease_parts
 from streamq.core.queue import arq_job
 from streamq.core.redis_errors import is_transient
 
@@ -113,8 +113,8 @@ class Reaper:
         first_seen = self._suspects.setdefault(job_id, now)
         if now - first_seen >= self._lease_ms / 1000:
             await self._redis.delete(in_progress)
-            keys = [*self._fair_keys, self._queue_name]
-            await self._requeue(keys=keys, args=[arq_id, self._fair_ttl])
+            keys, args = fair_requeue_call(self._queue_name, self._fair_ttl, arq_id)
+            await self._requeue(keys=keys, args=args)
             logger.warning("job %s was stranded before its first claim; freed again", job_id)
 
     async def _reap_expired(self) -> None:
