@@ -332,10 +332,15 @@ class EnvReader:
             raise ConfigError(f"{name}={raw!r} is not valid: expected one of {', '.join(accepted)}")
         return match
 
+    def _items(self, name: str) -> list[str]:
+        """The comma-separated items of ``name``, stripped, empty ones left out."""
+        parts = (part.strip() for part in (self._raw(name) or "").split(","))
+        return [part for part in parts if part]
+
     def limits(self, name: str) -> dict[str, int]:
         """``MODEL=N,...`` (``*=N`` for every other model) -> ``{model: N}``."""
         limits: dict[str, int] = {}
-        for item in filter(None, (part.strip() for part in (self._raw(name) or "").split(","))):
+        for item in self._items(name):
             model, sep, number = item.rpartition("=")
             if not sep or not model.strip() or not number.strip().isdigit() or int(number) < 1:
                 raise ConfigError(
@@ -348,7 +353,7 @@ class EnvReader:
         """``NAME=Ntpm/Nrpm,...`` (either part alone too; ``*=...`` for every other name, each
         its own budget) -> ``{name: Budget}``."""
         budgets: dict[str, Budget] = {}
-        for item in filter(None, (part.strip() for part in (self._raw(name) or "").split(","))):
+        for item in self._items(name):
             key, sep, spec = (part.strip() for part in item.rpartition("="))
             amounts: dict[str, int] = {}
             for part in spec.split("/"):
@@ -369,7 +374,7 @@ class EnvReader:
         """``API[,MODEL=API...]`` (``*=API`` is the default too) -> the fleet's default API and
         the models that differ."""
         fleet, apis = None, {}
-        for item in filter(None, (part.strip() for part in (self._raw(name) or "").split(","))):
+        for item in self._items(name):
             model, sep, api = (part.strip() for part in item.rpartition("="))
             if api.lower() not in UPSTREAM_APIS or (sep and not model):
                 raise ConfigError(
@@ -387,7 +392,7 @@ class EnvReader:
     def weights(self, name: str) -> dict[str, float]:
         """``TENANT=WEIGHT,...`` (positive numbers) -> ``{tenant: weight}``."""
         weights: dict[str, float] = {}
-        for item in filter(None, (part.strip() for part in (self._raw(name) or "").split(","))):
+        for item in self._items(name):
             tenant, sep, number = (part.strip() for part in item.rpartition("="))
             try:
                 weight = float(number)
@@ -407,7 +412,7 @@ class EnvReader:
         """``TENANT=URL[|SECRET],...`` (the fleet's secret when none) -> ``{tenant: (url,
         secret)}``; an error never repeats a secret."""
         endpoints: dict[str, tuple[str, str]] = {}
-        for item in filter(None, (part.strip() for part in (self._raw(name) or "").split(","))):
+        for item in self._items(name):
             tenant, sep, target = (part.strip() for part in item.partition("="))
             url, _, secret = (part.strip() for part in target.partition("|"))
             try:
