@@ -258,19 +258,23 @@ class Settings:
             raise ConfigError("STREAMQ_WEBHOOK_URL needs STREAMQ_WEBHOOK_SECRET (whsec_...)")
         secrets = [self.webhook_secret] + [secret for _, secret in self.webhook_tenants.values()]
         for secret in filter(None, secrets):
-            if not webhook_secret_valid(secret):  # never echo a secret in the message
-                raise ConfigError("a webhook secret starting whsec_ must be base64 after it")
+            try:
+                webhook_secret_key(secret)
+            except ValueError:  # never echo a secret in the message
+                message = "a webhook secret starting whsec_ must be base64 after it"
+                raise ConfigError(message) from None
 
 
-def webhook_secret_valid(secret: str) -> bool:
-    """Whether a ``whsec_`` secret is base64 after its prefix (any other string is its bytes)."""
-    if not secret.startswith("whsec_"):
-        return True
-    try:
-        base64.b64decode(secret[len("whsec_") :], validate=True)
-    except binascii.Error:
-        return False
-    return True
+def webhook_secret_key(secret: str) -> bytes:
+    """The HMAC key a webhook secret stands for, decoded as OpenAI's SDK decodes one: base64
+    after a ``whsec_`` prefix, else the string's UTF-8 bytes (``ValueError`` for a ``whsec_``
+    secret that is not base64)."""
+    if secret.startswith("whsec_"):
+        try:
+            return base64.b64decode(secret[len("whsec_") :], validate=True)
+        except binascii.Error:
+            raise ValueError("a whsec_ secret must be base64 after its prefix") from None
+    return secret.encode()
 
 
 def unknown_variables(env: Mapping[str, str]) -> list[str]:

@@ -7,28 +7,16 @@ The same scheme OpenAI signs its webhooks with, decoded the way its SDK decodes 
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 
-SECRET_PREFIX = "whsec_"
-
-
-def secret_bytes(secret: str) -> bytes:
-    """The HMAC key a secret stands for (raises ``ValueError`` for a ``whsec_`` secret that is
-    not base64)."""
-    if secret.startswith(SECRET_PREFIX):
-        try:
-            return base64.b64decode(secret[len(SECRET_PREFIX) :], validate=True)
-        except binascii.Error:
-            raise ValueError("a whsec_ secret must be base64 after its prefix") from None
-    return secret.encode()
+from streamq.core.settings import webhook_secret_key
 
 
 def signature(secret: str, message_id: str, timestamp: int, body: str) -> str:
     """The ``webhook-signature`` header's value for one delivery."""
     signed = f"{message_id}.{timestamp}.{body}".encode()
-    digest = hmac.new(secret_bytes(secret), signed, hashlib.sha256).digest()
+    digest = hmac.new(webhook_secret_key(secret), signed, hashlib.sha256).digest()
     return "v1," + base64.b64encode(digest).decode()
 
 
