@@ -14,6 +14,7 @@ from typing import Any
 
 import uvicorn
 
+from streamq.core.garbage_collection import pace_for_service
 from streamq.core.settings import Settings
 from streamq.gateway.app import create_app
 from streamq.gateway.config import GatewayConfig
@@ -34,6 +35,7 @@ def serve(
 ) -> None:
     """Serve the gateway until interrupted (SIGINT/SIGTERM), with ``alongside(settings)``
     entered on the same loop for as long."""
+    pace_for_service()
     asyncio.run(_serve(settings, config, host, port, alongside=alongside, on_ready=on_ready))
 
 

@@ -25,6 +25,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError
 
 from streamq.core import scripts
+from streamq.core.garbage_collection import pace_for_service
 from streamq.core.keys import arq_in_progress_key, fair_clock, fair_order
 from streamq.core.protocol import fair_requeue_call
 from streamq.core.queue import (
@@ -43,6 +44,7 @@ from streamq.worker.runtime import (
     streamq_chat,
     streamq_rejected,
 )
+from streamq.worker.start_gate import StartGate
 
 logger = logging.getLogger("streamq.worker")
 
@@ -78,6 +80,7 @@ class StreamQWorker(Worker):
         self.stopping = False
         self.on_stop = self._stop
         self._start_script: AsyncScript | None = None  # arq may connect only in main()
+        self.start_gate = StartGate()
 
     def _stop(self, _signum: signal.Signals) -> None:
         # arq stops the loop by cancelling it, but redis-py can swallow a cancel that lands in
@@ -230,6 +233,11 @@ class StreamQWorker(Worker):
             await self.pool.script_load(scripts.START)
         return [None if isinstance(r, BaseException) else r for r in results]
 
+    async def run_job(self, job_id: str, score: int) -> None:
+        # Through the start gate: a poll that took many jobs starts a few at a time.
+        async with self.start_gate.start():
+            await super().run_job(job_id, score)
+
     def _release_sem_dec_counter_on_complete(self) -> None:
         super()._release_sem_dec_counter_on_complete()
         self.wake.set()  # a slot is free: jobs may be waiting in the queue
@@ -304,6 +312,7 @@ def run_supervised(settings: Settings, *, burst: bool = False) -> None:
     own: on uvloop, a write to a Redis connection that broke raises RuntimeError, which
     redis-py does not take for a connection error (a Redis restart failed jobs).
     """
+    pace_for_service()
     backoff = SUPERVISOR_BACKOFF
     while True:
         started = time.monotonic()
@@ -328,7 +337,7 @@ def run_supervised(settings: Settings, *, burst: bool = False) -> None:
 @contextlib.asynccontextmanager
 async def running_worker(
     settings: Settings, *, drain_timeout: float = 10.0, **overrides: Any
-) -> AsyncIterator[Worker]:
+) -> AsyncIterator[StreamQWorker]:
     """Run a worker on the current event loop for the block's length (demo, tests, embedding).
 
     On exit it stops taking jobs and lets running ones finish for up to ``drain_timeout``.

@@ -38,6 +38,7 @@ from streamq.worker.fleet import Fleet, Run
 from streamq.worker.openai_pool import ClientPool
 from streamq.worker.publisher import Publisher, StreamWriter
 from streamq.worker.retry import RetryPolicy, retry_after
+from streamq.worker.start_gate import started
 from streamq.worker.upstream import error_event, stream_chat
 from streamq.worker.upstream_responses import stream_responses
 
@@ -355,6 +356,7 @@ class JobRunner:
         loop = asyncio.get_running_loop()
 
         async def waiting(reason: str, eta: float | None) -> None:
+            started()  # waiting for admission, the job lets the next one start
             await writer.emit(Queued(reason=reason, eta=eta, model=model))
 
         try:

@@ -37,6 +37,7 @@ from streamq.worker.fleet import Fleet
 from streamq.worker.openai_pool import ClientPool
 from streamq.worker.publisher import Publisher
 from streamq.worker.runner import JobRunner
+from streamq.worker.start_gate import request_sent
 
 logger = logging.getLogger("streamq.worker")
 
@@ -200,5 +201,7 @@ def openai_client(settings: Settings, *, ssl_context: ssl.SSLContext | None = No
         api_key=settings.openai_api_key or NO_KEY_NEEDED,
         base_url=settings.openai_base_url,
         max_retries=0,
-        http_client=DefaultAioHttpClient(verify=ssl_context or True),
+        http_client=DefaultAioHttpClient(
+            verify=ssl_context or True, event_hooks={"request": [request_sent]}
+        ),
     )
