@@ -256,3 +256,51 @@ async def test_an_error_inside_a_200_stream_counts_as_the_status_it_names(
     assert getattr(raised.value, "status_code", None) == status
     event = error_event(raised.value)
     assert (event.code, event.retryable) == (code, retryable)
+
+
+@pytest.mark.parametrize("mode", ["fast", "sdk", "buffered"])
+async def test_the_upstream_gets_the_body_the_sdks_own_create_sends(mode: str) -> None:
+    """streamq hands the SDK the request as ``extra_body`` (skipping its TypedDict walk): the
+    upstream still gets the very body ``create()`` with every field as an argument sends."""
+    bodies: list[dict[str, Any]] = []
+    done = data_frames([chunk([{"index": 0, "delta": {}, "finish_reason": "stop"}])])
+
+    def answer(body: dict[str, Any]) -> bytes:
+        bodies.append(body)
+        if not body["stream"]:
+            message = {"role": "assistant", "content": "ok"}
+            whole = {**chunk([{"index": 0, "message": message, "finish_reason": "stop"}])}
+            text = json.dumps({**whole, "object": "chat.completion"}).encode()
+            head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n"
+            return head + b"content-length: %d\r\n\r\n" % len(text) + text
+        return sse_response(done)
+
+    messages: list[dict[str, Any]] = [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+    ]
+    params: dict[str, Any] = {
+        "temperature": 0.5,
+        "max_tokens": 7,
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
+        "extra_body": {"provider": {"order": ["a"]}},
+    }
+    async with scripted_upstream(answer) as base_url:
+        client = AsyncOpenAI(api_key="k", base_url=base_url, max_retries=0)
+        async with client:
+            chat = ChatRequest(messages, params=params)
+            options = {"fast": mode == "fast", "buffered": mode == "buffered"}
+            events = [event async for event in stream_chat(client, chat, "m", **options)]
+            assert isinstance(events[-1], Done)
+            streamed = mode != "buffered"
+            direct: dict[str, Any] = {"model": "m", "messages": messages, **params}
+            if streamed:
+                direct["stream_options"] = {"include_usage": True}
+                stream = await client.chat.completions.create(stream=True, **direct)
+                async with stream:
+                    [piece async for piece in stream]
+            else:
+                await client.chat.completions.create(stream=False, **direct)
+    assert bodies[0] == bodies[1]
+    assert bodies[0]["messages"] == messages
+    assert bodies[0]["provider"] == {"order": ["a"]}

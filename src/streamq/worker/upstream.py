@@ -76,13 +76,15 @@ async def stream_chat(
     (``stream=false``) and yields it as one piece per choice. Raises the SDK's errors, or
     :class:`IncompleteStream` for a stream that ended early.
     """
-    arguments: dict[str, Any] = {
-        "model": model,
-        "messages": request.messages,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-        **request.params,
-    }
+    arguments = sdk_arguments(
+        {
+            "model": model,
+            "messages": request.messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            **request.params,
+        }
+    )
     translator = _Translator(model, choices=request.params.get("n") or 1)
     if buffered:
         chunks = _whole_answer(client, arguments)
@@ -98,6 +100,19 @@ async def stream_chat(
         yield event
 
 
+def sdk_arguments(body: dict[str, Any]) -> dict[str, Any]:
+    """``create()``'s arguments for the JSON ``body``: all of it in ``extra_body`` (which the
+    SDK merges over the rest), but for the model, ``stream`` and an empty ``messages``.
+
+    The SDK walks every argument through the TypedDicts of its parameters to apply aliases and
+    formats, which Chat Completions' parameters have none of: 0.4 ms per request, a fifth of
+    what starting a job costs a worker. A job's request is JSON already, as the SDK would send
+    it; what goes out is the same body."""
+    fields = {name: value for name, value in body.items() if name != "extra_body"}
+    extra = {**fields, **(body.get("extra_body") or {})}  # the SDK's precedence: extra_body wins
+    return {"model": body["model"], "messages": [], "stream": body["stream"], "extra_body": extra}
+
+
 async def _sdk_chunks(client: AsyncOpenAI, arguments: dict[str, Any]) -> AsyncIterator[Any]:
     stream: AsyncStream[ChatCompletionChunk] = await client.chat.completions.create(**arguments)
     async with stream:
@@ -107,8 +122,9 @@ async def _sdk_chunks(client: AsyncOpenAI, arguments: dict[str, Any]) -> AsyncIt
 
 async def _whole_answer(client: AsyncOpenAI, arguments: dict[str, Any]) -> AsyncIterator[Any]:
     """A non-streamed completion, as the one chunk a stream of it would add up to."""
-    arguments = {**arguments, "stream": False}
-    del arguments["stream_options"]
+    extra = {**arguments["extra_body"], "stream": False}
+    del extra["stream_options"]
+    arguments = {**arguments, "stream": False, "extra_body": extra}
     completion = (await client.chat.completions.create(**arguments)).model_dump(warnings=False)
     choices = []
     for choice in completion.get("choices") or ():
