@@ -67,6 +67,7 @@ class _Follower:
     """
 
     __slots__ = (
+        "alarm",
         "behind",
         "cursor",
         "ended",
@@ -90,11 +91,33 @@ class _Follower:
         self.behind = False
         self.following = False  # in the shared reads' followers (not yet, or let go)
         self.waiter: asyncio.Future[None] | None = None
+        self.alarm: asyncio.TimerHandle | None = None
 
     def wake(self) -> None:
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def wake_at(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        """Wake the waiter by ``when`` at the latest. An alarm that rings earlier stays: one
+        timer per follower outlives many waits (a timer made and cancelled per entry cost a
+        gateway more than the entry's own delivery to a subscriber)."""
+        alarm = self.alarm
+        if alarm is not None:
+            if alarm.when() <= when:
+                return
+            alarm.cancel()
+        self.alarm = loop.call_at(when, self._ring)
+
+    def _ring(self) -> None:
+        self.alarm = None
+        self.wake()
+
+    def silence(self) -> None:
+        """Cancel the alarm (the follower is let go)."""
+        if self.alarm is not None:
+            self.alarm.cancel()
+            self.alarm = None
 
     def fail(self, error: BaseException) -> None:
         self.error = error
@@ -572,6 +595,7 @@ class Subscription:
         follower = self._follower
         self._mux._drop(follower)
         follower.pending = []
+        follower.silence()
         follower.wake()
 
     async def next(self, wait: float | None) -> list[Event] | None:
@@ -616,16 +640,17 @@ class Subscription:
             if give_up is not None:
                 until = min(until, give_up)
             follower.waiter = loop.create_future()
+            follower.wake_at(loop, until)
             try:
-                async with asyncio.timeout_at(until):
-                    await follower.waiter
-            except TimeoutError:
-                checkpoint = until < quiet_until and (give_up is None or until < give_up)
-                idle = checkpoint and not follower.pending and not follower.ended
-                if idle and not await self._mux._exists(self._job, follower.key):
-                    raise JobNotFound(self._job.id, STREAM_GONE) from None
+                await follower.waiter
             finally:
                 follower.waiter = None
+            if loop.time() < until:  # an entry came (or an earlier alarm rang): look again
+                continue
+            checkpoint = until < quiet_until and (give_up is None or until < give_up)
+            idle = checkpoint and not follower.pending and not follower.ended
+            if idle and not await self._mux._exists(self._job, follower.key):
+                raise JobNotFound(self._job.id, STREAM_GONE)
 
     async def _next_alone(self, events: EventStream, wait: float | None) -> list[Event] | None:
         """:meth:`next` on a cluster, one event at a time from the job's own reader."""
