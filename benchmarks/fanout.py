@@ -10,7 +10,7 @@ Every subscriber is a raw asyncio socket (an ``asyncio.Protocol`` taking HTTP/1.
 and parsing SSE), in subscriber processes of their own. The jobs are enqueued and subscribed
 before the worker starts, so every subscriber follows them live. Meanwhile another tenant
 POSTs ``/v1/jobs`` every 50 ms. Prints progress, then the table; ``--profile FILE.svg``
-records the gateway with py-spy during the first workload.
+records the gateway with py-spy during the first workload (``FILE.raw``: py-spy's raw stacks).
 """
 
 from __future__ import annotations
@@ -251,6 +251,7 @@ async def _workload(
         if profile:
             spy = await asyncio.create_subprocess_exec(
                 str(Path(sys.executable).parent / "py-spy"), "record", "-o", profile,
+                "-f", "raw" if profile.endswith(".raw") else "flamegraph",
                 "--pid", str(gateway.pid), "--nonblocking", "-d", "12",
                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
             )  # fmt: skip

@@ -205,7 +205,7 @@ async def run_column(bench: Bench, workload: Workload, column: str, run: int) ->
         "worker_cores": used.cpu[WORKER[column]] / used.seconds,  # 1.0: one core, saturated
         "other_processes_cores": used.others / used.seconds,
         "redis_commands_per_delta": used.total_commands / deltas,
-        "redis_commands": {name: n / deltas for name, n in used.commands.most_common(8)},
+        "redis_commands": {name: n / deltas for name, n in used.commands.most_common()},
         "worker_idle_rss": idle_rss,
         "worker_peak_rss": sampler.peak_rss["worker"],
         "worker_rss_per_stream": (sampler.peak_rss["worker"] - idle_rss)
