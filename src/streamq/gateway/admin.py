@@ -17,7 +17,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from streamq.admin import dashboard, queries
@@ -27,7 +27,7 @@ from streamq.core.exceptions import JobNotFound
 from streamq.core.keys import check_job_id
 from streamq.gateway.errors import ApiError
 from streamq.gateway.sse import HEADERS as SSE_HEADERS
-from streamq.gateway.sse import event_stream_body, resume_point
+from streamq.gateway.sse import EventStreamResponse, event_stream_body, resume_point
 from streamq.gateway.state import Gateway
 from streamq.job import ChatJob
 
@@ -124,7 +124,7 @@ class AdminApi:
             return Response(status_code=204)
         config = self.gateway.config
         body = event_stream_body(job.events(after), config.keepalive, config.max_stream_seconds)
-        return StreamingResponse(body, media_type="text/event-stream", headers=SSE_HEADERS)
+        return EventStreamResponse(body, headers=SSE_HEADERS)
 
     async def cancel(self, request: Request) -> Response:
         """``POST /admin/api/jobs/{id}/cancel``: as ``DELETE /v1/jobs/{id}``, for any job."""

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from streamq.core import metrics
 from streamq.core.exceptions import ConfigError
@@ -23,6 +23,7 @@ from streamq.gateway.errors import EXCEPTION_HANDLERS
 from streamq.gateway.openapi import openapi_schema
 from streamq.gateway.request_id import HEADER as REQUEST_ID_HEADER
 from streamq.gateway.request_id import RequestId
+from streamq.gateway.sse import SERVER_SEND
 from streamq.gateway.state import Gateway
 from streamq.gateway.timeouts import BodyTimeout
 
@@ -104,7 +105,13 @@ def create_app(
 
 
 class _App(Starlette):
-    """Starlette with the request id outside even its server-error handler, so a 500 has one."""
+    """Starlette with the request id outside even its server-error handler, so a 500 has one,
+    and the server's own ``send`` kept in the scope for event streams' body chunks
+    (:class:`~streamq.gateway.sse.EventStreamResponse`)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope[SERVER_SEND] = send
+        await super().__call__(scope, receive, send)
 
     def build_middleware_stack(self) -> ASGIApp:
         return RequestId(super().build_middleware_stack())

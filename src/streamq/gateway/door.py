@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Mapping
 
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 
 from streamq.core import metrics
 from streamq.core.events import (
@@ -32,7 +32,7 @@ from streamq.gateway.completion import CompletionBuilder
 from streamq.gateway.errors import ApiError
 from streamq.gateway.failures import failure, status_of
 from streamq.gateway.fanout import Feed
-from streamq.gateway.sse import HEADERS, KEEPALIVE
+from streamq.gateway.sse import HEADERS, KEEPALIVE, EventStreamResponse
 from streamq.gateway.state import Gateway
 from streamq.job import ChatJob
 
@@ -69,7 +69,7 @@ async def streamed(
         feed.close()
         raise failure(first, headers)
     body = _chunks(feed, writer, first, keepalive)
-    return StreamingResponse(body, media_type="text/event-stream", headers={**HEADERS, **headers})
+    return EventStreamResponse(body, headers={**HEADERS, **headers})
 
 
 async def _first_chunk(feed: Feed, writer: ChunkWriter, hold: float | None) -> Event | None:

@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from streamq.core.events import Event, event_to_dict
@@ -15,7 +15,7 @@ from streamq.core.exceptions import JobCancelled, JobFailed
 from streamq.gateway.body import read_json_object
 from streamq.gateway.chat_body import ChatBody
 from streamq.gateway.held_stream import HeldStream
-from streamq.gateway.sse import HEADERS, event_stream_body, resume_point
+from streamq.gateway.sse import HEADERS, EventStreamResponse, event_stream_body, resume_point
 from streamq.gateway.state import Gateway
 from streamq.job import ChatJob, ChatResult
 
@@ -99,7 +99,7 @@ class JobEndpoints:
         config = self.gateway.config
         feed = await self.gateway.feed(job, after)
         body = event_stream_body(feed, config.keepalive, config.max_stream_seconds)
-        return StreamingResponse(body, media_type="text/event-stream", headers=HEADERS)
+        return EventStreamResponse(body, headers=HEADERS)
 
     async def _job(self, request: Request) -> ChatJob:
         tenant = self.gateway.tenant(request)

@@ -21,7 +21,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from streamq.core import metrics
 from streamq.core.events import Error, Event, Queued, is_terminal
@@ -30,7 +30,7 @@ from streamq.gateway.door import EXPIRED
 from streamq.gateway.errors import ApiError
 from streamq.gateway.failures import failure, status_of
 from streamq.gateway.fanout import Feed
-from streamq.gateway.sse import HEADERS, KEEPALIVE, frame
+from streamq.gateway.sse import HEADERS, KEEPALIVE, EventStreamResponse, frame
 from streamq.gateway.state import Gateway
 from streamq.job import ChatJob
 from streamq.responses.events import ResponseStream
@@ -117,7 +117,7 @@ async def streamed(
         follower.close()
         raise
     body = _frames(follower, keepalive, starting_after)
-    return StreamingResponse(body, media_type="text/event-stream", headers={**HEADERS, **headers})
+    return EventStreamResponse(body, headers={**HEADERS, **headers})
 
 
 async def _frames(
