@@ -12,6 +12,7 @@ from streamq import Cancelled, ChatJob, Delta, JobCancelled, Settings, StreamQ
 from streamq.core.keys import Keys
 from streamq.dev.simulator import SimulatorThread
 from streamq.worker.arq_worker import running_worker
+from streamq.worker.fleet import Fleet, Run
 from tests.harness.processes import run_cli
 from tests.harness.waiting import STARTUP, poll_until
 
@@ -103,3 +104,25 @@ async def test_cancel_from_the_cli(settings: Settings, redis: Redis) -> None:
     code, _, err = await run_cli(settings, "cancel", "nope")
     assert code == 2
     assert "no job" in err
+
+
+async def test_a_cancel_that_comes_between_claim_and_tracking_is_not_lost(
+    redis: Redis, settings: Settings
+) -> None:
+    """A cancel request for a job this worker does not run yet (claimed, not yet tracked) is
+    remembered: tracking the run then cancels it. Other jobs' requests cancel nothing."""
+    keys = Keys(settings.key_prefix)
+    fleet = Fleet(redis, keys, lease=5, arq_id=keys.arq_job_id, queue_name=settings.queue_name)
+    fleet.start()
+    try:
+        await poll_until(
+            lambda: redis.publish(keys.cancel_channel(), "just-claimed"), STARTUP, "a listener"
+        )
+        await poll_until(lambda: fleet.signals.asked("just-claimed"), STARTUP, "the request")
+        claimed, other = Run("just-claimed", 1), Run("someone-else", 1)
+        fleet.track(claimed)
+        fleet.track(other)
+        assert claimed.cancel_reason == "cancel requested"
+        assert other.cancel_reason is None
+    finally:
+        await fleet.aclose()

@@ -28,6 +28,9 @@ from streamq.worker.reaper import FAIR_TTL, Reaper
 from streamq.worker.signals import Signals
 
 logger = logging.getLogger("streamq.fleet")
+# Every how many heartbeats the cancel flags of running jobs are read again regardless (a
+# backstop: requests come over pub/sub, and after a resubscription the flags are read anyway).
+FLAG_SWEEP_BEATS = 10
 
 
 @dataclass(eq=False)
@@ -83,6 +86,7 @@ class Fleet:
         self._lease_ms = int(lease * 1000)
         self._interval = lease / 3
         self._heartbeat = redis.register_script(scripts.HEARTBEAT)
+        self._beats = 0
         self._tasks: list[asyncio.Task[None]] = []
         self.reaper = Reaper(
             redis,
@@ -113,8 +117,11 @@ class Fleet:
                 await withdraw(self._redis, self._keys, self._presence.id)
 
     def track(self, run: Run) -> None:
-        """Register a claimed attempt (its lease was taken by the claim itself)."""
+        """Register a claimed attempt (its lease was taken by the claim itself); one whose
+        cancel request came between its claim and now is cancelled."""
         self.runs[run.job_id] = run
+        if self.signals.asked(run.job_id):
+            run.cancel("cancel requested")
 
     async def release(self, run: Run) -> None:
         """Forget a finished attempt and drop its lease."""
@@ -140,10 +147,20 @@ class Fleet:
             return
         members = [run.member for run in runs]
         await self._heartbeat(keys=[self._keys.running()], args=[self._lease_ms, *members])
-        async with self._streams.pipeline(transaction=False) as pipe:
-            for run in runs:
-                pipe.hget(self._keys.state(run.job_id), "cancel")
-            flags = await pipe.execute(raise_on_error=False)  # one job's keys fail it alone
+        self._beats += 1
+        # The flags again only when the listener may have missed requests, and now and then:
+        # a read per running job every beat was a fifth of a slow stream's Redis commands.
+        if not self.signals.missed and self._beats % FLAG_SWEEP_BEATS:
+            return
+        self.signals.missed = False
+        try:
+            async with self._streams.pipeline(transaction=False) as pipe:
+                for run in runs:
+                    pipe.hget(self._keys.state(run.job_id), "cancel")
+                flags = await pipe.execute(raise_on_error=False)  # one job's keys fail it alone
+        except BaseException:
+            self.signals.missed = True
+            raise
         for run, flag in zip(runs, flags, strict=True):
             if flag and not isinstance(flag, Exception):
                 run.cancel("cancel requested")

@@ -13,9 +13,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import openai
 from redis.asyncio import Redis
@@ -116,9 +115,6 @@ class JobRunner:
                 return "already_ended"
             run = self._begin(job_id, claim)
             try:
-                if not run.cancel_reason and await self._cancel_asked(job_id):
-                    # Asked between the claim and track(): its message found no run here.
-                    run.cancel("cancel requested")
                 writer, outcome = await self._attempt_once(run, claim, rejection)
                 delay = self._retry_delay(run, outcome, claim.elapsed)
                 if delay is None:
@@ -195,11 +191,6 @@ class JobRunner:
             await writer.sync()
         except EntryRejected as exc:  # Redis refuses this job's stream itself (tampered keys)
             logger.error("job %s: could not write its terminal event: %s", run.job_id, exc)
-
-    async def _cancel_asked(self, job_id: str) -> bool:
-        """Whether the job's state holds a cancel request."""
-        flag = self.streams.hget(self.keys.state(job_id), "cancel")  # HGET: in the worker's ACL
-        return await cast(Awaitable[bytes | None], flag) is not None
 
     async def _claim_attempt(self, job_id: str) -> Claim:
         """Start the job's next attempt (``attempt`` 0: the job had ended)."""
