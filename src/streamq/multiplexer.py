@@ -456,6 +456,10 @@ class Multiplexer:
         point for it, when given): one XREAD from there serves each of them."""
         points: dict[str, str] = {}
         for key, group in followers.items():
+            if covered is None and len(group) == 1:  # the common case: nothing to compare
+                if not group[0].behind:
+                    points[key] = group[0].cursor
+                continue
             start = None if covered is None else covered.get(key)
             # A follower behind reads on its own: the shared reads do not wait for it.
             cursors = [
