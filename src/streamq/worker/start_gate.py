@@ -17,7 +17,9 @@ from collections.abc import AsyncIterator, Callable
 from contextvars import ContextVar
 from typing import Any
 
-START_CONCURRENCY = 32
+# Paired runs of 1,000 jobs at once (benchmarks/results/profile.md), p99 publish lag and starts/s:
+# gate 8: 28-50 ms, 472/s; 16: 44-51 ms, 550/s; 32: 74-90 ms, 597/s.
+START_CONCURRENCY = 16
 
 # The release of the gate slot the current job holds, if it holds one (set per job task).
 _held: ContextVar[Callable[[], None] | None] = ContextVar("streamq_start_slot", default=None)
