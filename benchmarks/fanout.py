@@ -38,6 +38,7 @@ from streamq.core.keys import Keys
 from streamq.core.request import chat_messages
 from streamq.dev.local_redis import LocalRedis, free_port
 from streamq.dev.simulator import simulated_text
+from streamq.gateway.memory import CHECK_SECONDS
 
 TOKEN_A = "fanout-bench-tenant-a-0001"
 TOKEN_B = "fanout-bench-tenant-b-0002"
@@ -287,9 +288,12 @@ async def _workload(
         stop(worker)
         if spy is not None:
             await spy.wait()
-        # Given back? The gateway's RSS once every subscriber has gone.
-        await asyncio.sleep(3)
+        # Given back? The gateway's lowest RSS in the seconds after every subscriber has gone
+        # (it gives memory back within gateway/memory.py's CHECK_SECONDS of a crowd leaving).
         rss_after = gateway.memory_info().rss
+        for _ in range(int((CHECK_SECONDS * 2 + 1) / 0.5)):
+            await asyncio.sleep(0.5)
+            rss_after = min(rss_after, gateway.memory_info().rss)
     lags = [lag for r in results for lag in r["lags"]]
     frames = sum(r["frames"] for r in results)
     got = [g for r in results for g in r["got"]]

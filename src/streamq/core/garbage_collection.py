@@ -11,6 +11,8 @@ frozen out of every later full collection. Processes that embed streamq keep the
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 
 # Container objects allocated between two young collections (CPython's default: 700).
@@ -23,3 +25,16 @@ def pace_for_service() -> None:
     gc.freeze()
     _, middle, old = gc.get_threshold()
     gc.set_threshold(YOUNG_THRESHOLD, middle, old)
+
+
+def release_free_pages() -> bool:
+    """Ask the C allocator to return its free pages to the operating system (glibc's
+    ``malloc_trim``): what CPython frees stays in the process otherwise. True when some were
+    returned; False when none were, or the C library has no such call. Blocks for a moment on a
+    large heap: run it in a thread."""
+    name = ctypes.util.find_library("c")
+    try:
+        trim = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    except OSError:
+        return False
+    return trim is not None and bool(trim(0))

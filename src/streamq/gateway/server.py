@@ -14,10 +14,13 @@ from typing import Any
 
 import uvicorn
 
+from streamq.core._tasks import cancel_and_wait
 from streamq.core.garbage_collection import pace_for_service
 from streamq.core.settings import Settings
 from streamq.gateway.app import create_app
 from streamq.gateway.config import GatewayConfig
+from streamq.gateway.memory import give_back_after_crowds
+from streamq.gateway.state import Gateway
 from streamq.gateway.timeouts import uvicorn_config
 
 # Seconds open event streams get at shutdown; clients resume elsewhere with Last-Event-ID.
@@ -59,7 +62,10 @@ async def _serve(
             timeout_graceful_shutdown=SHUTDOWN_GRACE,
         )
     )
+    gateway: Gateway = app.state.gateway
+    keeper = asyncio.create_task(give_back_after_crowds(lambda: gateway.subscribers))
     async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(cancel_and_wait, [keeper])
         if alongside is not None:
             await stack.enter_async_context(alongside(settings))
         task = asyncio.create_task(server.serve())
