@@ -571,3 +571,43 @@ async def test_unknown_events_are_skipped(replay: Replay) -> None:
         ]
     )
     assert [type(e) for e in events] == [Meta, Delta, Done]
+
+
+@pytest.mark.parametrize("buffered", [False, True])
+async def test_the_upstream_gets_the_body_the_sdks_own_create_sends(buffered: bool) -> None:
+    """The request goes to the SDK as ``extra_body`` (skipping its TypedDict walk): the
+    upstream still gets the very body ``responses.create()`` with every field as an argument
+    sends, streamed or buffered."""
+    bodies: list[dict[str, Any]] = []
+    whole = completed([message("ok")])["response"]
+
+    def answer(body: dict[str, Any]) -> bytes:
+        bodies.append(body)
+        if body["stream"]:
+            return sse_response(typed_frames([created(), completed([message("ok")])]))
+        text = json.dumps(whole).encode()
+        head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n"
+        return head + b"content-length: %d\r\n\r\n" % len(text) + text
+
+    params = {"temperature": 0.5, "max_output_tokens": 9, "extra_body": {"x_vendor": 1}}
+    request = build_responses_request("hi", None, "be kind", params, max_bytes=MAX_BYTES)
+    async with scripted_upstream(answer) as base_url:
+        client = AsyncOpenAI(api_key="k", base_url=base_url, max_retries=0)
+        async with client:
+            events = [e async for e in stream_responses(client, request, "m", buffered=buffered)]
+            assert isinstance(events[-1], Done)
+            direct: dict[str, Any] = {
+                "model": "m",
+                "input": [{"type": "message", "role": "user", "content": "hi"}],
+                "store": False,
+                "instructions": "be kind",
+                **params,
+            }
+            if buffered:
+                await client.responses.create(stream=False, **direct)
+            else:
+                stream = await client.responses.create(stream=True, **direct)
+                async with stream:
+                    [item async for item in stream]
+    assert bodies[0] == bodies[1]
+    assert bodies[0]["x_vendor"] == 1

@@ -23,7 +23,7 @@ from streamq.core.events import Delta, Done, Event, Meta, Reasoning, Refusal, To
 from streamq.responses.conversion import upstream_input
 from streamq.responses.request import ResponsesRequest
 from streamq.worker.surrogates import SurrogateJoiner, repair
-from streamq.worker.upstream import IncompleteStream, status_error_in_body
+from streamq.worker.upstream import IncompleteStream, sdk_arguments, status_error_in_body
 
 # The reason of an incomplete response, as the chat finish reason that means the same.
 FINISH_REASONS = {"max_output_tokens": "length", "content_filter": "content_filter"}
@@ -62,6 +62,7 @@ async def stream_responses(
     }
     if request.instructions is not None:
         arguments["instructions"] = request.instructions
+    arguments = sdk_arguments(arguments)
     translator = _Translator(model)
     read = _whole_response if buffered else _streamed_events
     try:
