@@ -43,16 +43,19 @@ class Signals:
         self.runs = runs
         self._wake_channel = wake_channel.encode() if wake_channel else None
         self._on_wake = on_wake
-        # Requests may have been sent while not subscribed: the heartbeat re-reads the flags.
-        self.missed = True
+        # Each (re)subscription may follow requests sent while not subscribed: the heartbeat
+        # reads the flags again after each.
+        self.subscriptions = 0
         self._unmatched: dict[str, float] = {}  # job id -> when its cancel request came
 
     def asked(self, job_id: str) -> bool:
         """Whether a cancel request for ``job_id`` came within the last minute while no run of
         it was here (a job claimed just before its request, tracked just after)."""
         horizon = time.monotonic() - REMEMBER_SECONDS
-        while self._unmatched and next(iter(self._unmatched.values())) < horizon:
-            del self._unmatched[next(iter(self._unmatched))]
+        for remembered, at in list(self._unmatched.items()):  # oldest first
+            if at >= horizon:
+                break
+            del self._unmatched[remembered]
         return job_id in self._unmatched
 
     def _dispatch(self, channel: bytes, data: bytes) -> None:
@@ -80,7 +83,7 @@ class Signals:
             try:
                 async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(*channels)
-                    self.missed = True
+                    self.subscriptions += 1
                     backoff = 0.1
                     if self._on_wake is not None:
                         self._on_wake()  # a job enqueued while we were not listening
