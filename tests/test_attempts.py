@@ -24,6 +24,7 @@ from streamq.core import scripts
 from streamq.core.exceptions import Fenced, PublishFailed
 from streamq.core.keys import Keys
 from streamq.core.request import chat_messages
+from streamq.dev.local_redis import LocalRedis, free_port
 from streamq.dev.simulator import simulated_text
 from streamq.worker.arq_worker import running_worker
 from streamq.worker.publisher import Publisher, StreamWriter
@@ -33,58 +34,122 @@ from tests.harness.processes import worker_processes
 @pytest.fixture
 async def publisher(redis: Redis, settings: Settings) -> AsyncIterator[Publisher]:
     """A running publisher on the test's Redis."""
-    publisher = Publisher(redis, ttl=60)
+    async with started_publisher(redis, Keys(settings.key_prefix), "one") as publisher:
+        yield publisher
+
+
+@contextlib.asynccontextmanager
+async def started_publisher(redis: Redis, keys: Keys, name: str) -> AsyncIterator[Publisher]:
+    publisher = Publisher(redis, ttl=60, chain_key=keys.publisher(name))
     publisher.start()
-    yield publisher
-    await publisher.aclose()
+    try:
+        yield publisher
+    finally:
+        await publisher.aclose()
 
 
 async def open_writer(publisher: Publisher, redis: Redis, keys: Keys, job_id: str) -> StreamWriter:
-    attempt = await claim(redis, keys, job_id)
+    attempt = await claim(redis, keys, job_id, publisher)
     return StreamWriter(publisher, keys.events(job_id), keys.state(job_id), attempt)
 
 
-async def claim(redis: Redis, keys: Keys, job_id: str) -> int:
+async def claim(redis: Redis, keys: Keys, job_id: str, publisher: Publisher | None = None) -> int:
+    """Claim the job's next attempt, as ``publisher``'s worker would."""
     state, running = keys.state(job_id), keys.running()
     request = keys.request(job_id)
-    claimed = await redis.eval(scripts.CLAIM, 3, state, running, request, "60", "10000", job_id)  # type: ignore[misc]
+    chain = "" if publisher is None else publisher.chain_key
+    claimed = await redis.eval(
+        scripts.CLAIM, 3, state, running, request, "60", "10000", job_id, chain
+    )  # type: ignore[misc]
     attempt = claimed[0]
     return int(attempt)
 
 
+@pytest.mark.parametrize("same_worker", [False, True])
 async def test_a_zombie_attempt_cannot_write(
-    redis: Redis, settings: Settings, publisher: Publisher
+    redis: Redis, settings: Settings, publisher: Publisher, same_worker: bool
 ) -> None:
-    """Once attempt 2 claims the job, attempt 1's writes are refused and it learns it."""
+    """Once attempt 2 claims the job, attempt 1's writes are refused and it learns it, though
+    its publisher had checked it and stopped checking (its chain is broken by the claim)."""
     keys = Keys(settings.key_prefix)
-    first = StreamWriter(
-        publisher, keys.events("z"), keys.state("z"), await claim(redis, keys, "z")
-    )
-    await first.emit(Delta(text="one"))
-    await first.sync()
-    second = StreamWriter(
-        publisher, keys.events("z"), keys.state("z"), await claim(redis, keys, "z")
-    )
-    await second.emit(Reset())
-    await first.emit(Delta(text="zombie"))
-    with pytest.raises(Fenced):
+    first = await open_writer(publisher, redis, keys, "z")
+    for text in ("one", "two"):  # the second write is vouched for, unchecked
+        await first.emit(Delta(text=text))
         await first.sync()
-    await second.emit(Delta(text="two"))
-    await second.sync()
+    assert first.trusted == publisher._trust
+    async with started_publisher(redis, keys, "other") as other:
+        second = await open_writer(publisher if same_worker else other, redis, keys, "z")
+        await second.emit(Reset())
+        await first.emit(Delta(text="zombie"))
+        with pytest.raises(Fenced):
+            await first.sync()
+        await second.emit(Delta(text="three"))
+        await second.sync()
     texts = [fields[b"data"] for _, fields in await redis.xrange(keys.events("z"))]
-    assert texts == [b"one", b'{"reason":""}', b"two"]
+    assert texts == [b"one", b"two", b'{"reason":""}', b"three"]
+
+
+async def test_a_checked_writer_then_costs_one_xadd_an_entry(settings: Settings) -> None:
+    """The state is checked on a writer's first write, not on the ones that follow, until
+    something breaks its publisher's chain (here another attempt's claim of any job of its)."""
+    keys = Keys(settings.key_prefix)
+    with LocalRedis(free_port()) as server:
+        async with (
+            Redis.from_url(server.url) as redis,
+            started_publisher(redis, keys, "counted") as publisher,
+        ):
+            writers = [await open_writer(publisher, redis, keys, job) for job in ("a", "b")]
+
+            async def commands_of_one_entry_each() -> dict[str, int]:
+                before = await command_counts(redis)
+                for writer in writers:
+                    await writer.emit(Delta(text="x"))
+                await asyncio.gather(*(writer.sync() for writer in writers))
+                after = await command_counts(redis)
+                moved = {k: n - before.get(k, 0) for k, n in after.items() if k != "info"}
+                return {k: n for k, n in moved.items() if n}
+
+            checked = await commands_of_one_entry_each()
+            assert checked["hmget"] == 2
+            assert checked["xrevrange"] == 2
+            vouched = await commands_of_one_entry_each()
+            assert vouched == {"evalsha": 1, "set": 1, "xadd": 2}
+            await claim(redis, keys, "a", publisher)  # a retry of job a, on this very worker
+            writers[0] = StreamWriter(publisher, keys.events("a"), keys.state("a"), 2)
+            rechecked = await commands_of_one_entry_each()
+            assert rechecked["hmget"] == 2
+            assert rechecked["xadd"] == 2
+            assert (await commands_of_one_entry_each())["xadd"] == 2
+
+
+async def command_counts(redis: Redis) -> dict[str, int]:
+    stats = await redis.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
 
 
 async def test_a_retried_batch_writes_each_entry_once(redis: Redis, settings: Settings) -> None:
-    """Sending the same entries twice (a retry after a lost reply) adds nothing the second time."""
+    """Sending the same entries twice (a retry after a lost reply) adds nothing the second time,
+    also when the first call was vouched for: its retry finds the chain moved on, and checks."""
     keys = Keys(settings.key_prefix)
     attempt = await claim(redis, keys, "r")
-    entry = ["0", "", "4", "type", "delta", "data", "x"]
+    entry = ["0", "", "8", "type", "delta", "attempt", str(attempt), "seq", "0", "data", "x"]
     scratch = keys.events("r") + ":compacting"
     args = [keys.events("r"), keys.state("r"), scratch, str(attempt), "60", *entry]
     assert await redis.eval(scripts.APPEND, 3, *args) == 1  # type: ignore[misc]
     assert await redis.eval(scripts.APPEND, 3, *args) == 1  # type: ignore[misc]
     assert await redis.xlen(keys.events("r")) == 1
+    chain = keys.publisher("retried")
+    await redis.set(chain, "7", ex=60)
+    later = ["1", "", "8", "type", "delta", "attempt", str(attempt), "seq", "1", "data", "y"]
+    job = [keys.events("r"), keys.state("r"), scratch]
+    vouched = ["60", "7", "8", str(attempt), "1", str(len(later)), *later]
+    # The same call twice, as redis-py resends it after a timeout: the first one vouched for
+    # (the chain held "7"), the second checked (it holds "8" now).
+    for intact in (1, 0):
+        reply = await redis.eval(scripts.APPEND_MANY, 4, chain, *job, *vouched)  # type: ignore[misc]
+        assert reply == [intact, 1]
+    assert await redis.xlen(keys.events("r")) == 2
+    assert await redis.get(chain) == b"8!"
 
 
 async def test_nothing_follows_the_terminal_event(
@@ -108,10 +173,10 @@ async def test_sync_and_close_wait_for_every_entry_and_keep_the_ttl(
 ) -> None:
     """sync() returns only when all entries are in Redis; closing drains the rest."""
     keys = Keys(settings.key_prefix)
-    publisher = Publisher(redis, ttl=60)
+    publisher = Publisher(redis, ttl=60, chain_key=keys.publisher("drained"))
     publisher.start()
     writer = StreamWriter(
-        publisher, keys.events("s"), keys.state("s"), await claim(redis, keys, "s")
+        publisher, keys.events("s"), keys.state("s"), await claim(redis, keys, "s", publisher)
     )
     for i in range(3000):
         await writer.emit(Delta(text=str(i)))
@@ -275,14 +340,19 @@ async def test_an_attempt_whose_earlier_entries_were_lost_cannot_go_on(
     keys = Keys(settings.key_prefix)
     writer = await open_writer(publisher, redis, keys, "g")
     await writer.emit(Delta(text="one"))
+    await writer.sync()
+    chain_then = await redis.get(publisher.chain_key)
     await writer.emit(Delta(text="two"))
     await writer.sync()
-    await redis.hset(keys.state("g"), "seq", "0")  # type: ignore[misc]  # a replica missed "two"
+    # The replica that takes over missed the call that wrote "two", its chain token with it.
+    newest = await redis.xrevrange(keys.events("g"), count=1)
+    await redis.xdel(keys.events("g"), newest[0][0])
+    await redis.set(publisher.chain_key, chain_then or b"", ex=60)
     await writer.emit(Delta(text="three"))
     with pytest.raises(PublishFailed):
         await writer.sync()
     texts = [fields[b"data"] for _, fields in await redis.xrange(keys.events("g"))]
-    assert texts == [b"one", b"two"]
+    assert texts == [b"one"]  # not "three" after a hole
 
 
 async def test_an_attempt_whose_claim_was_lost_is_not_mistaken_for_a_zombie(

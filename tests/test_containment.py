@@ -64,9 +64,10 @@ async def test_js_split_emoji_jobs_do_not_stall_their_neighbours(settings: Setti
 
 
 @pytest.fixture
-async def publisher(redis: Redis) -> AsyncIterator[Publisher]:
+async def publisher(redis: Redis, settings: Settings) -> AsyncIterator[Publisher]:
     """A started publisher on the test's Redis that would retry an outage for an hour."""
-    publisher = Publisher(redis, ttl=60, retry_for=ENDLESS)
+    chain = Keys(settings.key_prefix).publisher("test")
+    publisher = Publisher(redis, ttl=60, chain_key=chain, retry_for=ENDLESS)
     publisher.start()
     yield publisher
     await publisher.aclose()
@@ -75,7 +76,7 @@ async def publisher(redis: Redis) -> AsyncIterator[Publisher]:
 async def writer_for(redis: Redis, settings: Settings, publisher: Publisher, job: str) -> Any:
     """A writer of attempt 1 of ``job``, claimed as the claim script would."""
     keys = Keys(settings.key_prefix)
-    await redis.hset(keys.state(job), mapping={"attempt": 1, "seq": -1})  # type: ignore[misc]
+    await redis.hset(keys.state(job), mapping={"attempt": 1})  # type: ignore[misc]
     await redis.expire(keys.state(job), 60)
     return StreamWriter(publisher, keys.events(job), keys.state(job), 1)
 
@@ -313,7 +314,7 @@ async def test_poisoned_leases_do_not_stop_the_reaper(redis: Redis, settings: Se
     keys = Keys(settings.key_prefix)
     await redis.set(keys.request("zgood"), ChatRequest(chat_messages("lost")).to_json(), ex=60)
     await redis.hset(keys.state("poison"), mapping={"attempt": "x"})  # type: ignore[misc]
-    await redis.hset(keys.state("zgood"), mapping={"attempt": 1, "seq": -1})  # type: ignore[misc]
+    await redis.hset(keys.state("zgood"), mapping={"attempt": 1})  # type: ignore[misc]
     for job in ("poison", "zgood"):
         await redis.expire(keys.state(job), 60)
     bad = ["1:poison", "no-colon", "1:bad\nid", "1:"]

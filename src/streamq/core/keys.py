@@ -93,6 +93,10 @@ class Keys:
         """Sorted set of running attempts (``attempt:job_id``) scored by lease expiry (ms)."""
         return f"{self.prefix}:running"
 
+    def publisher(self, publisher_id: str) -> str:
+        """A worker process's publisher chain (see :mod:`streamq.core.scripts`); a string."""
+        return f"{self.prefix}:publisher:{publisher_id}"
+
     def workers(self) -> str:
         """Sorted set of worker ids, scored by when their presence key expires (ms)."""
         return f"{self.prefix}:workers"

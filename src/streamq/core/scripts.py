@@ -2,10 +2,19 @@
 
 Most make a job's stream safe against zombies and retries; ADMIT, SETTLE and PAUSE share the
 fleet's per-model slots and budgets. The job's state hash holds ``attempt`` (the attempt allowed
-to write), ``seq`` (the last entry it wrote) and ``terminal`` (the type of the terminal entry,
-once written). Every write goes through :data:`APPEND`, so a worker that lost its job cannot
-interleave with the new attempt, a retried batch never duplicates an entry, and nothing follows
-the terminal entry.
+to write), ``writer`` (the chain key of the publisher that claimed it) and ``terminal`` (the type
+of the terminal entry, once written). Every write goes through :data:`APPEND` or
+:data:`APPEND_MANY`, so a worker that lost its job cannot interleave with the new attempt, a
+retried batch never duplicates an entry, and nothing follows the terminal entry.
+
+Checking a job's state before each of its writes cost two commands per entry at a few entries
+a second. A publisher instead keeps a *chain*: every APPEND_MANY call stores a token in the
+publisher's chain key and names the one it expects to find there. While the chain is intact,
+nothing that could change a job's state has happened since the publisher last checked it: a
+claim breaks the chain of the job's previous writer (it deletes its key), and a failover that
+lost writes, a lost reply or an expired key leaves another token there. So a writer checked
+once writes unchecked (``vouched``) until the publisher's chain breaks; then each is checked
+again on its next write.
 """
 
 from __future__ import annotations
@@ -108,36 +117,49 @@ redis.call('PSETEX', KEYS[1], ARGV[3], '1')
 return score
 """
 
-# Opens the next attempt in the job's state (KEYS[1]; ARGV[1]: ttl), or returns {0, terminal,
-# 0} when the job had ended. Shared by CLAIM and CLAIM_STATE.
+# Opens the next attempt in the job's state (KEYS[1]; ARGV[1]: ttl; `chain`: the claiming
+# publisher's chain key, or '' for one without a chain), or returns {0, terminal, 0} when the
+# job had ended. The previous attempt's publisher may still be writing (its worker lost the
+# lease): its chain is broken, so it checks this job's state before its next write. That key
+# is named by the state, not by KEYS (a claim cannot know it before): only on a single Redis,
+# where a publisher keeps a chain, and only a key of the claimer's own prefix. Shared by CLAIM
+# and CLAIM_STATE.
 _OPEN_ATTEMPT = """
-local terminal = redis.call('HGET', KEYS[1], 'terminal')
-if terminal then return {0, terminal, 0} end
+local current = redis.call('HMGET', KEYS[1], 'terminal', 'writer')
+if current[1] then return {0, current[1], 0} end
 local time = redis.call('TIME')
 local now = time[1] * 1000 + math.floor(time[2] / 1000)
 redis.call('HSETNX', KEYS[1], 'started_ms', now)
 local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
-redis.call('HSET', KEYS[1], 'seq', -1)
+local chains = string.match(chain, '^(.*:publisher:)')
+if chains and current[2] and string.sub(current[2], 1, #chains) == chains then
+  redis.call('DEL', current[2])
+end
+if chain ~= '' then redis.call('HSET', KEYS[1], 'writer', chain) end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 local elapsed = now - tonumber(redis.call('HGET', KEYS[1], 'started_ms'))
 local cancel = redis.call('HGET', KEYS[1], 'cancel') or ''
 """
 
-# KEYS: state, running, request. ARGV: ttl, lease (ms), job id.
-# -> {attempt, cancel flag, ms since the first attempt started, the request (or false)};
+# KEYS: state, running, request. ARGV: ttl, lease (ms), job id, the publisher's chain key ('':
+# none). -> {attempt, cancel flag, ms since the first attempt started, the request (or false)};
 # attempt 0 when the job had ended.
 CLAIM = (
-    _OPEN_ATTEMPT
+    "local chain = ARGV[4] or ''\n"
+    + _OPEN_ATTEMPT
     + """
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), attempt .. ':' .. ARGV[3])
 return {attempt, cancel, elapsed, redis.call('GET', KEYS[3])}
 """
 )
 
-# KEYS: state. ARGV: ttl. CLAIM's part on the job's state when the streams live on their own
-# Redis (STREAMQ_STREAMS_URL); LEASE is the part on the queue's Redis.
+# KEYS: state. ARGV: ttl, the publisher's chain key ('': none, as on a Redis Cluster). CLAIM's
+# part on the job's state when the streams live on their own Redis (STREAMQ_STREAMS_URL); LEASE
+# is the part on the queue's Redis.
 # -> {attempt, cancel flag, ms since the first attempt started}; attempt 0 when it had ended.
-CLAIM_STATE = _OPEN_ATTEMPT + "return {attempt, cancel, elapsed}\n"
+CLAIM_STATE = (
+    "local chain = ARGV[2] or ''\n" + _OPEN_ATTEMPT + "return {attempt, cancel, elapsed}\n"
+)
 
 # KEYS: running, request. ARGV: lease (ms), member (attempt:job id). -> the request.
 LEASE = """
@@ -199,22 +221,40 @@ FENCED = -1  # another attempt owns the job
 ENDED = -2  # the job ended (before this call, or by an entry of it: later entries are dropped)
 LOST = -3  # this attempt's claim or earlier entries are missing (lost in a failover)
 
-# KEYS: events, state, scratch (for the copy). ARGV: attempt, ttl, then per entry: seq,
-# terminal type or '', field count, fields... -> 1 written, -1 fenced (another attempt owns the
-# job), -2 the job ended (before this call, or by an entry of it: later entries are dropped),
-# -3 this attempt's claim or earlier entries are missing (lost in a failover).
+# append(): one job's entries. `checked`: check the job's state and stream first (else the
+# publisher vouches for the writer, checked since its chain last broke). -> 1 written, -1 fenced
+# (another attempt owns the job), -2 the job ended (before this call, or by an entry of it:
+# later entries are dropped), -3 this attempt's claim or earlier entries are missing (lost in a
+# failover). args[from..to]: per entry its seq, terminal type or '', field count, fields...
 _APPEND_FUNCTION = """
-local function append(events, state, scratch, attempt, ttl, args, from, to)
-  local current = redis.call('HMGET', state, 'attempt', 'seq', 'terminal')
-  local stored = tonumber(current[1] or '0')
-  -- An older attempt than ours: our claim was lost (a failover), not taken over by another.
-  if stored < tonumber(attempt) then return -3 end
-  if stored ~= tonumber(attempt) then return -1 end
-  if current[3] then return -2 end
-  local first = tonumber(current[2] or '-1')
-  -- Entries this attempt wrote before are missing (a failover lost them): refuse, so that the
-  -- job starts over as a new attempt instead of showing a stream with a hole in it.
-  if tonumber(args[from]) > first + 1 then return -3 end
+-- The seq of the newest entry of the stream if this attempt wrote it, else -1.
+local function written(events, attempt)
+  local newest = redis.call('XREVRANGE', events, '+', '-', 'COUNT', 1)[1]
+  if not newest then return -1 end
+  local fields, owner, seq = newest[2], nil, nil
+  for j = 1, #fields, 2 do
+    if fields[j] == 'attempt' then owner = fields[j + 1] end
+    if fields[j] == 'seq' then seq = fields[j + 1] end
+  end
+  if tonumber(owner) ~= tonumber(attempt) then return -1 end
+  return tonumber(seq) or -1
+end
+
+local function append(events, state, scratch, attempt, ttl, checked, args, from, to)
+  local first = tonumber(args[from]) - 1
+  if checked then
+    local current = redis.call('HMGET', state, 'attempt', 'terminal')
+    local stored = tonumber(current[1] or '0')
+    -- An older attempt than ours: our claim was lost (a failover), not taken over by another.
+    if stored < tonumber(attempt) then return -3 end
+    if stored ~= tonumber(attempt) then return -1 end
+    if current[2] then return -2 end
+    -- Entries this attempt wrote before are missing (a failover lost them): refuse, so that the
+    -- job starts over as a new attempt instead of showing a stream with a hole in it.
+    local stored_seq = written(events, attempt)
+    if first > stored_seq then return -3 end
+    first = stored_seq
+  end
   local last, ended, i = first, false, from
   while i <= to and not ended do
     local seq, terminal, n = tonumber(args[i]), args[i + 1], tonumber(args[i + 2])
@@ -228,7 +268,6 @@ local function append(events, state, scratch, attempt, ttl, args, from, to)
     end
     i = i + 3 + n
   end
-  if last ~= first then redis.call('HSET', state, 'seq', last) end
   -- The TTL is set with an attempt's first entries, its terminal one and every 64th: a stream
   -- always ends with one, even one that expired mid-run and was recreated by XADD.
   if first < 0 or ended or math.floor(last / 64) ~= math.floor(first / 64) then
@@ -246,29 +285,44 @@ local function append(events, state, scratch, attempt, ttl, args, from, to)
 end
 """
 
+# KEYS: events, state, scratch (for the copy). ARGV: attempt, ttl, then per entry: seq, terminal
+# type or '', field count, fields... -> append()'s answer. Always checks (on a Redis Cluster,
+# where one call cannot span jobs).
 APPEND = (
     _APPEND_FUNCTION
-    + "return append(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV, 3, #ARGV)\n"
+    + "return append(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], true, ARGV, 3, #ARGV)\n"
 )
 
 # APPEND for several jobs' streams in one call (their keys in one Redis: not for a cluster).
-# KEYS: events, state, scratch of each job in turn. ARGV: ttl, then for each job: its attempt,
-# how many arguments its entries take, and those (seq, terminal, n, fields... as APPEND's).
-# -> APPEND's answer for each job, or the text of the error Redis raised on that job's keys
-# (prefixed "ERR "): one job's keys never fail another's entries.
+# KEYS: the publisher's chain key, then events, state, scratch of each job in turn. ARGV: ttl,
+# the token the chain should hold ('': no key, for a new publisher), this call's token, then
+# for each job: its attempt, '1' if the publisher vouches for its writer, how many arguments
+# its entries take, and those (as APPEND's). -> {1 if the chain was intact (else every job was
+# checked, and the chain holds this call's token with '!' appended), then append()'s answer
+# for each job, or the text of the error Redis raised on that job's keys (prefixed "ERR "):
+# one job's keys never fail another's entries}.
 APPEND_MANY = (
     _APPEND_FUNCTION
     + """
-local results, k, i = {}, 1, 2
+-- SET ... GET (Redis 6.2): the chain's check and its next link in one command.
+local stored = redis.pcall('SET', KEYS[1], ARGV[3], 'EX', ARGV[1], 'GET')
+if type(stored) == 'table' and stored.err then
+  stored = redis.call('GET', KEYS[1])
+  redis.call('SET', KEYS[1], ARGV[3], 'EX', ARGV[1])
+end
+local intact = (stored or '') == ARGV[2]
+if not intact then redis.call('SET', KEYS[1], ARGV[3] .. '!', 'EX', ARGV[1]) end
+local results, k, i = {intact and 1 or 0}, 2, 4
 while i <= #ARGV do
-  local count = tonumber(ARGV[i + 1])
-  local ok, result = pcall(append, KEYS[k], KEYS[k + 1], KEYS[k + 2], ARGV[i], ARGV[1], ARGV,
-    i + 2, i + 1 + count)
+  local count = tonumber(ARGV[i + 2])
+  local checked = not (intact and ARGV[i + 1] == '1')
+  local ok, result = pcall(append, KEYS[k], KEYS[k + 1], KEYS[k + 2], ARGV[i], ARGV[1], checked,
+    ARGV, i + 3, i + 2 + count)
   if not ok then
     result = 'ERR ' .. (type(result) == 'table' and tostring(result.err) or tostring(result))
   end
   results[#results + 1] = result
-  k, i = k + 3, i + 2 + count
+  k, i = k + 3, i + 3 + count
 end
 return results
 """

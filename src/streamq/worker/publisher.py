@@ -2,7 +2,10 @@
 
 Entries appended while a round trip is in flight go out together in the next one, so an idle
 worker adds no latency and a busy one sends large batches. Each job's entries go through the
-fenced :data:`~streamq.core.scripts.APPEND` script, which also sets the stream's TTL atomically.
+fenced :data:`~streamq.core.scripts.APPEND_MANY` script (one call for many jobs), which also sets
+the stream's TTL atomically. A writer is checked against its job's state on its first write and
+again after the publisher's chain broke (see :mod:`streamq.core.scripts`); in between, its
+entries cost one ``XADD`` each.
 A batch that fails on the connection is retried, in order and without duplicates, for
 ``retry_for`` seconds. What Redis refuses for one job (a script error on its keys) fails that
 job alone, as does an entry that cannot be encoded: one job's data never delays or fails
@@ -52,6 +55,8 @@ class StreamWriter:
         self.attempt = attempt
         self.seq = -1
         self.failure: Fenced | PublishFailed | EntryRejected | None = None
+        self.ended = False  # a terminal event was emitted: what follows must be checked
+        self.trusted = -1  # the publisher's trust epoch in which this writer was last checked
         self._last_ticket = 0
 
     async def emit(self, event: Event) -> None:
@@ -68,6 +73,7 @@ class StreamWriter:
         except UnicodeEncodeError as exc:
             raise EntryRejected(f"a {event.type} event cannot be encoded as UTF-8: {exc}") from None
         self.seq += 1
+        self.ended = self.ended or bool(terminal)
         self._last_ticket = self.publisher.append(self, args)
         if self.publisher.pending >= self.publisher.max_pending:
             await self.sync()
@@ -87,7 +93,8 @@ class StreamWriter:
         attempt can still write its terminal ``error``; any other failure is raised."""
         await self.publisher.wait_written(self._last_ticket)
         if isinstance(self.failure, EntryRejected):
-            self.seq, self.failure = await self.publisher.written_seq(self.state_key), None
+            written = await self.publisher.written_seq(self.events_key, self.attempt)
+            self.seq, self.failure = written, None
         self.check()
 
 
@@ -95,8 +102,15 @@ class Publisher:
     """Sends stream entries to Redis in pipelined batches; one per worker process."""
 
     def __init__(
-        self, redis: Redis, *, ttl: int, retry_for: float = 30.0, max_pending: int = 10_000
+        self,
+        redis: Redis,
+        *,
+        ttl: int,
+        chain_key: str,
+        retry_for: float = 30.0,
+        max_pending: int = 10_000,
     ) -> None:
+        """``chain_key``: this publisher's own key (:meth:`Keys.publisher`), for its chain."""
         self.max_pending = max_pending
         self._redis = redis
         self._ttl = ttl
@@ -104,6 +118,11 @@ class Publisher:
         self._append_sha = script_sha(scripts.APPEND)
         self._append_many_sha = script_sha(scripts.APPEND_MANY)
         self._cluster = is_cluster(redis)
+        # On a cluster every write is checked: no chain (one call cannot span slots).
+        self.chain_key = "" if self._cluster else chain_key
+        self._chain = ""  # the token the chain key holds, as far as known ("": no key yet)
+        self._calls = 0  # calls made: each one's token
+        self._trust = 0  # trust epoch: a break of the chain ends it, and every writer's trust
         self._pending: list[tuple[StreamWriter, list[bytes | str]]] = []
         self._oldest = 0.0  # time.monotonic() when the oldest pending entry was appended
         self._appended = 0  # ticket of the last entry appended
@@ -142,10 +161,12 @@ class Publisher:
         self._wakeup.set()
         return self._appended
 
-    async def written_seq(self, state_key: str) -> int:
-        """The ``seq`` of the last entry written under the job state ``state_key``."""
-        seq: bytes | None = await self._redis.hget(state_key, "seq")  # type: ignore[misc]
-        return int(seq) if seq is not None else -1
+    async def written_seq(self, events_key: str, attempt: int) -> int:
+        """The ``seq`` of the last entry ``attempt`` wrote to ``events_key`` (-1: none)."""
+        newest = await self._redis.xrevrange(events_key, count=1)
+        if not newest or newest[0][1].get(b"attempt") != str(attempt).encode():
+            return -1
+        return int(newest[0][1][b"seq"])
 
     async def wait_written(self, ticket: int) -> None:
         """Wait until the entry with ``ticket`` (and all before it) is written or failed."""
@@ -215,6 +236,8 @@ class Publisher:
     @staticmethod
     def _settle(writer: StreamWriter, result: object) -> None:
         """Record what the append script (or Redis, for this job alone) said to ``writer``."""
+        if result != scripts.APPENDED:
+            writer.trusted = -1
         if isinstance(result, BaseException):
             logger.error("Redis refused entries of %s: %r", writer.events_key, result)
             writer.failure = EntryRejected(f"Redis refused this job's entries: {result}")
@@ -242,22 +265,48 @@ class Publisher:
         writers = list(by_writer.items())
         size = STREAMS_PER_CALL
         groups = [writers[i : i + size] for i in range(0, len(writers), size)]
+        before = expected = self._chain
+        tokens = []
         async with self._redis.pipeline(transaction=False) as pipe:
             for group in groups:
-                keys: list[str] = []
-                argv: list[bytes | str] = [str(self._ttl)]
+                self._calls += 1
+                tokens.append(str(self._calls))
+                keys: list[str] = [self.chain_key]
+                argv: list[bytes | str] = [str(self._ttl), expected, tokens[-1]]
                 for writer, args in group:
+                    vouched = "1" if writer.trusted == self._trust else "0"
                     keys += (writer.events_key, writer.state_key, writer.scratch_key)
-                    argv += (str(writer.attempt), str(len(args)), *args)
+                    argv += (str(writer.attempt), vouched, str(len(args)), *args)
                 call: tuple[Any, ...] = (*keys, *argv)
                 pipe.evalsha(self._append_many_sha, len(keys), *call)
-            replies: list[Any] = await pipe.execute(raise_on_error=False)
+                expected = tokens[-1]  # what the chain holds after this call, if intact
+            try:
+                replies: list[Any] = await pipe.execute(raise_on_error=False)
+            except BaseException:
+                self._trust += 1  # the calls may have run or not: check every writer again
+                raise
         results: list[Any] = []
+        intact = True
         for group, reply in zip(groups, replies, strict=True):
             if isinstance(reply, BaseException):
                 results += [reply] * len(group)
+                intact = False
             else:
-                results += [_one_result(r) for r in reply]
+                intact = intact and reply[0] == 1
+                results += [_one_result(r) for r in reply[1:]]
+        last, token = replies[-1], tokens[-1]
+        # What the chain key holds now; when unknown, the value before (the next call then
+        # finds it broken if anything changed it, and checks every writer).
+        if isinstance(last, BaseException):
+            self._chain = before
+        else:
+            self._chain = token if last[0] == 1 else f"{token}!"
+        if not intact:
+            self._trust += 1  # a broken chain: every writer is checked on its next write
+            return results
+        for (writer, _), result in zip(writers, results, strict=True):
+            if result == scripts.APPENDED and not writer.ended:
+                writer.trusted = self._trust  # checked, or vouched for, since the last break
         return results
 
 

@@ -198,12 +198,13 @@ class JobRunner:
         if self.streams is self.redis:  # one Redis: one round trip
             claimed = await self._claim(
                 keys=[self.keys.state(job_id), self.keys.running(), self.keys.request(job_id)],
-                args=[self.settings.stream_ttl, lease_ms, job_id],
+                args=[self.settings.stream_ttl, lease_ms, job_id, self.publisher.chain_key],
             )
             raw_request = claimed[3] if len(claimed) > 3 else None
             return Claim(int(claimed[0]), bool(claimed[1]), int(claimed[2]) / 1000, raw_request)
         claimed = await self._claim_state(
-            keys=[self.keys.state(job_id)], args=[self.settings.stream_ttl]
+            keys=[self.keys.state(job_id)],
+            args=[self.settings.stream_ttl, self.publisher.chain_key],
         )
         attempt = int(claimed[0])
         if not attempt:

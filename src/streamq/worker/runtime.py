@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
 import ssl
 import time
@@ -61,7 +62,11 @@ class WorkerRuntime:
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         url = settings.streams_url
         self.streams: Redis = redis if url is None else streams_from_url(url)
-        self.publisher = Publisher(self.streams, ttl=settings.stream_ttl)
+        self.publisher = Publisher(
+            self.streams,
+            ttl=settings.stream_ttl,
+            chain_key=self.keys.publisher(f"{self.name}:{secrets.token_hex(4)}"),
+        )
         self.fleet = Fleet(
             redis,
             self.keys,
