@@ -59,6 +59,7 @@ async def enqueue(client: httpx2.AsyncClient, prompt: str, extra: Mapping[str, o
 
 
 def assert_exact(events: list[Frame], prompt: str, length: int = 60) -> None:
+    events = [frame for frame in events if frame.id is not None]  # not the job's queue places
     ids = [frame.id for frame in events]
     assert len(ids) == len(set(ids)), "an entry came twice"
     assert [frame.json()["seq"] for frame in events] == list(range(len(events)))
@@ -148,6 +149,24 @@ async def test_disconnects_mid_stream_resume_exactly_and_free_their_state(
     )
     for head, tail in zip(heads, tails, strict=True):
         assert_exact(head + tail, "leave and resume")
+
+
+@pytest.mark.usefixtures("worker")
+async def test_a_subscriber_that_leaves_is_let_go_while_its_job_still_runs(
+    http: httpx2.AsyncClient, fanout: GatewayThread
+) -> None:
+    """Leaving is noticed at once, not at the job's end or the next keep-alive: the client's
+    disconnect stops its response, whose writer is let go."""
+    endless = {"simulator": {"tokens_per_second": 2, "reply_tokens": 10_000}}
+    job_id = await enqueue(http, "a very long answer", endless)
+    async with http.stream("GET", f"/v1/jobs/{job_id}/events") as response:
+        async for frame in frames(response):
+            if frame.event == "delta":
+                break
+    await poll_until(lambda: state(fanout).subscribers == 0, BOUND, "the leaver let go")
+    status = (await http.get(f"/v1/jobs/{job_id}")).json()
+    assert status["state"] == "running"
+    await http.delete(f"/v1/jobs/{job_id}")
 
 
 @pytest.mark.usefixtures("worker")

@@ -9,6 +9,7 @@ id (so ``Last-Event-ID`` stays on the last entry): ``queued`` while the job wait
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -127,6 +128,10 @@ class EventStreamResponse(StreamingResponse):
     acts on a response's start alone; passing every chunk through their wrappers cost a
     gateway following a job for 2,000 subscribers about a tenth of its CPU. The start and the
     end still pass through them all. A middleware that rewrites bodies would not see these.
+
+    The body is written by the request's own task, and a plain task waits for the client to
+    leave (and then stops it): Starlette's way, an anyio task group holding the writer as a
+    second task, cost each of thousands of open streams its memory and a frame on every wake.
     """
 
     media_type = "text/event-stream"
@@ -134,7 +139,31 @@ class EventStreamResponse(StreamingResponse):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self._server_send = scope.get(SERVER_SEND)
-        await super().__call__(scope, receive, send)
+        spec = scope.get("asgi", {}).get("spec_version", "2.0")
+        if tuple(map(int, spec.split("."))) >= (2, 4):  # the server's send raises instead
+            await super().__call__(scope, receive, send)
+            return
+        writer = asyncio.current_task()
+        assert writer is not None
+        left = False
+
+        async def watch() -> None:
+            nonlocal left
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            left = True
+            writer.cancel()
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await self.stream_response(send)
+        except asyncio.CancelledError:
+            if not left or writer.uncancel() > 0:
+                raise  # not (only) ours: the server is stopping
+        finally:
+            watcher.cancel()
+        if self.background is not None:
+            await self.background()
 
     async def stream_response(self, send: Send) -> None:
         start = {"type": "http.response.start", "status": self.status_code}
