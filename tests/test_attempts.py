@@ -366,3 +366,19 @@ async def test_an_attempt_whose_claim_was_lost_is_not_mistaken_for_a_zombie(
     await writer.emit(Delta(text="after the failover"))
     with pytest.raises(PublishFailed):
         await writer.sync()
+
+
+async def test_a_heartbeat_renews_every_lease_it_names_and_adds_none(
+    redis: Redis, settings: Settings
+) -> None:
+    """One beat for 1,200 attempts (more than one ZADD's worth) renews each held lease and adds
+    no lease the reaper already took."""
+    keys = Keys(settings.key_prefix)
+    held = [f"1:job{i}" for i in range(1100)]
+    await redis.zadd(keys.running(), dict.fromkeys(held, 1))
+    reaped = [f"1:gone{i}" for i in range(100)]
+    members = held[:600] + reaped + held[600:]
+    expiry = await redis.eval(scripts.HEARTBEAT, 1, keys.running(), "10000", *members)  # type: ignore[misc]
+    leases = dict(await redis.zrange(keys.running(), 0, -1, withscores=True))
+    assert len(leases) == len(held)
+    assert set(leases.values()) == {float(expiry)}

@@ -125,20 +125,22 @@ return score
 # where a publisher keeps a chain, and only a key of the claimer's own prefix. Shared by CLAIM
 # and CLAIM_STATE.
 _OPEN_ATTEMPT = """
-local current = redis.call('HMGET', KEYS[1], 'terminal', 'writer')
+local current = redis.call('HMGET', KEYS[1], 'terminal', 'writer', 'started_ms', 'cancel')
 if current[1] then return {0, current[1], 0} end
 local time = redis.call('TIME')
 local now = time[1] * 1000 + math.floor(time[2] / 1000)
-redis.call('HSETNX', KEYS[1], 'started_ms', now)
 local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
 local chains = string.match(chain, '^(.*:publisher:)')
 if chains and current[2] and string.sub(current[2], 1, #chains) == chains then
   redis.call('DEL', current[2])
 end
-if chain ~= '' then redis.call('HSET', KEYS[1], 'writer', chain) end
+local fields = {}
+if not current[3] then fields = {'started_ms', now} end
+if chain ~= '' then fields[#fields + 1] = 'writer'; fields[#fields + 1] = chain end
+if #fields > 0 then redis.call('HSET', KEYS[1], unpack(fields)) end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
-local elapsed = now - tonumber(redis.call('HGET', KEYS[1], 'started_ms'))
-local cancel = redis.call('HGET', KEYS[1], 'cancel') or ''
+local elapsed = now - tonumber(current[3] or now)
+local cancel = current[4] or ''
 """
 
 # KEYS: state, running, request. ARGV: ttl, lease (ms), job id, the publisher's chain key ('':
@@ -173,7 +175,16 @@ return redis.call('GET', KEYS[2])
 HEARTBEAT = """
 local time = redis.call('TIME')
 local expiry = time[1] * 1000 + math.floor(time[2] / 1000) + tonumber(ARGV[1])
-for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'XX', expiry, ARGV[i]) end
+-- One ZADD for up to 500 attempts (a command each was one per running job every beat).
+local scored = {}
+for i = 2, #ARGV do
+  scored[#scored + 1] = expiry
+  scored[#scored + 1] = ARGV[i]
+  if #scored == 1000 or i == #ARGV then
+    redis.call('ZADD', KEYS[1], 'XX', unpack(scored))
+    scored = {}
+  end
+end
 return expiry
 """
 
