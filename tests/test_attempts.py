@@ -53,13 +53,17 @@ async def open_writer(publisher: Publisher, redis: Redis, keys: Keys, job_id: st
     return StreamWriter(publisher, keys.events(job_id), keys.state(job_id), attempt)
 
 
-async def claim(redis: Redis, keys: Keys, job_id: str, publisher: Publisher | None = None) -> int:
-    """Claim the job's next attempt, as ``publisher``'s worker would."""
+async def claim(
+    redis: Redis, keys: Keys, job_id: str, publisher: Publisher | None = None, retry: bool = False
+) -> int:
+    """Claim the job's next attempt, as ``publisher``'s worker would (``retry``: after its own
+    attempt ended)."""
     state, running = keys.state(job_id), keys.running()
     request = keys.request(job_id)
     chain = "" if publisher is None else publisher.chain_key
+    own = "1" if retry else "0"
     claimed = await redis.eval(
-        scripts.CLAIM, 3, state, running, request, "60", "10000", job_id, chain
+        scripts.CLAIM, 3, state, running, request, "60", "10000", job_id, chain, own
     )  # type: ignore[misc]
     attempt = claimed[0]
     return int(attempt)
@@ -91,7 +95,8 @@ async def test_a_zombie_attempt_cannot_write(
 
 async def test_a_checked_writer_then_costs_one_xadd_an_entry(settings: Settings) -> None:
     """The state is checked on a writer's first write, not on the ones that follow, until
-    something breaks its publisher's chain (here another attempt's claim of any job of its)."""
+    something breaks its publisher's chain (here a claim of a job it writes, but for its own
+    retry)."""
     keys = Keys(settings.key_prefix)
     with LocalRedis(free_port()) as server:
         async with (
@@ -114,8 +119,13 @@ async def test_a_checked_writer_then_costs_one_xadd_an_entry(settings: Settings)
             assert checked["xrevrange"] == 2
             vouched = await commands_of_one_entry_each()
             assert vouched == {"evalsha": 1, "set": 1, "xadd": 2}
-            await claim(redis, keys, "a", publisher)  # a retry of job a, on this very worker
+            # Its own retry of job a (attempt 1 ended) leaves its chain whole: b stays vouched.
+            await claim(redis, keys, "a", publisher, retry=True)
             writers[0] = StreamWriter(publisher, keys.events("a"), keys.state("a"), 2)
+            assert (await commands_of_one_entry_each())["hmget"] == 1
+            # Another claim of a job it writes (its attempt was taken over) breaks it.
+            await claim(redis, keys, "a", publisher)
+            writers[0] = StreamWriter(publisher, keys.events("a"), keys.state("a"), 3)
             rechecked = await commands_of_one_entry_each()
             assert rechecked["hmget"] == 2
             assert rechecked["xadd"] == 2

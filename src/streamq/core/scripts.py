@@ -118,12 +118,14 @@ return score
 """
 
 # Opens the next attempt in the job's state (KEYS[1]; ARGV[1]: ttl; `chain`: the claiming
-# publisher's chain key, or '' for one without a chain), or returns {0, terminal, 0} when the
-# job had ended. The previous attempt's publisher may still be writing (its worker lost the
-# lease): its chain is broken, so it checks this job's state before its next write. That key
-# is named by the state, not by KEYS (a claim cannot know it before): only on a single Redis,
-# where a publisher keeps a chain, and only a key of the claimer's own prefix. Shared by CLAIM
-# and CLAIM_STATE.
+# publisher's chain key, or '' for one without a chain; `retry`: '1' when the claimer's own
+# previous attempt of the job has ended), or returns {0, terminal, 0} when the job had ended.
+# The previous attempt's publisher may still be writing (its worker lost the lease): its chain
+# is broken, so it checks this job's state before its next write. That key is named by the
+# state, not by KEYS (a claim cannot know it before): only on a single Redis, where a publisher
+# keeps a chain, and only a key of the claimer's own prefix. Not for the claimer's own retry:
+# the attempt before is over, and any older one its process still runs was fenced off by the
+# claim after it. Shared by CLAIM and CLAIM_STATE.
 _OPEN_ATTEMPT = """
 local current = redis.call('HMGET', KEYS[1], 'terminal', 'writer', 'started_ms', 'cancel')
 if current[1] then return {0, current[1], 0} end
@@ -131,7 +133,8 @@ local time = redis.call('TIME')
 local now = time[1] * 1000 + math.floor(time[2] / 1000)
 local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
 local chains = string.match(chain, '^(.*:publisher:)')
-if chains and current[2] and string.sub(current[2], 1, #chains) == chains then
+local own = retry == '1' and current[2] == chain
+if chains and current[2] and not own and string.sub(current[2], 1, #chains) == chains then
   redis.call('DEL', current[2])
 end
 local fields = {}
@@ -144,10 +147,10 @@ local cancel = current[4] or ''
 """
 
 # KEYS: state, running, request. ARGV: ttl, lease (ms), job id, the publisher's chain key ('':
-# none). -> {attempt, cancel flag, ms since the first attempt started, the request (or false)};
-# attempt 0 when the job had ended.
+# none), '1' if the claimer's previous attempt ended (a retry). -> {attempt, cancel flag, ms
+# since the first attempt started, the request (or false)}; attempt 0 when the job had ended.
 CLAIM = (
-    "local chain = ARGV[4] or ''\n"
+    "local chain, retry = ARGV[4] or '', ARGV[5]\n"
     + _OPEN_ATTEMPT
     + """
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), attempt .. ':' .. ARGV[3])
@@ -155,12 +158,14 @@ return {attempt, cancel, elapsed, redis.call('GET', KEYS[3])}
 """
 )
 
-# KEYS: state. ARGV: ttl, the publisher's chain key ('': none, as on a Redis Cluster). CLAIM's
-# part on the job's state when the streams live on their own Redis (STREAMQ_STREAMS_URL); LEASE
-# is the part on the queue's Redis.
+# KEYS: state. ARGV: ttl, the publisher's chain key ('': none, as on a Redis Cluster), '1' for
+# the claimer's retry (as CLAIM's). CLAIM's part on the job's state when the streams live on
+# their own Redis (STREAMQ_STREAMS_URL); LEASE is the part on the queue's Redis.
 # -> {attempt, cancel flag, ms since the first attempt started}; attempt 0 when it had ended.
 CLAIM_STATE = (
-    "local chain = ARGV[2] or ''\n" + _OPEN_ATTEMPT + "return {attempt, cancel, elapsed}\n"
+    "local chain, retry = ARGV[2] or '', ARGV[3]\n"
+    + _OPEN_ATTEMPT
+    + "return {attempt, cancel, elapsed}\n"
 )
 
 # KEYS: running, request. ARGV: lease (ms), member (attempt:job id). -> the request.

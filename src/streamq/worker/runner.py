@@ -108,7 +108,7 @@ class JobRunner:
         """
         previous: Run | None = None  # a failed attempt: its lease holds the job until the claim
         while True:
-            claim = await self._claim_attempt(job_id)
+            claim = await self._claim_attempt(job_id, retry=previous is not None)
             if previous is not None:
                 await self.fleet.release(previous)
             if not claim.attempt:
@@ -192,19 +192,21 @@ class JobRunner:
         except EntryRejected as exc:  # Redis refuses this job's stream itself (tampered keys)
             logger.error("job %s: could not write its terminal event: %s", run.job_id, exc)
 
-    async def _claim_attempt(self, job_id: str) -> Claim:
-        """Start the job's next attempt (``attempt`` 0: the job had ended)."""
+    async def _claim_attempt(self, job_id: str, retry: bool) -> Claim:
+        """Start the job's next attempt (``attempt`` 0: the job had ended); ``retry`` after
+        this runner's own attempt of it ended."""
         lease_ms = int(self.settings.lease * 1000)
+        chain, own = self.publisher.chain_key, "1" if retry else "0"
         if self.streams is self.redis:  # one Redis: one round trip
             claimed = await self._claim(
                 keys=[self.keys.state(job_id), self.keys.running(), self.keys.request(job_id)],
-                args=[self.settings.stream_ttl, lease_ms, job_id, self.publisher.chain_key],
+                args=[self.settings.stream_ttl, lease_ms, job_id, chain, own],
             )
             raw_request = claimed[3] if len(claimed) > 3 else None
             return Claim(int(claimed[0]), bool(claimed[1]), int(claimed[2]) / 1000, raw_request)
         claimed = await self._claim_state(
             keys=[self.keys.state(job_id)],
-            args=[self.settings.stream_ttl, self.publisher.chain_key],
+            args=[self.settings.stream_ttl, chain, own],
         )
         attempt = int(claimed[0])
         if not attempt:
