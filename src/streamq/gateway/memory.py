@@ -1,11 +1,12 @@
 """Memory given back after a crowd of event streams has left a gateway process.
 
-Each open event stream costs ~33 KB (uvicorn's connection, Starlette's request, the response's
-tasks and the multiplexer's follower). When 2,000 of them closed, CPython freed the objects but
-the process kept the pages: RSS stayed ~65 MiB above where it started. Once the streams open
-fall to a quarter of their peak (of at least :data:`CROWD`), the gateway collects and asks the C
-allocator to return its free pages (`streamq serve` only: an app that mounts the gateway keeps
-its own memory policy).
+Each open event stream costs ~28 KB (uvicorn's connection, Starlette's request, the response
+and its disconnect watcher, the multiplexer's follower). When 2,000 of them closed, CPython
+freed the objects but the process kept the pages: RSS stayed ~65 MiB above where it started
+(~45 MiB now that a collection and ``malloc_trim`` follow the crowd's leaving). Once the
+streams open fall to a quarter of their peak (of at least :data:`CROWD`), the gateway collects
+and asks the C allocator to return its free pages (`streamq serve` only: an app that mounts the
+gateway keeps its own memory policy).
 """
 
 from __future__ import annotations
