@@ -208,7 +208,7 @@ def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
             checked[name] = True
             continue
         if name == "upstream_api":
-            if value not in UPSTREAM_APIS:
+            if not isinstance(value, str) or value not in UPSTREAM_APIS:
                 raise InvalidRequest(
                     f"upstream_api must be one of {sorted(UPSTREAM_APIS)}, got {value!r}"
                 )

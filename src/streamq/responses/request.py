@@ -142,7 +142,7 @@ def _check_item(item: dict[str, Any], where: str) -> None:
     kind = item["type"]
     if kind == "message":
         role = item.get("role")
-        if role not in MESSAGE_ROLES:
+        if not isinstance(role, str) or role not in MESSAGE_ROLES:
             raise InvalidRequest(
                 f"{where}.role is {role!r}; expected one of {sorted(MESSAGE_ROLES)}"
             )
@@ -252,9 +252,10 @@ def _check_tool_choice(choice: object) -> None:
 def _check_text_format(fmt: object) -> None:
     if fmt is None:
         return
-    if not isinstance(fmt, dict) or fmt.get("type") not in TEXT_FORMATS:
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if not isinstance(fmt, dict) or not isinstance(kind, str) or kind not in TEXT_FORMATS:
         raise InvalidRequest(f"text.format.type must be one of {sorted(TEXT_FORMATS)}")
-    if fmt["type"] == "json_schema" and not (
+    if kind == "json_schema" and not (
         isinstance(fmt.get("name"), str) and isinstance(fmt.get("schema"), dict)
     ):
         raise InvalidRequest("text.format of type json_schema needs a string name and a schema")
