@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,7 +16,7 @@ from streamq.core.events import as_text, encode
 from streamq.core.keys import Keys
 from streamq.core.request import chat_messages
 from streamq.dev.simulator import simulated_text
-from streamq.multiplexer import Multiplexer, _Follower
+from streamq.multiplexer import Multiplexer, _decoded, _Follower
 from tests.harness.waiting import poll_until
 
 
@@ -59,6 +60,39 @@ async def test_two_hundred_jobs_five_followers_each_get_every_event_once(sq: Str
         assert mux._followers == {}
     for i, events in enumerate(results):
         assert events == [e async for e in jobs[i // 5].events()], f"follower {i}"
+
+
+@pytest.mark.usefixtures("worker")
+async def test_a_sink_takes_entries_while_its_reader_waits_and_order_holds(sq: StreamQ) -> None:
+    """``Subscription.write_directly``: entries that come while ``next()`` waits go to the sink;
+    a batch it declines (its client is busy) waits for ``next()``. Together, in the order they
+    were handed over, they are the job's events, each once. ``next()`` answers ``[]`` when only
+    the sink got entries within its wait, and ends once the sink took the terminal one."""
+    paced = {"simulator": {"tokens_per_second": 50, "reply_tokens": 40}}
+    job = await sq.enqueue_chat("sink", extra_body=paced)
+    handed: list[tuple[str, Event]] = []
+    takes = itertools.cycle([True, True, False])
+
+    def sink(batch: list[Event]) -> bool:
+        if not next(takes):
+            return False
+        handed.extend(("sink", event) for event in batch)
+        return True
+
+    empty = 0
+    async with sq.multiplexer() as mux, mux.subscribe(job.id, queued=False) as subscription:
+        subscription.write_directly(sink)
+        while True:
+            try:
+                batch = await subscription.next(0.05)
+            except StopAsyncIteration:
+                break
+            empty += batch == []
+            handed.extend(("next", event) for event in batch or ())
+        assert mux.written_directly > 0
+    assert [event for _, event in handed] == [e async for e in job.events(queued=False)]
+    assert {how for how, _ in handed} == {"sink", "next"}
+    assert empty > 0
 
 
 @pytest.mark.usefixtures("worker")
@@ -175,6 +209,42 @@ def test_the_join_read_looks_only_at_newcomers_behind_the_long_read() -> None:
     assert mux._uncovered() == {"k": "3-0"}
     mux._covered = None  # between long reads: the next one takes every follower
     assert mux._uncovered() == {}
+
+
+async def test_a_sink_never_overtakes_what_waits_for_the_reader() -> None:
+    """A batch the sink declined waits for ``next()``; what comes after it joins it there
+    rather than reach the client first, and nothing goes to the sink while the reader is away
+    from ``next()`` (it may be writing what it took)."""
+    mux = Multiplexer(Redis(), Keys("t"))
+    follower = _Follower("k", "0-0")
+    answers, taken = iter([False, True]), list[str]()
+
+    def sink(batch: list[Event]) -> bool:
+        if not next(answers):
+            return False
+        taken.extend(event.cursor for event in batch)
+        return True
+
+    def offer(n: int) -> None:
+        fields = encode(Delta(text=f"d{n}"), attempt=1, seq=n)
+        raw = [(f"{n}-0".encode(), {k.encode(): v.encode() for k, v in fields.items()})]
+        mux._offer(follower, _decoded(raw, (0, 0)))
+
+    def pending() -> list[str]:
+        return [event.cursor for event in follower.pending]
+
+    follower.sink = sink
+    follower.waiter = asyncio.get_running_loop().create_future()  # the reader waits in next()
+    offer(1)  # declined: waits for next()
+    offer(2)
+    assert (taken, pending()) == ([], ["1-0", "2-0"])
+    follower.pending, follower.waiter = [], None  # the reader took them, and writes them
+    offer(3)
+    assert (taken, pending()) == ([], ["3-0"])
+    follower.pending = []
+    follower.waiter = asyncio.get_running_loop().create_future()  # back in next()
+    offer(4)
+    assert (taken, pending(), follower.taken, mux.written_directly) == (["4-0"], [], "4-0", 1)
 
 
 async def test_a_stream_replaced_by_another_type_fails_only_its_followers(

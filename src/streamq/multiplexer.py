@@ -21,7 +21,7 @@ import asyncio
 import bisect
 import contextlib
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from types import TracebackType
 from typing import Any
 
@@ -64,6 +64,10 @@ class _Follower:
     ``cursor`` is the last entry handed to it (taken or waiting), ``taken`` the last it took.
     Over :data:`MAX_BACKLOG` waiting entries, the waiting ones are dropped and it goes
     ``behind``: it reads from Redis after ``taken`` on its own until it has caught up.
+
+    A follower with a ``sink`` (:meth:`Subscription.write_directly`) has its entries passed to
+    it as they are read, while its reader waits for them with nothing else waiting; ``sunk``
+    counts the batches it took.
     """
 
     __slots__ = (
@@ -76,6 +80,8 @@ class _Follower:
         "key",
         "pending",
         "queued",
+        "sink",
+        "sunk",
         "taken",
         "waiter",
     )
@@ -92,6 +98,8 @@ class _Follower:
         self.following = False  # in the shared reads' followers (not yet, or let go)
         self.waiter: asyncio.Future[None] | None = None
         self.alarm: asyncio.TimerHandle | None = None
+        self.sink: Callable[[list[Event]], bool] | None = None
+        self.sunk = 0
 
     def wake(self) -> None:
         waiter = self.waiter
@@ -170,6 +178,7 @@ class Multiplexer:
         self._closed = False
         self._seen: dict[str, float] = {}  # when each followed stream was last seen to exist
         self.dropped = 0  # times a follower's backlog was dropped (it fell too far behind)
+        self.written_directly = 0  # batches handed to sinks (Subscription.write_directly)
         # Followed jobs whose streams were empty when followed, by stream, and the place last
         # told their followers; a follower joining such a job asks for a lookup at once.
         self._job_ids: dict[str, str] = {}
@@ -525,7 +534,7 @@ class Multiplexer:
         events, orders, failure = decoded
         start = bisect.bisect_right(orders, entry_order(follower.cursor))
         batch = events[start:] if start else events
-        if batch:
+        if batch and not self._sunk(follower, batch):
             if len(follower.pending) + len(batch) > self._max_backlog:
                 # Too far behind: it reads from Redis after what it took, on its own.
                 self.dropped += 1
@@ -540,6 +549,21 @@ class Multiplexer:
             follower.wake()
         if failure is not None and not follower.ended:
             follower.fail(failure)
+
+    def _sunk(self, follower: _Follower, batch: list[Event]) -> bool:
+        """Pass ``batch`` to the follower's sink, if it has one that takes it now: only while
+        its reader waits with nothing waiting for it, so that nothing it was handed before is
+        still to be written (entries stay in order)."""
+        sink = follower.sink
+        if sink is None or follower.waiter is None or follower.pending or not sink(batch):
+            return False
+        self.written_directly += 1
+        follower.sunk += 1
+        follower.cursor = follower.taken = batch[-1].cursor
+        if is_terminal(batch[-1]):
+            follower.ended = True
+            follower.wake()  # its reader ends the response
+        return True
 
     def _drop(self, follower: _Follower) -> None:
         follower.following = False
@@ -591,6 +615,16 @@ class Subscription:
     ) -> None:
         self.close()
 
+    def write_directly(self, sink: Callable[[list[Event]], bool]) -> None:
+        """Hand entries to ``sink`` as the shared read gets them, while :meth:`next` waits with
+        nothing waiting: no wake-up of the reader per entry (a gateway's event stream writes
+        them to its client this way). ``sink`` returns False to decline a batch (its client
+        cannot take more now): the batch waits for :meth:`next` instead. :meth:`next` then
+        returns an empty list when only ``sink`` got entries before its ``wait`` ran out, and
+        ends after ``sink`` got the terminal one. Not on a cluster, where each job is read
+        alone."""
+        self._follower.sink = sink
+
     def close(self) -> None:
         """Stop following; what was waiting is let go."""
         if self._read is not None:
@@ -599,12 +633,14 @@ class Subscription:
         follower = self._follower
         self._mux._drop(follower)
         follower.pending = []
+        follower.sink = None
         follower.silence()
         follower.wake()
 
     async def next(self, wait: float | None) -> list[Event] | None:
         """Every event that came since the last call (at least one), in order, up to the
-        terminal one; ``None`` if ``wait`` seconds pass first (``None``: no limit).
+        terminal one; ``None`` if ``wait`` seconds pass first (``None``: no limit), or an empty
+        list if by then only :meth:`write_directly`'s sink got entries.
 
         Raises :class:`StopAsyncIteration` after the terminal event, :class:`ReadTimeout` when
         nothing came for the read timeout and :class:`JobNotFound` if the stream disappears.
@@ -616,6 +652,7 @@ class Subscription:
         now = loop.time()
         give_up = None if wait is None else now + wait
         quiet_until = now + self._timeout
+        sunk = seen = follower.sunk
         while True:
             if follower.pending:
                 batch, follower.pending = follower.pending, []
@@ -638,7 +675,7 @@ class Subscription:
             if now >= quiet_until:
                 raise ReadTimeout(f"no event from job {self._job.id!r} for {self._timeout:g}s")
             if give_up is not None and now >= give_up:
-                return None
+                return None if follower.sunk == sunk else []
             # Wake up at least every block to see whether the stream is still there.
             until = min(quiet_until, now + max_block(self._mux._redis))
             if give_up is not None:
@@ -650,6 +687,10 @@ class Subscription:
             finally:
                 follower.waiter = None
             if loop.time() < until:  # an entry came (or an earlier alarm rang): look again
+                continue
+            if follower.sunk != seen:  # the sink got entries meanwhile: not quiet, still there
+                seen = follower.sunk
+                quiet_until = max(quiet_until, until + self._timeout)
                 continue
             checkpoint = until < quiet_until and (give_up is None or until < give_up)
             idle = checkpoint and not follower.pending and not follower.ended

@@ -72,7 +72,9 @@ async def test_two_hundred_subscribers_of_one_job_each_get_every_event_once(
     http: httpx2.AsyncClient, fanout: GatewayThread, redis: Redis, settings: Settings
 ) -> None:
     """200 SSE clients of one live job: each gets every entry once, in order, and the exact
-    text; the gateway reads them all over a few Redis connections, and lets go of them after."""
+    text; the gateway reads them all over a few Redis connections, and lets go of them after.
+    Entries that come while a response waits go straight to its connection (direct_write.py),
+    which uvicorn, as the gateway serves it, allows."""
     job_id = await enqueue(http, "fan out", PACED)
     url = f"/v1/jobs/{job_id}/events"
     readers = [asyncio.create_task(read_events(http, url)) for _ in range(SUBSCRIBERS)]
@@ -80,6 +82,7 @@ async def test_two_hundred_subscribers_of_one_job_each_get_every_event_once(
     results = await asyncio.gather(*readers)
     for events in results:
         assert_exact(events, "fan out")
+    assert state(fanout).written_directly > 0
     await poll_until(lambda: state(fanout).subscribers == 0, BOUND, "subscribers to be let go")
 
 
@@ -176,10 +179,21 @@ async def test_a_stalled_subscriber_is_dropped_back_to_redis_and_still_gets_it_a
     """A client that stops reading while a long job streams fills its socket; the gateway drops
     its backlog rather than buffering it, and once the client reads again it catches up from
     Redis by cursor: the whole stream, every entry once. A fast subscriber alongside is not
-    held back."""
+    held back.
+
+    Entries go straight to a client's socket while it takes them, so the kernel's buffers for
+    the connection (a few MB on loopback) fill first: 3,000 entries with 20 top log
+    probabilities each (~4 MB) are more than they hold."""
     state(fanout).max_backlog = 16
-    long = {"simulator": {"reply_tokens": 3000}}
-    job_id = await enqueue(http, "a long answer", long)
+    body = {
+        "messages": chat_messages("a long answer"),
+        "logprobs": True,
+        "top_logprobs": 20,
+        "extra_body": {"simulator": {"reply_tokens": 3000}},
+    }
+    response = await http.post("/v1/jobs", json=body)
+    assert response.status_code == 202, response.text
+    job_id = response.json()["id"]
     stalled = await StalledClient.connect(fanout.port, f"/v1/jobs/{job_id}/events")
     fast = await read_events(http, f"/v1/jobs/{job_id}/events")
     assert_exact(fast, "a long answer", 3000)

@@ -10,6 +10,7 @@ rather than buffered without bound (``MAX_BACKLOG``).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Protocol
 
 from streamq.core.events import Event
@@ -23,6 +24,8 @@ class Source(Protocol):
     async def __aenter__(self) -> object: ...
 
     async def next(self, wait: float | None) -> list[Event] | None: ...
+
+    def write_directly(self, sink: Callable[[list[Event]], bool]) -> None: ...
 
     def close(self) -> None: ...
 
@@ -43,7 +46,8 @@ class Feed:
         await self._subscription.__aenter__()
 
     async def batch(self, wait: float | None) -> list[Event] | None:
-        """Every event that came, in order; ``None`` after ``wait`` seconds without one."""
+        """Every event that came, in order; ``None`` after ``wait`` seconds without one, or an
+        empty list if only :meth:`write_directly`'s sink got events by then."""
         if self._held:
             held, self._held = self._held, []
             return held
@@ -57,6 +61,11 @@ class Feed:
                 return None
             self._held = batch
         return self._held.pop(0)
+
+    def write_directly(self, sink: Callable[[list[Event]], bool]) -> None:
+        """Have the events that come while :meth:`batch` waits passed to ``sink`` instead,
+        where the source allows (:meth:`Subscription.write_directly`); not with :meth:`event`."""
+        self._subscription.write_directly(sink)
 
     def close(self) -> None:
         """Stop following: the subscriber's state is let go at once."""
@@ -78,6 +87,9 @@ class Alone:
     async def next(self, wait: float | None) -> list[Event] | None:
         event = await self._pump.next(wait)
         return None if event is None else [event]
+
+    def write_directly(self, sink: Callable[[list[Event]], bool]) -> None:
+        """Nothing: a reader of its own hands every event to :meth:`next`."""
 
     def close(self) -> None:
         pump, events = self._pump, self._events

@@ -99,7 +99,7 @@ class JobEndpoints:
         config = self.gateway.config
         feed = await self.gateway.feed(job, after)
         body = event_stream_body(feed, config.keepalive, config.max_stream_seconds)
-        return EventStreamResponse(body, headers=HEADERS)
+        return EventStreamResponse(body, headers=HEADERS, feed=feed)
 
     async def _job(self, request: Request) -> ChatJob:
         tenant = self.gateway.tenant(request)

@@ -12,15 +12,17 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
+from starlette.background import BackgroundTask
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from streamq.core import metrics
 from streamq.core.events import TERMINAL_TYPES, Event, entry_order, event_to_dict
 from streamq.core.exceptions import InvalidCursor, JobNotFound, ReadTimeout
+from streamq.gateway.direct_write import DirectWriter, direct_writer
 from streamq.gateway.fanout import Alone, Feed
 from streamq.job import ChatJob, EventStream, check_cursor
 
@@ -107,10 +109,10 @@ async def event_stream_body(
                 if wait <= 0:
                     return
             batch = await feed.batch(wait)
-            if batch is not None:
+            if batch:
                 yield frames_of(batch)
-            elif deadline is None or time.monotonic() < deadline:
-                yield KEEPALIVE
+            elif batch is None and (deadline is None or time.monotonic() < deadline):
+                yield KEEPALIVE  # (an empty batch: entries went out directly meanwhile)
     except StopAsyncIteration:
         return
     except JobNotFound:
@@ -132,13 +134,33 @@ class EventStreamResponse(StreamingResponse):
     The body is written by the request's own task, and a plain task waits for the client to
     leave (and then stops it): Starlette's way, an anyio task group holding the writer as a
     second task, cost each of thousands of open streams its memory and a frame on every wake.
+
+    Given the ``feed`` its body reads, the entries that come while the body waits for them are
+    written where they are read, without waking this response's task, when the server lets
+    them be (:mod:`streamq.gateway.direct_write`).
     """
 
     media_type = "text/event-stream"
     _server_send: Send | None = None
 
+    def __init__(
+        self,
+        content: AsyncIterator[bytes],
+        status_code: int = 200,
+        headers: Mapping[str, str] | None = None,
+        background: BackgroundTask | None = None,
+        *,
+        feed: Feed | None = None,
+    ) -> None:
+        super().__init__(content, status_code, headers, background=background)
+        self._feed = feed
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self._server_send = scope.get(SERVER_SEND)
+        if self._feed is not None and self._server_send is not None:
+            direct = direct_writer(self._server_send, scope["method"])
+            if direct is not None:
+                self._feed.write_directly(_sink(direct))
         spec = scope.get("asgi", {}).get("spec_version", "2.0")
         if tuple(map(int, spec.split("."))) >= (2, 4):  # the server's send raises instead
             await super().__call__(scope, receive, send)
@@ -173,3 +195,16 @@ class EventStreamResponse(StreamingResponse):
             body = chunk if isinstance(chunk, bytes | memoryview) else chunk.encode(self.charset)
             await direct({"type": "http.response.body", "body": body, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _sink(writer: DirectWriter) -> Callable[[list[Event]], bool]:
+    """A multiplexer sink writing each batch's frames in one write, when the client can take
+    them."""
+
+    def sink(batch: list[Event]) -> bool:
+        if not writer.ready():
+            return False
+        writer.write(frames_of(batch))
+        return True
+
+    return sink

@@ -116,6 +116,12 @@ class Gateway:
         """How often a response fell too far behind and was dropped back to Redis."""
         return 0 if self._mux is None else self._mux.dropped
 
+    @property
+    def written_directly(self) -> int:
+        """How many batches of entries went straight to a waiting response's connection
+        (:mod:`streamq.gateway.direct_write`)."""
+        return 0 if self._mux is None else self._mux.written_directly
+
     async def redis(self) -> Redis:
         """The gateway's Redis client."""
         await self.tenants()
