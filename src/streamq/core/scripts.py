@@ -56,14 +56,12 @@ return 1
 # KEYS: fair order, fair clock, queue. ARGV: how many, now (ms), arq's in-progress key prefix,
 # ttl, how many fair entries to look at at most, offset and count of arq's queue head,
 # in-progress timeout (ms).
-# -> {started, head}: up to ARGV[1] due jobs from the fair order, lowest virtual start tag
-# first, started for this worker as arq starts a job (its in-progress key, which no other
-# worker's start passes), as a flat list of arq job id, score (ms), ...: one round trip where
-# picking, then starting, took two. They are popped from the fair order (the clock moves to
-# the highest tag popped); deferred and running ids stay in it, ids arq no longer queues leave
-# it. When they are fewer, ``head`` is arq's queue head (as arq reads it: jobs never indexed or
-# put back by an older process still run), not started: the worker starts those it does not
-# run already with START (most of a busy queue's head runs, and most often on this worker).
+# -> up to ARGV[1] due jobs started for this worker, as arq starts a job (its in-progress key,
+# which no other worker's start passes): a flat list of arq job id, score (ms), ... Lowest
+# virtual start tag first, popped from the fair order (the clock moves to the highest tag
+# popped); when they are fewer, then arq's queue head (as arq reads it: jobs never indexed or
+# put back by an older process still run). Deferred and running ids stay in the fair order;
+# ids arq no longer queues leave it. One round trip where picking, then starting, took two.
 PICK = """
 local want, now, prefix = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local picked, started, gone, top = {}, {}, {}, nil
@@ -96,27 +94,18 @@ if #gone > 0 then redis.call('ZREM', KEYS[1], unpack(gone)) end
 if top and tonumber(top) > tonumber(redis.call('GET', KEYS[2]) or '0') then
   redis.call('SET', KEYS[2], top, 'EX', ARGV[4])
 end
-local others = {}
 if #picked < want then
   local seen = {}
   for _, id in ipairs(picked) do seen[id] = true end
-  local head = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', ARGV[6], ARGV[7])
-  for _, id in ipairs(head) do
-    if not seen[id] then others[#others + 1] = id end
+  local head = redis.call(
+    'ZRANGEBYSCORE', KEYS[3], '-inf', now, 'WITHSCORES', 'LIMIT', ARGV[6], ARGV[7])
+  for i = 1, #head, 2 do
+    if #picked >= want then break end
+    local id = head[i]
+    if not seen[id] and redis.call('EXISTS', prefix .. id) == 0 then start(id, head[i + 1]) end
   end
 end
-return {started, others}
-"""
-
-# KEYS: arq in-progress key, queue. ARGV: arq job id, now (ms), in-progress timeout (ms).
-# -> the job's score when this worker may start it; false when it runs elsewhere, is gone or
-# is deferred. arq's WATCH/MULTI start of a job in one round trip instead of four.
-START = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return false end
-local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
-if not score or tonumber(score) > tonumber(ARGV[2]) then return false end
-redis.call('PSETEX', KEYS[1], ARGV[3], '1')
-return score
+return started
 """
 
 # KEYS: fair order, fair clock, queue. ARGV: arq job id, ttl. -> 1 when the job, queued in
