@@ -54,23 +54,14 @@ return 1
 """
 
 # KEYS: fair order, fair clock, queue. ARGV: how many, now (ms), arq's in-progress key prefix,
-# ttl, how many fair entries to look at at most, offset and count of arq's queue head,
-# in-progress timeout (ms).
-# -> up to ARGV[1] due jobs started for this worker, as arq starts a job (its in-progress key,
-# which no other worker's start passes): a flat list of arq job id, score (ms), ... Lowest
-# virtual start tag first, popped from the fair order (the clock moves to the highest tag
-# popped); when they are fewer, then arq's queue head (as arq reads it: jobs never indexed or
-# put back by an older process still run). Deferred and running ids stay in the fair order;
-# ids arq no longer queues leave it. One round trip where picking, then starting, took two.
+# ttl, how many fair entries to look at at most, offset and count of arq's queue head.
+# -> up to ARGV[1] arq job ids, lowest virtual start tag first, popped from the fair order (the
+# clock moves to the highest tag popped); when they are fewer, then arq's queue head (as arq
+# reads it: jobs never indexed or put back by an older process still run). Deferred and running
+# ids stay in the fair order; ids arq no longer queues leave it.
 PICK = """
 local want, now, prefix = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
-local picked, started, gone, top = {}, {}, {}, nil
-local function start(id, score)
-  redis.call('PSETEX', prefix .. id, ARGV[8], '1')
-  picked[#picked + 1] = id
-  started[#started + 1] = id
-  started[#started + 1] = score
-end
+local picked, gone, top = {}, {}, nil
 -- In small batches: the order may be long, and the ids due are nearly always at its front.
 local scanned, batch, limit = 0, math.max(want * 2, 16), tonumber(ARGV[5])
 while #picked < want and scanned < limit do
@@ -83,7 +74,7 @@ while #picked < want and scanned < limit do
     if not score then
       gone[#gone + 1] = id
     elseif tonumber(score) <= now and redis.call('EXISTS', prefix .. id) == 0 then
-      start(id, score)
+      picked[#picked + 1] = id
       gone[#gone + 1] = id
       top = entries[i + 1]
     end
@@ -97,15 +88,12 @@ end
 if #picked < want then
   local seen = {}
   for _, id in ipairs(picked) do seen[id] = true end
-  local head = redis.call(
-    'ZRANGEBYSCORE', KEYS[3], '-inf', now, 'WITHSCORES', 'LIMIT', ARGV[6], ARGV[7])
-  for i = 1, #head, 2 do
-    if #picked >= want then break end
-    local id = head[i]
-    if not seen[id] and redis.call('EXISTS', prefix .. id) == 0 then start(id, head[i + 1]) end
+  local head = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', ARGV[6], ARGV[7])
+  for _, id in ipairs(head) do
+    if not seen[id] then picked[#picked + 1] = id end
   end
 end
-return started
+return picked
 """
 
 # KEYS: fair order, fair clock, queue. ARGV: arq job id, ttl. -> 1 when the job, queued in
@@ -118,6 +106,16 @@ redis.call('EXPIRE', KEYS[1], ARGV[2])
 return 1
 """
 
+# KEYS: arq in-progress key, queue. ARGV: arq job id, now (ms), in-progress timeout (ms).
+# -> the job's score when this worker may start it; false when it runs elsewhere, is gone or
+# is deferred. arq's WATCH/MULTI start of a job in one round trip instead of four.
+START = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if not score or tonumber(score) > tonumber(ARGV[2]) then return false end
+redis.call('PSETEX', KEYS[1], ARGV[3], '1')
+return score
+"""
 
 # Opens the next attempt in the job's state (KEYS[1]; ARGV[1]: ttl; `chain`: the claiming
 # publisher's chain key, or '' for one without a chain; `retry`: '1' when the claimer's own

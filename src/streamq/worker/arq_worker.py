@@ -22,7 +22,7 @@ from arq.constants import in_progress_key_prefix
 from arq.utils import timestamp_ms
 from arq.worker import Worker, func
 from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from streamq.core import scripts
 from streamq.core.garbage_collection import pace_for_service
@@ -79,6 +79,7 @@ class StreamQWorker(Worker):
         self.ctx["wake"] = self.wake.set
         self.stopping = False
         self.on_stop = self._stop
+        self._start_script: AsyncScript | None = None  # arq may connect only in main()
         self.start_gate = StartGate()
 
     def _stop(self, _signum: signal.Signals) -> None:
@@ -116,8 +117,7 @@ class StreamQWorker(Worker):
                 await asyncio.wait_for(self.wake.wait(), self.poll_delay_s)
 
     async def _poll_iteration(self) -> None:
-        # arq's, with its queue read and its start of each job replaced by PICK: the fair order
-        # first, then arq's head, started in the same call.
+        # arq's, with its queue read replaced by PICK: the fair order first, then arq's head.
         count = self.queue_read_limit
         if self.burst and self.max_burst_jobs >= 0:
             burst_jobs_remaining = self.max_burst_jobs - self._jobs_started()
@@ -126,7 +126,7 @@ class StreamQWorker(Worker):
             count = min(burst_jobs_remaining, count)
         if self.allow_pick_jobs and self.job_counter < self.max_jobs:
             free = min(self.max_jobs - self.job_counter, count)
-            await self._run_started(await self._pick(free, count))
+            await self.start_jobs(await self._pick(free, count))
         if self.allow_abort_jobs:
             await self._cancel_aborted_jobs()
         for job_id, task in list(self.tasks.items()):
@@ -135,43 +135,16 @@ class StreamQWorker(Worker):
                 task.result()  # arq's way of letting errors in run_job surface
         await self.heart_beat()
 
-    async def _pick(self, free: int, count: int) -> list[tuple[str, int]]:
-        """Up to ``free`` due jobs, started for this worker as arq starts one (its in-progress
-        key): from the fair order, else arq's queue head (``count`` of it); with their
-        scores."""
+    async def _pick(self, free: int, count: int) -> list[bytes]:
+        """PICK's ids: ``free`` from the fair order, else arq's queue head (``count`` of it)."""
         if self._pick_script is None:
             self._pick_script = self.pool.register_script(scripts.PICK)
         queue = self.queue_name
         keys = [fair_order(queue), fair_clock(queue), queue]
         args: list[str | int] = [free, timestamp_ms(), in_progress_key_prefix, self.fair_ttl]
         args += [FAIR_SCAN, self._queue_read_offset, count]
-        args.append(int(self.in_progress_timeout_s * 1000))
-        flat: list[bytes] = await self._pick_script(keys, args, client=self.pool)
-        return [(flat[i].decode(), int(float(flat[i + 1]))) for i in range(0, len(flat), 2)]
-
-    async def _run_started(self, started: list[tuple[str, int]]) -> None:
-        """Run each job PICK started here, in a slot of its own. arq's start_jobs took one job
-        per round trip (four of them per job): under load each waited its turn on the busy
-        loop, and a worker started ~30 jobs/s; a start of its own per job, after the pick,
-        still cost each job's first delta a round trip."""
-        for job_id, score in started:
-            running_here = self.tasks.get(job_id)
-            if running_here is not None and not running_here.done():
-                # Our own earlier run of it was reaped (its lease ran out while Redis was away)
-                # but is still going: arq cannot track two runs of one id, and it may finish it
-                # (arq's end of it deletes the in-progress key PICK set again).
-                continue
-            if self.job_counter >= self.max_jobs or self.sem.locked():
-                # PICK starts no more than the slots free when it was sent, and only this loop
-                # takes slots; should one be gone anyway, another poll may start the job.
-                with contextlib.suppress(RedisError, OSError):
-                    await self.pool.delete(arq_in_progress_key(job_id))
-                continue
-            await self.sem.acquire()  # free (not locked): returns at once
-            self.job_counter += 1
-            task = self.loop.create_task(self.run_job(job_id, score))
-            task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
-            self.tasks[job_id] = task
+        picked: list[bytes] = await self._pick_script(keys, args, client=self.pool)
+        return picked
 
     async def finish_job(self, job_id: str, finish: bool, *args: Any, **kwargs: Any) -> None:
         await super().finish_job(job_id, finish, *args, **kwargs)
@@ -193,6 +166,72 @@ class StreamQWorker(Worker):
             await asyncio.gather(*self.tasks.values())
             return True
         return False
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        # arq's start_jobs claims one job per round trip (four, before START): under load each
+        # waits its turn on the busy loop, and a worker started ~30 jobs/s. Here the jobs a poll
+        # found claim in pipelined round trips, as many at a time as there are free slots; the
+        # slots of jobs another worker took first go to the next ones found (so two workers
+        # polling the same queue do not both give up on its head). A job whose start fails
+        # (Redis went away) gives its slot back, where arq's would keep it.
+        pending = [job_id.decode() for job_id in job_ids]
+        while pending:
+            candidates, pending = await self._take_slots(pending)
+            if not candidates:
+                return
+            await self._start_candidates(candidates)
+
+    async def _take_slots(self, job_ids: list[str]) -> tuple[list[str], list[str]]:
+        """A free slot for each of the first ``job_ids`` there is room for; and the rest."""
+        candidates: list[str] = []
+        for taken, job_id in enumerate(job_ids):
+            if self.job_counter >= self.max_jobs or self.sem.locked():
+                return candidates, job_ids[taken:]
+            running_here = self.tasks.get(job_id)
+            if running_here is not None and not running_here.done():
+                # Our own earlier run of it was reaped (its lease ran out while Redis was away)
+                # but is still going: arq cannot track two runs of one id, and it may finish it.
+                continue
+            await self.sem.acquire()  # free (not locked): returns at once
+            self.job_counter += 1
+            candidates.append(job_id)
+        return candidates, []
+
+    async def _start_candidates(self, candidates: list[str]) -> None:
+        """Start each of ``candidates`` (their slots taken) that START lets this worker run."""
+        scores: list[Any] = [None] * len(candidates)
+        try:
+            scores = await self._start_many(candidates)
+        finally:
+            for job_id, score in zip(candidates, scores, strict=True):
+                if isinstance(score, bytes | int | float | str) and not isinstance(score, bool):
+                    task = self.loop.create_task(self.run_job(job_id, int(float(score))))
+                    task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+                    self.tasks[job_id] = task
+                else:  # started elsewhere, finished, deferred, or the start failed
+                    self.job_counter -= 1
+                    self.sem.release()
+
+    async def _start_many(self, job_ids: list[str]) -> list[Any]:
+        """START's answer for each job: its score when this worker may start it, else None."""
+        if self._start_script is None:
+            self._start_script = self.pool.register_script(scripts.START)
+        script = self._start_script
+        in_progress_ms = str(int(self.in_progress_timeout_s * 1000))
+        now = str(timestamp_ms())
+        if len(job_ids) == 1:  # the common, idle case: no pipeline to build
+            keys = [arq_in_progress_key(job_ids[0]), self.queue_name]
+            return [await script(keys, [job_ids[0], now, in_progress_ms], client=self.pool)]
+        for _ in range(2):  # once more after loading the script into a new or restarted Redis
+            async with self.pool.pipeline(transaction=False) as pipe:
+                for job_id in job_ids:
+                    keys = [arq_in_progress_key(job_id), self.queue_name]
+                    pipe.evalsha(script.sha, 2, *keys, job_id, now, in_progress_ms)
+                results: list[Any] = await pipe.execute(raise_on_error=False)
+            if not any(isinstance(r, NoScriptError) for r in results):
+                break
+            await self.pool.script_load(scripts.START)
+        return [None if isinstance(r, BaseException) else r for r in results]
 
     async def run_job(self, job_id: str, score: int) -> None:
         # Through the start gate: a poll that took many jobs starts a few at a time.
