@@ -247,6 +247,29 @@ async def test_a_sink_never_overtakes_what_waits_for_the_reader() -> None:
     assert (taken, pending(), follower.taken, mux.written_directly) == (["4-0"], [], "4-0", 1)
 
 
+async def test_a_sink_that_raises_leaves_the_entries_to_its_reader() -> None:
+    """A sink's failure stays with its follower: the batch waits for ``next()`` and the sink is
+    not called again (the shared read that called it goes on for every other follower)."""
+    mux = Multiplexer(Redis(), Keys("t"))
+    follower = _Follower("k", "0-0")
+    calls = 0
+
+    def sink(batch: list[Event]) -> bool:
+        nonlocal calls
+        calls += 1
+        raise RuntimeError("the client's connection is in a state nobody expected")
+
+    follower.sink = sink
+    follower.waiter = asyncio.get_running_loop().create_future()
+    for n in (1, 2):
+        fields = encode(Delta(text=f"d{n}"), attempt=1, seq=n)
+        raw = [(f"{n}-0".encode(), {k.encode(): v.encode() for k, v in fields.items()})]
+        mux._offer(follower, _decoded(raw, (0, 0)))
+    assert [event.cursor for event in follower.pending] == ["1-0", "2-0"]
+    assert (calls, mux.written_directly) == (1, 0)
+    assert follower.sink is None
+
+
 async def test_a_stream_replaced_by_another_type_fails_only_its_followers(
     sq: StreamQ, settings: Settings, redis: Redis
 ) -> None:

@@ -553,9 +553,17 @@ class Multiplexer:
     def _sunk(self, follower: _Follower, batch: list[Event]) -> bool:
         """Pass ``batch`` to the follower's sink, if it has one that takes it now: only while
         its reader waits with nothing waiting for it, so that nothing it was handed before is
-        still to be written (entries stay in order)."""
+        still to be written (entries stay in order). A sink that raises is not used again: the
+        batch goes to its reader, whose own task meets the trouble, not the shared read."""
         sink = follower.sink
-        if sink is None or follower.waiter is None or follower.pending or not sink(batch):
+        if sink is None or follower.waiter is None or follower.pending:
+            return False
+        try:
+            if not sink(batch):
+                return False
+        except Exception:
+            logger.exception("a follower's sink failed; its reader takes its entries")
+            follower.sink = None
             return False
         self.written_directly += 1
         follower.sunk += 1
