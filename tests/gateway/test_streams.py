@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx2
 import pytest
 from redis.asyncio import Redis
 
-from streamq import Settings
+from streamq import Delta, Event, Settings
 from streamq.core.keys import Keys
 from streamq.core.request import chat_messages
 from streamq.dev.simulator import simulated_text
 from streamq.gateway import GatewayConfig, create_app
+from streamq.gateway.fanout import Feed
+from streamq.gateway.sse import KEEPALIVE, RETRY_MS, event_stream_body
 from tests.gateway.sse import Frame, frames, read_events
 from tests.gateway.sse import text_of as joined
 from tests.harness.gateway import TOKEN_A, TOKENS, GatewayThread
@@ -130,3 +132,40 @@ async def test_streams_cut_by_max_stream_seconds_resume_exactly(
     assert connections >= 3
     assert joined(events) == simulated_text(MESSAGES)
     assert len({e.id for e in events}) == len(events)
+
+
+async def test_entries_written_directly_put_off_the_keep_alive_by_its_own_time_only() -> None:
+    """An entry the multiplexer wrote straight to the connection counts as a write: the
+    keep-alive comes ``keepalive`` seconds after it, not a whole wait after the wait it came
+    in (which left up to twice the interval silent)."""
+    waits: list[float] = []
+
+    class DirectlyWritten:
+        """A source whose first wait sees its entry written directly, then ends."""
+
+        sink: Callable[[list[Event]], bool] | None = None
+
+        async def __aenter__(self) -> DirectlyWritten:
+            return self
+
+        async def next(self, wait: float | None) -> list[Event] | None:
+            assert wait is not None
+            waits.append(wait)
+            if len(waits) > 1:
+                raise StopAsyncIteration
+            assert self.sink is not None
+            assert self.sink([Delta(text="hi", cursor="1-0")])
+            await asyncio.sleep(wait)  # the wait runs out: only the sink got entries
+            return []
+
+        def write_directly(self, sink: Callable[[list[Event]], bool]) -> None:
+            self.sink = sink
+
+        def close(self) -> None:
+            pass
+
+    feed = Feed(DirectlyWritten())
+    feed.write_directly(lambda batch: True)
+    chunks = [chunk async for chunk in event_stream_body(feed, keepalive=0.05, max_seconds=None)]
+    # the entry was written a keep-alive's time ago when the wait ran out: one is due at once
+    assert chunks == [f"retry: {RETRY_MS}\n\n".encode(), KEEPALIVE]

@@ -10,6 +10,7 @@ rather than buffered without bound (``MAX_BACKLOG``).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -35,11 +36,12 @@ class Feed:
     came since the last call (one write for the lot). Raises what
     :meth:`Subscription.next` raises; :meth:`start` before, :meth:`close` after."""
 
-    __slots__ = ("_held", "_subscription")
+    __slots__ = ("_held", "_subscription", "written_at")
 
     def __init__(self, subscription: Source) -> None:
         self._subscription = subscription
         self._held: list[Event] = []
+        self.written_at = 0.0  # time.monotonic() of the last batch write_directly's sink took
 
     async def start(self) -> None:
         """Check the job and start following it (JobNotFound if it is unknown)."""
@@ -64,8 +66,16 @@ class Feed:
 
     def write_directly(self, sink: Callable[[list[Event]], bool]) -> None:
         """Have the events that come while :meth:`batch` waits passed to ``sink`` instead,
-        where the source allows (:meth:`Subscription.write_directly`); not with :meth:`event`."""
-        self._subscription.write_directly(sink)
+        where the source allows (:meth:`Subscription.write_directly`); not with :meth:`event`.
+        :attr:`written_at` says when it last took one."""
+
+        def write(batch: list[Event]) -> bool:
+            if not sink(batch):
+                return False
+            self.written_at = time.monotonic()
+            return True
+
+        self._subscription.write_directly(write)
 
     def close(self) -> None:
         """Stop following: the subscriber's state is let go at once."""

@@ -99,20 +99,27 @@ async def event_stream_body(
     if isinstance(feed, EventStream):
         feed = Feed(Alone(feed))
     yield f"retry: {RETRY_MS}\n\n".encode()
-    deadline = None if max_seconds is None else time.monotonic() + max_seconds
+    wrote = time.monotonic()  # the last write, here or by the feed's sink
+    deadline = None if max_seconds is None else wrote + max_seconds
     try:
         await feed.start()
         while True:
-            wait = keepalive
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                return
+            wrote = max(wrote, feed.written_at)
+            wait = keepalive - (now - wrote)
+            if wait <= 0:  # nothing written for a keep-alive's time
+                yield KEEPALIVE
+                wrote = time.monotonic()
+                continue
             if deadline is not None:
-                wait = min(wait, deadline - time.monotonic())
-                if wait <= 0:
-                    return
+                wait = min(wait, deadline - now)
             batch = await feed.batch(wait)
             if batch:
                 yield frames_of(batch)
-            elif batch is None and (deadline is None or time.monotonic() < deadline):
-                yield KEEPALIVE  # (an empty batch: entries went out directly meanwhile)
+                wrote = time.monotonic()
+            # None or [] (entries went out directly): a keep-alive once one is due
     except StopAsyncIteration:
         return
     except JobNotFound:
