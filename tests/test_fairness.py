@@ -15,7 +15,14 @@ from redis.asyncio import Redis
 from streamq import ConfigError, InvalidRequest, Settings, StreamQ
 from streamq.admin import queries
 from streamq.core import scripts
-from streamq.core.keys import DEFAULT_TENANT, Keys, fair_clock, fair_order, fair_tenants
+from streamq.core.keys import (
+    DEFAULT_TENANT,
+    Keys,
+    fair_clock,
+    fair_order,
+    fair_pick,
+    fair_tenants,
+)
 from streamq.gateway import GatewayConfig, create_app
 from streamq.sync import StreamQ as SyncStreamQ
 from streamq.worker.arq_worker import running_worker
@@ -126,24 +133,74 @@ async def test_pick_takes_the_lowest_ready_tags_then_arqs_head(
     settings: Settings, redis: Redis
 ) -> None:
     """PICK skips deferred and running ids, drops ids arq no longer queues, moves the clock
-    to the highest tag it popped, and fills the rest from arq's queue head."""
+    to the highest tag it popped, and fills the rest from arq's queue head. It starts what it
+    picks from the fair order (arq's in-progress key, for the in-progress timeout) and answers
+    their ids with their scores; arq's head it answers as it is (the worker starts those)."""
     queue = settings.queue_name
     order, clock = fair_order(queue), fair_clock(queue)
+    kept = fair_pick(queue, "w1")
     now = 1_000_000
     await redis.zadd(queue, {"late": now + 5_000, "running": 1, "a": 1, "b": 2, "old": 0})
     await redis.zadd(order, {"late": 0.5, "running": 0.7, "gone": 0.8, "a": 1, "b": 2})
     prefix = f"{queue}:in-progress:"  # arq's is global; the test's own under its queue
     await redis.set(f"{prefix}running", 1)
     pick = redis.register_script(scripts.PICK)
-    picked = await pick([order, clock, queue], [1, now, prefix, 60, 100, 0, 10])
-    assert picked == [b"a"]
+    keys = [order, clock, queue, kept]
+    picked = await pick(keys, [1, now, prefix, 60, 100, 0, 10, 30_000, "w1:1"])
+    assert picked == [[b"a", b"1"], []]
+    assert await redis.get(f"{prefix}a") == b"w1:1"
+    assert 29_000 < await redis.pttl(f"{prefix}a") <= 30_000
     assert float(await redis.get(clock)) == 1.0
     assert await redis.zrange(order, 0, -1) == [b"late", b"running", b"b"]  # "gone" gone
-    picked = await pick([order, clock, queue], [5, now, prefix, 60, 100, 0, 10])
-    assert picked[0] == b"b"  # then arq's head: never indexed, or running (START decides)
-    assert set(picked[1:]) == {b"old", b"running", b"a"}
+    started, head = await pick(keys, [5, now, prefix, 60, 100, 0, 10, 30_000, "w1:2"])
+    assert started == [b"b", b"2"]
+    assert not await redis.exists(f"{prefix}old")
+    assert set(head) == {b"old", b"running", b"a"}  # never indexed, or running: START decides
     assert float(await redis.get(clock)) == 2.0
     assert 0 < await redis.ttl(clock) <= 60
+    assert 0 < await redis.ttl(kept) <= 60
+
+
+async def test_a_pick_sent_twice_answers_the_same_jobs_and_starts_them_once(
+    settings: Settings, redis: Redis
+) -> None:
+    """redis-py resends a command whose reply was lost: the resent PICK answers the jobs the
+    first run started (which it popped from the fair order), rather than nothing, which would
+    leave them started and run by nobody. Another call (another token) picks afresh."""
+    queue = settings.queue_name
+    order, clock = fair_order(queue), fair_clock(queue)
+    keys = [order, clock, queue, fair_pick(queue, "w1")]
+    prefix = f"{queue}:in-progress:"
+    await redis.zadd(queue, {"a": 1, "b": 2, "c": 3})
+    await redis.zadd(order, {"a": 1, "b": 2, "c": 3})
+    pick = redis.register_script(scripts.PICK)
+    call = [2, 1_000_000, prefix, 60, 100, 0, 10, 30_000, "w1:7"]
+    first = await pick(keys, call)
+    assert first == [[b"a", b"1", b"b", b"2"], []]
+    assert await pick(keys, call) == first
+    assert await redis.zrange(order, 0, -1) == [b"c"]
+    started, head = await pick(keys, [*call[:-1], "w1:8"])
+    assert (started, sorted(head)) == ([b"c", b"3"], [b"a", b"b"])  # the head: START decides
+    started, _ = await pick(keys, [*call[:-1], "w1:9"])
+    assert started == []
+
+
+async def test_a_start_sent_twice_starts_the_job_for_its_caller_both_times(
+    settings: Settings, redis: Redis
+) -> None:
+    """START's in-progress key holds its call's token: the same call again (a resend) answers
+    the job's score, as the first did; any other call, and arq's own start, finds it taken."""
+    queue = settings.queue_name
+    in_progress = f"{queue}:in-progress:a"
+    await redis.zadd(queue, {"a": 5})
+    start = redis.register_script(scripts.START)
+    keys, call = [in_progress, queue], ["a", 1_000, 30_000, "w1:3"]
+    assert await start(keys, call) == b"5"
+    assert await start(keys, call) == b"5"
+    assert await redis.get(in_progress) == b"w1:3"
+    assert await start(keys, [*call[:-1], "w2:1"]) is None
+    await redis.set(in_progress, b"1")  # arq's own start
+    assert await start(keys, call) is None
 
 
 async def test_jobs_put_back_in_arqs_queue_go_to_the_front(

@@ -193,6 +193,11 @@ def fair_tenants(queue_name: str) -> str:
     return f"{queue_name}:fair:tenants"
 
 
+def fair_pick(queue_name: str, worker: str) -> str:
+    """The answer of ``worker``'s last PICK that started jobs, kept for a resent call."""
+    return f"{queue_name}:fair:pick:{worker}"
+
+
 def fair_clock(queue_name: str) -> str:
     """The queue's virtual time: the tag of the job started last (fair sharing's clock)."""
     return f"{queue_name}:fair:clock"

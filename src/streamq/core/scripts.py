@@ -53,15 +53,36 @@ redis.call('PUBLISH', ARGV[7], '1')
 return 1
 """
 
-# KEYS: fair order, fair clock, queue. ARGV: how many, now (ms), arq's in-progress key prefix,
-# ttl, how many fair entries to look at at most, offset and count of arq's queue head.
-# -> up to ARGV[1] arq job ids, lowest virtual start tag first, popped from the fair order (the
-# clock moves to the highest tag popped); when they are fewer, then arq's queue head (as arq
-# reads it: jobs never indexed or put back by an older process still run). Deferred and running
-# ids stay in the fair order; ids arq no longer queues leave it.
+# KEYS: fair order, fair clock, queue, the worker's pick key. ARGV: how many, now (ms), arq's
+# in-progress key prefix, ttl, how many fair entries to look at at most, offset and count of
+# arq's queue head, in-progress timeout (ms), this call's token (unique per worker and call).
+# -> {started, head}: up to ARGV[1] due jobs from the fair order, lowest virtual start tag
+# first, started for this worker as arq starts a job (its in-progress key, holding the token,
+# which no other worker's start passes), as a flat list of arq job id, score (ms), ...: one
+# round trip where picking, then starting, took two. They are popped from the fair order (the
+# clock moves to the highest tag popped); deferred and running ids stay in it, ids arq no
+# longer queues leave it. When they are fewer, `head` is arq's queue head (as arq reads it:
+# jobs never indexed or put back by an older process still run), not started: the worker starts
+# those it does not run already with START (most of a busy queue's head runs, and most often
+# on this worker).
+# The same call run twice (redis-py resends a command whose reply was lost) answers the same:
+# a call that started jobs keeps its answer in the pick key, under its token, for a minute.
+# Run again without it, it would find its jobs started and popped, and nobody would run them
+# until their in-progress keys expired.
 PICK = """
+local kept = redis.call('GET', KEYS[4])
+if kept then
+  kept = cjson.decode(kept)
+  if kept[1] == ARGV[9] then return {kept[2], kept[3]} end
+end
 local want, now, prefix = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
-local picked, gone, top = {}, {}, nil
+local picked, started, gone, top = {}, {}, {}, nil
+local function start(id, score)
+  redis.call('PSETEX', prefix .. id, ARGV[8], ARGV[9])
+  picked[#picked + 1] = id
+  started[#started + 1] = id
+  started[#started + 1] = score
+end
 -- In small batches: the order may be long, and the ids due are nearly always at its front.
 local scanned, batch, limit = 0, math.max(want * 2, 16), tonumber(ARGV[5])
 while #picked < want and scanned < limit do
@@ -74,7 +95,7 @@ while #picked < want and scanned < limit do
     if not score then
       gone[#gone + 1] = id
     elseif tonumber(score) <= now and redis.call('EXISTS', prefix .. id) == 0 then
-      picked[#picked + 1] = id
+      start(id, score)
       gone[#gone + 1] = id
       top = entries[i + 1]
     end
@@ -85,15 +106,19 @@ if #gone > 0 then redis.call('ZREM', KEYS[1], unpack(gone)) end
 if top and tonumber(top) > tonumber(redis.call('GET', KEYS[2]) or '0') then
   redis.call('SET', KEYS[2], top, 'EX', ARGV[4])
 end
+local head = {}
 if #picked < want then
   local seen = {}
   for _, id in ipairs(picked) do seen[id] = true end
-  local head = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', ARGV[6], ARGV[7])
-  for _, id in ipairs(head) do
-    if not seen[id] then picked[#picked + 1] = id end
+  local ids = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', ARGV[6], ARGV[7])
+  for _, id in ipairs(ids) do
+    if not seen[id] then head[#head + 1] = id end
   end
 end
-return picked
+if #started > 0 then
+  redis.call('SET', KEYS[4], cjson.encode({ARGV[9], started, head}), 'EX', 60)
+end
+return {started, head}
 """
 
 # KEYS: fair order, fair clock, queue. ARGV: arq job id, ttl. -> 1 when the job, queued in
@@ -106,14 +131,19 @@ redis.call('EXPIRE', KEYS[1], ARGV[2])
 return 1
 """
 
-# KEYS: arq in-progress key, queue. ARGV: arq job id, now (ms), in-progress timeout (ms).
-# -> the job's score when this worker may start it; false when it runs elsewhere, is gone or
-# is deferred. arq's WATCH/MULTI start of a job in one round trip instead of four.
+# KEYS: arq in-progress key, queue. ARGV: arq job id, now (ms), in-progress timeout (ms), this
+# call's token (unique per worker and call). -> the job's score when this worker may start it;
+# false when it runs elsewhere, is gone or is deferred. arq's WATCH/MULTI start of a job in one
+# round trip instead of four. The in-progress key holds the token, so the same call run twice
+# (redis-py resends a command whose reply was lost) answers the score both times: the second
+# run alone would find the job started and answer false, and nobody would run it until the key
+# expired.
 START = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local held = redis.call('GET', KEYS[1])
+if held and held ~= ARGV[4] then return false end
 local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
 if not score or tonumber(score) > tonumber(ARGV[2]) then return false end
-redis.call('PSETEX', KEYS[1], ARGV[3], '1')
+if not held then redis.call('PSETEX', KEYS[1], ARGV[3], ARGV[4]) end
 return score
 """
 

@@ -129,8 +129,8 @@ async def _until_interrupted(task: asyncio.Task[int]) -> bool:
 
 
 async def remove_demo_keys(settings: Settings, job_id: str | None) -> None:
-    """Delete the demo's queue (with its fair-share order) and, when it got one, everything
-    its job wrote."""
+    """Delete the demo's queue (with its fair-share order and its workers' picks) and, when it
+    got one, everything its job wrote."""
     keys = Keys(settings.key_prefix)
     queue = settings.queue_name
     names = [queue, fair_order(queue), fair_tenants(queue), fair_clock(queue)]
@@ -138,6 +138,7 @@ async def remove_demo_keys(settings: Settings, job_id: str | None) -> None:
         names += [keys.events(job_id), keys.request(job_id), keys.state(job_id)]
         names += [keys.arq_job(job_id), keys.arq_result(job_id), keys.arq_in_progress(job_id)]
     async with Redis.from_url(settings.redis_url) as redis:
+        names += [name async for name in redis.scan_iter(match=f"{queue}:fair:pick:*")]
         await redis.delete(*names)
         if job_id is not None:
             running = await redis.zrange(keys.running(), 0, -1)

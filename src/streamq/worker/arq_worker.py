@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
 import signal
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,7 +28,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from streamq.core import scripts
 from streamq.core.garbage_collection import pace_for_service
-from streamq.core.keys import arq_in_progress_key, fair_clock, fair_order
+from streamq.core.keys import arq_in_progress_key, fair_clock, fair_order, fair_pick
 from streamq.core.protocol import fair_requeue_call
 from streamq.core.queue import (
     JOB_FUNCTION,
@@ -81,6 +83,9 @@ class StreamQWorker(Worker):
         self.on_stop = self._stop
         self._start_script: AsyncScript | None = None  # arq may connect only in main()
         self.start_gate = StartGate()
+        # Each PICK and START call's token: a resent call is known by it (see scripts.PICK).
+        self._uid = uuid.uuid4().hex
+        self._calls = itertools.count(1)
 
     def _stop(self, _signum: signal.Signals) -> None:
         # arq stops the loop by cancelling it, but redis-py can swallow a cancel that lands in
@@ -117,7 +122,8 @@ class StreamQWorker(Worker):
                 await asyncio.wait_for(self.wake.wait(), self.poll_delay_s)
 
     async def _poll_iteration(self) -> None:
-        # arq's, with its queue read replaced by PICK: the fair order first, then arq's head.
+        # arq's, with its queue read replaced by PICK: the fair order first (started in the same
+        # call), then arq's head.
         count = self.queue_read_limit
         if self.burst and self.max_burst_jobs >= 0:
             burst_jobs_remaining = self.max_burst_jobs - self._jobs_started()
@@ -126,7 +132,10 @@ class StreamQWorker(Worker):
             count = min(burst_jobs_remaining, count)
         if self.allow_pick_jobs and self.job_counter < self.max_jobs:
             free = min(self.max_jobs - self.job_counter, count)
-            await self.start_jobs(await self._pick(free, count))
+            started, head = await self._pick(free, count)
+            await self._run_started(started)
+            if head:
+                await self.start_jobs(head)
         if self.allow_abort_jobs:
             await self._cancel_aborted_jobs()
         for job_id, task in list(self.tasks.items()):
@@ -135,16 +144,46 @@ class StreamQWorker(Worker):
                 task.result()  # arq's way of letting errors in run_job surface
         await self.heart_beat()
 
-    async def _pick(self, free: int, count: int) -> list[bytes]:
-        """PICK's ids: ``free`` from the fair order, else arq's queue head (``count`` of it)."""
+    def _token(self) -> str:
+        """A token for one PICK or START call, unique to this worker and call."""
+        return f"{self._uid}:{next(self._calls)}"
+
+    async def _pick(self, free: int, count: int) -> tuple[list[tuple[str, int]], list[bytes]]:
+        """Up to ``free`` due jobs of the fair order, started for this worker as arq starts one
+        (its in-progress key), with their scores; when they are fewer, arq's queue head
+        (``count`` of it), not started."""
         if self._pick_script is None:
             self._pick_script = self.pool.register_script(scripts.PICK)
         queue = self.queue_name
-        keys = [fair_order(queue), fair_clock(queue), queue]
+        keys = [fair_order(queue), fair_clock(queue), queue, fair_pick(queue, self._uid)]
         args: list[str | int] = [free, timestamp_ms(), in_progress_key_prefix, self.fair_ttl]
         args += [FAIR_SCAN, self._queue_read_offset, count]
-        picked: list[bytes] = await self._pick_script(keys, args, client=self.pool)
-        return picked
+        args += [int(self.in_progress_timeout_s * 1000), self._token()]
+        flat, head = await self._pick_script(keys, args, client=self.pool)
+        started = [(flat[i].decode(), int(float(flat[i + 1]))) for i in range(0, len(flat), 2)]
+        return started, head
+
+    async def _run_started(self, started: list[tuple[str, int]]) -> None:
+        """Run each job PICK started here, in a slot of its own: a start of its own per job,
+        after the pick, cost each job's first delta a round trip."""
+        for job_id, score in started:
+            running_here = self.tasks.get(job_id)
+            if running_here is not None and not running_here.done():
+                # Our own earlier run of it was reaped (its lease ran out while Redis was away)
+                # but is still going: arq cannot track two runs of one id, and it may finish it
+                # (arq's end of it deletes the in-progress key PICK set again).
+                continue
+            if self.job_counter >= self.max_jobs or self.sem.locked():
+                # PICK starts no more than the slots free when it was sent, and only this loop
+                # takes slots; should one be gone anyway, arq's queue head still holds the job.
+                with contextlib.suppress(RedisError, OSError):
+                    await self.pool.delete(arq_in_progress_key(job_id))
+                continue
+            await self.sem.acquire()  # free (not locked): returns at once
+            self.job_counter += 1
+            task = self.loop.create_task(self.run_job(job_id, score))
+            task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+            self.tasks[job_id] = task
 
     async def finish_job(self, job_id: str, finish: bool, *args: Any, **kwargs: Any) -> None:
         await super().finish_job(job_id, finish, *args, **kwargs)
@@ -218,15 +257,16 @@ class StreamQWorker(Worker):
             self._start_script = self.pool.register_script(scripts.START)
         script = self._start_script
         in_progress_ms = str(int(self.in_progress_timeout_s * 1000))
-        now = str(timestamp_ms())
+        now, token = str(timestamp_ms()), self._token()
         if len(job_ids) == 1:  # the common, idle case: no pipeline to build
             keys = [arq_in_progress_key(job_ids[0]), self.queue_name]
-            return [await script(keys, [job_ids[0], now, in_progress_ms], client=self.pool)]
+            args = [job_ids[0], now, in_progress_ms, token]
+            return [await script(keys, args, client=self.pool)]
         for _ in range(2):  # once more after loading the script into a new or restarted Redis
             async with self.pool.pipeline(transaction=False) as pipe:
                 for job_id in job_ids:
                     keys = [arq_in_progress_key(job_id), self.queue_name]
-                    pipe.evalsha(script.sha, 2, *keys, job_id, now, in_progress_ms)
+                    pipe.evalsha(script.sha, 2, *keys, job_id, now, in_progress_ms, token)
                 results: list[Any] = await pipe.execute(raise_on_error=False)
             if not any(isinstance(r, NoScriptError) for r in results):
                 break
