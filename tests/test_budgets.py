@@ -13,6 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from streamq import Settings, StreamQ
+from streamq.core import scripts
 from streamq.core.events import Done, Event, Queued, decode_entry
 from streamq.core.keys import Keys
 from streamq.core.request import build_request, chat_messages
@@ -93,6 +94,27 @@ async def test_a_job_waits_until_its_tokens_fit_the_window(
         assert not third.done()
         await asyncio.wait_for(third, 10 * WINDOW)
     assert reasons == ["token_budget"]
+
+
+async def test_an_admission_sent_twice_counts_its_tokens_once(
+    redis: Redis, settings: Settings
+) -> None:
+    """redis-py resends a command whose reply was lost: ADMIT run twice for one attempt admits
+    it both times, with one slot and its tokens counted once, so the next job is judged on
+    what really is in the window."""
+    budget = Ask(60, 60.0, Budget(tokens=100))  # a window no test outlasts
+    async with admission(redis, settings) as gate:
+        admit_call = redis.register_script(scripts.ADMIT)
+        keys, args = gate._admission_call("m", "1:a", 2, budget)
+        for _ in range(2):
+            assert await admit_call(keys=keys, args=args) == [1, 0, b""]
+        totals = [k async for k in redis.scan_iter(match=f"{settings.key_prefix}:*:total")]
+        assert [await redis.get(total) for total in totals] == [b"60"]
+        assert await redis.zcard(keys[1]) == 1
+        keys, args = gate._admission_call("m", "1:b", 2, budget)
+        got, _, why = await admit_call(keys=keys, args=args)
+        assert (got, why) == (0, b"token_budget")
+        await redis.delete(*keys)
 
 
 async def test_a_lost_running_total_is_counted_again(redis: Redis, settings: Settings) -> None:

@@ -389,6 +389,7 @@ ACQUIRED = 1
 # leave room for the head's tokens, so a large job is not starved by a stream of small ones; a
 # job larger than the token limit is admitted alone into an empty window. The total spares
 # reading the whole window per decision (waiting jobs ask often); a lost total is recounted.
+# A member already in its windows (the same call again) is admitted without counting it twice.
 ADMIT = """
 local paused = redis.call('PTTL', KEYS[1])
 if paused > 0 then return {0, paused, 'rate_limited'} end
@@ -405,6 +406,12 @@ local window, tokens = tonumber(ARGV[4]), tonumber(ARGV[5])
 local mine = ARGV[1] .. '|' .. ARGV[5]
 local function cost(entry) return tonumber(string.match(entry, '|(%d+)$') or '0') end
 local budgets, totals = (#KEYS - 2) / 3, {}
+-- Already in its windows: this very call ran before (redis-py resends a command whose reply
+-- was lost). Counted again, its tokens would stay in the running totals.
+if budgets > 0 and redis.call('ZSCORE', KEYS[3], mine) then
+  if limit > 0 then redis.call('ZADD', KEYS[2], now + lease, ARGV[1]) end
+  return {1, 0, ''}
+end
 for k = 1, budgets do
   local key, head, total = KEYS[3 * k], KEYS[3 * k + 1], KEYS[3 * k + 2]
   local tokens_limit, requests_limit = tonumber(ARGV[5 + 2 * k]), tonumber(ARGV[6 + 2 * k])
