@@ -23,8 +23,10 @@ import pytest
 from arq.constants import in_progress_key_prefix
 
 from streamq import Settings, Start, StreamQ
+from streamq.core import scripts
 from streamq.core.connections import SOCKET_TIMEOUT
 from streamq.core.events import Reset
+from streamq.core.scripts import script_sha
 from tests.faults.conftest import (
     EXIT_TIMEOUT,
     LEASE,
@@ -338,6 +340,31 @@ async def test_a_lost_reply_to_the_job_claim_does_not_strand_the_job(cluster: Cl
         ttl = await cluster.direct.pttl(in_progress)
         summary.add("arq in-progress key", f"expires in {ttl / 1000:.0f}s" if ttl > 0 else "gone")
     await finish(cluster, readers, summary)
+
+
+async def test_a_lost_reply_to_the_pick_that_started_a_job_does_not_strand_it(
+    cluster: Cluster,
+) -> None:
+    """A worker's PICK starts the job it takes from the fair order; Redis runs it but the reply
+    is lost. redis-py sends the call again on a new connection after the socket timeout, and the
+    resent call answers the job the first run started (scripts.PICK): the job runs then, not a
+    lease later when the reaper finds it stranded, nor when its in-progress key expires."""
+    socket_timeout = 3
+    limit = socket_timeout + RECOVERY_LIMIT
+    readers = cluster.readers(deadline=limit)
+    summary = Summary("lost reply to the pick that started a job", readers.watches)
+    assert not cluster.stop_workers()
+    await readers.submit_all(slow(cluster.keys.prefix, 1, 10, 50, "pick reply lost"))
+    await cluster.direct.script_load(scripts.PICK)  # so the worker's first EVALSHA runs it
+    cluster.proxy.silence_after(script_sha(scripts.PICK).encode())
+    cluster.pool.environment["REDIS_URL"] += f"?socket_timeout={socket_timeout}"
+    cluster.pool.spawn(1)  # its first poll's PICK takes the job
+    await poll_until(lambda: not cluster.proxy.silence_armed, 30, "the worker's PICK")
+    await readers.wait()
+    freed = cluster.pool.count(r"stranded before its first claim")
+    summary.add("freed by the reaper as stranded", freed)
+    found = [f"the job waited for the reaper ({freed}): the resent PICK lost it"] if freed else []
+    await finish(cluster, readers, summary, found)
 
 
 async def test_a_workers_background_loops_always_stop(settings: Settings) -> None:

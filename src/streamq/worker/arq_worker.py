@@ -83,9 +83,13 @@ class StreamQWorker(Worker):
         self.on_stop = self._stop
         self._start_script: AsyncScript | None = None  # arq may connect only in main()
         self.start_gate = StartGate()
-        # Each PICK and START call's token: a resent call is known by it (see scripts.PICK).
+        # The token of PICK and START calls (see scripts.PICK): a resent call is known by it.
+        # It changes only once a call carrying it was answered, so the call after one whose
+        # reply never came (Redis away longer than redis-py retries) takes over what that
+        # one started, rather than leave it started and run by nobody.
         self._uid = uuid.uuid4().hex
         self._calls = itertools.count(1)
+        self._token = f"{self._uid}:0"
 
     def _stop(self, _signum: signal.Signals) -> None:
         # arq stops the loop by cancelling it, but redis-py can swallow a cancel that lands in
@@ -144,9 +148,9 @@ class StreamQWorker(Worker):
                 task.result()  # arq's way of letting errors in run_job surface
         await self.heart_beat()
 
-    def _token(self) -> str:
-        """A token for one PICK or START call, unique to this worker and call."""
-        return f"{self._uid}:{next(self._calls)}"
+    def _answered(self) -> None:
+        """A call carrying the current token was answered: the next call gets a new one."""
+        self._token = f"{self._uid}:{next(self._calls)}"
 
     async def _pick(self, free: int, count: int) -> tuple[list[tuple[str, int]], list[bytes]]:
         """Up to ``free`` due jobs of the fair order, started for this worker as arq starts one
@@ -158,8 +162,9 @@ class StreamQWorker(Worker):
         keys = [fair_order(queue), fair_clock(queue), queue, fair_pick(queue, self._uid)]
         args: list[str | int] = [free, timestamp_ms(), in_progress_key_prefix, self.fair_ttl]
         args += [FAIR_SCAN, self._queue_read_offset, count]
-        args += [int(self.in_progress_timeout_s * 1000), self._token()]
+        args += [int(self.in_progress_timeout_s * 1000), self._token]
         flat, head = await self._pick_script(keys, args, client=self.pool)
+        self._answered()
         started = [(flat[i].decode(), int(float(flat[i + 1]))) for i in range(0, len(flat), 2)]
         return started, head
 
@@ -170,20 +175,32 @@ class StreamQWorker(Worker):
             running_here = self.tasks.get(job_id)
             if running_here is not None and not running_here.done():
                 # Our own earlier run of it was reaped (its lease ran out while Redis was away)
-                # but is still going: arq cannot track two runs of one id, and it may finish it
-                # (arq's end of it deletes the in-progress key PICK set again).
+                # but is still going: arq cannot track two runs of one id, and it may finish it.
+                # Another worker may run it meanwhile.
+                await self._give_back(job_id)
                 continue
             if self.job_counter >= self.max_jobs or self.sem.locked():
                 # PICK starts no more than the slots free when it was sent, and only this loop
-                # takes slots; should one be gone anyway, arq's queue head still holds the job.
-                with contextlib.suppress(RedisError, OSError):
-                    await self.pool.delete(arq_in_progress_key(job_id))
+                # takes slots; should one be gone anyway, the job goes back.
+                await self._give_back(job_id)
                 continue
             await self.sem.acquire()  # free (not locked): returns at once
             self.job_counter += 1
             task = self.loop.create_task(self.run_job(job_id, score))
             task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
             self.tasks[job_id] = task
+
+    async def _give_back(self, job_id: str) -> None:
+        """Undo PICK's start of ``job_id``: no longer in progress, and back at the front of
+        the fair order (failing that, arq's queue head still holds it)."""
+        if self._requeue_script is None:
+            self._requeue_script = self.pool.register_script(scripts.FAIR_REQUEUE)
+        keys, argv = fair_requeue_call(self.queue_name, self.fair_ttl, job_id)
+        try:
+            await self.pool.delete(arq_in_progress_key(job_id))
+            await self._requeue_script(keys, argv, client=self.pool)
+        except (RedisError, OSError) as exc:  # the reaper frees it after a lease
+            logger.warning("job %s picked here could not be given back (%r)", job_id, exc)
 
     async def finish_job(self, job_id: str, finish: bool, *args: Any, **kwargs: Any) -> None:
         await super().finish_job(job_id, finish, *args, **kwargs)
@@ -257,11 +274,13 @@ class StreamQWorker(Worker):
             self._start_script = self.pool.register_script(scripts.START)
         script = self._start_script
         in_progress_ms = str(int(self.in_progress_timeout_s * 1000))
-        now, token = str(timestamp_ms()), self._token()
+        now, token = str(timestamp_ms()), self._token
         if len(job_ids) == 1:  # the common, idle case: no pipeline to build
             keys = [arq_in_progress_key(job_ids[0]), self.queue_name]
             args = [job_ids[0], now, in_progress_ms, token]
-            return [await script(keys, args, client=self.pool)]
+            answer = await script(keys, args, client=self.pool)
+            self._answered()
+            return [answer]
         for _ in range(2):  # once more after loading the script into a new or restarted Redis
             async with self.pool.pipeline(transaction=False) as pipe:
                 for job_id in job_ids:
@@ -271,6 +290,7 @@ class StreamQWorker(Worker):
             if not any(isinstance(r, NoScriptError) for r in results):
                 break
             await self.pool.script_load(scripts.START)
+        self._answered()
         return [None if isinstance(r, BaseException) else r for r in results]
 
     async def run_job(self, job_id: str, score: int) -> None:
