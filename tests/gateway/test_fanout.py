@@ -126,6 +126,23 @@ async def test_two_hundred_jobs_five_subscribers_each_all_at_once(fanout: Gatewa
 
 
 @pytest.mark.usefixtures("worker")
+async def test_http_1_0_subscribers_get_entries_written_directly_unframed(
+    http: httpx2.AsyncClient, fanout: GatewayThread
+) -> None:
+    """What the multiplexer writes straight to an HTTP/1.0 client's connection is the frames
+    alone (its body ends with the connection), not the HTTP/1.1 chunks the others get."""
+    slow = {"simulator": {"tokens_per_second": 20, "reply_tokens": 60}}
+    job_id = await enqueue(http, "one point oh", slow)
+    url = f"/v1/jobs/{job_id}/events"
+    results = await asyncio.gather(*(raw_response(fanout.port, url) for _ in range(20)))
+    for raw in results:
+        body = raw.partition(b"\r\n\r\n")[2]
+        assert b"\r" not in body, body[:200]  # no chunk sizes: frames end in "\n\n" only
+        assert_exact(parsed(raw), "one point oh")
+    assert state(fanout).written_directly > 0
+
+
+@pytest.mark.usefixtures("worker")
 async def test_disconnects_mid_stream_resume_exactly_and_free_their_state(
     http: httpx2.AsyncClient, fanout: GatewayThread
 ) -> None:
@@ -231,11 +248,16 @@ class StalledClient:
 async def raw_events(port: int, path: str) -> list[Frame]:
     """Every data frame of an event stream, on a plain socket (HTTP/1.0: a thousand of them
     cost the test process far less than httpx streams would)."""
+    return parsed(await raw_response(port, path))
+
+
+async def raw_response(port: int, path: str) -> bytes:
+    """The whole HTTP/1.0 response to ``GET path``, head and body."""
     reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), BOUND)
     try:
         request = f"GET {path} HTTP/1.0\r\nAuthorization: {AUTH['Authorization']}\r\n\r\n"
         writer.write(request.encode())
-        return parsed(await asyncio.wait_for(reader.read(), BOUND))
+        return await asyncio.wait_for(reader.read(), BOUND)
     finally:
         writer.close()
 

@@ -6,7 +6,10 @@ the subscriber's task and resuming its coroutines (the server's, Starlette's, th
 reader's) only to hand one frame to the socket. A :class:`DirectWriter` lets the multiplexer
 that read the entry write it for every subscriber whose task waits with nothing else to write
 (:meth:`streamq.multiplexer.Subscription.write_directly`): the bytes and the chunk framing are
-the ones the server's own ``send`` would write, through the same ``h11.Connection``.
+the ones the server's own ``send`` would write, through the same ``h11.Connection``. A chunk
+framed once for all of them (HTTP/1.1 chunked, as h11 frames it: its state does not change
+with body data) is written as it is to a response h11 sends chunked, sparing each of them
+h11's own framing (~2.5 µs); an HTTP/1.0 client's response goes through h11.
 
 It declines (the chunk then goes the usual way, through the task and ``send``) while the client
 cannot take more (the transport paused writing: ``send`` waits for it to drain), after the
@@ -16,6 +19,7 @@ client left, before the response started or after it ended, and for ``HEAD``.
 from __future__ import annotations
 
 import h11
+from h11._writers import ChunkedWriter
 from starlette.types import Send
 from uvicorn.protocols.http.h11_impl import RequestResponseCycle
 
@@ -39,10 +43,22 @@ class DirectWriter:
             and not cycle.flow.write_paused
         )
 
-    def write(self, chunk: bytes) -> None:
-        """One body chunk, as the server's ``send`` writes it (call when :meth:`ready`)."""
+    def write(self, data: bytes, chunk: bytes | None = None) -> None:
+        """Body ``data``, as the server's ``send`` writes it (call when :meth:`ready`);
+        ``chunk``, when given, is ``data`` framed as one HTTP/1.1 chunk (:func:`chunk_of`)."""
+        if not data:  # (an empty chunk would end the body)
+            return
         cycle = self._cycle
-        cycle.transport.write(cycle.conn.send(h11.Data(data=chunk)))
+        conn = cycle.conn
+        if chunk is not None and type(conn._writer) is ChunkedWriter:
+            cycle.transport.write(chunk)
+        else:
+            cycle.transport.write(conn.send(h11.Data(data=data)))
+
+
+def chunk_of(data: bytes) -> bytes:
+    """``data`` (not empty) framed as one HTTP/1.1 chunk, as h11's ``ChunkedWriter`` does."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
 
 
 def direct_writer(send: Send, method: str) -> DirectWriter | None:

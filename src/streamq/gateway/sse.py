@@ -22,7 +22,7 @@ from starlette.types import Receive, Scope, Send
 from streamq.core import metrics
 from streamq.core.events import TERMINAL_TYPES, Event, entry_order, event_to_dict
 from streamq.core.exceptions import InvalidCursor, JobNotFound, ReadTimeout
-from streamq.gateway.direct_write import DirectWriter, direct_writer
+from streamq.gateway.direct_write import DirectWriter, chunk_of, direct_writer
 from streamq.gateway.fanout import Alone, Feed
 from streamq.job import ChatJob, EventStream, check_cursor
 
@@ -211,7 +211,25 @@ def _sink(writer: DirectWriter) -> Callable[[list[Event]], bool]:
     def sink(batch: list[Event]) -> bool:
         if not writer.ready():
             return False
-        writer.write(frames_of(batch))
+        writer.write(*_framed(batch))
         return True
 
     return sink
+
+
+def _framed(batch: list[Event]) -> tuple[bytes, bytes]:
+    """:func:`frames_of` ``batch``, and the same as one HTTP/1.1 chunk: made once for all the
+    responses the multiplexer hands this very list (its followers at one cursor)."""
+    last = _LAST_BATCH[0]
+    if last is not None and last[0] is batch:
+        for event in batch:
+            metrics.delivered(event.cursor)  # (counted for each response, as frames_of does)
+        return last[1], last[2]
+    data = frames_of(batch)
+    framed = (batch, data, chunk_of(data) if data else b"")
+    _LAST_BATCH[0] = framed
+    return framed[1], framed[2]
+
+
+# The latest batch a sink wrote, its frames and its chunk; holding the list keeps its id.
+_LAST_BATCH: list[tuple[list[Event], bytes, bytes] | None] = [None]
