@@ -521,18 +521,28 @@ class Multiplexer:
             if not group:
                 continue
             decoded = _decoded(entries, read_from)
+            cursor, order = "", read_from  # most followers share a cursor: parsed once for them
             for follower in list(group):
-                if follower.behind or entry_order(follower.cursor) < read_from:
+                if follower.behind:
+                    continue
+                if follower.cursor != cursor:
+                    cursor, order = follower.cursor, entry_order(follower.cursor)
+                if order < read_from:
                     continue  # joined behind this read: its entries before read_from are not here
-                self._offer(follower, decoded)
+                self._offer(follower, decoded, order)
                 if follower.ended:
                     self._drop(follower)  # a bad entry would otherwise come back on every read
 
-    def _offer(self, follower: _Follower, decoded: _Decoded) -> None:
-        """Queue for ``follower`` the entries after its cursor (a contiguous run from it); drop
-        its backlog instead when it would grow past the bound."""
+    def _offer(
+        self, follower: _Follower, decoded: _Decoded, order: tuple[int, int] | None = None
+    ) -> None:
+        """Queue for ``follower`` the entries after its cursor (a contiguous run from it; its
+        ``order``, when the caller has it); drop its backlog instead when it would grow past the
+        bound."""
         events, orders, failure = decoded
-        start = bisect.bisect_right(orders, entry_order(follower.cursor))
+        if order is None:
+            order = entry_order(follower.cursor)
+        start = bisect.bisect_right(orders, order)
         batch = events[start:] if start else events
         if batch and not self._sunk(follower, batch):
             if len(follower.pending) + len(batch) > self._max_backlog:
