@@ -305,3 +305,28 @@ async def _append(redis: Redis, key: str, event: Event, seq: int) -> str:
 
 async def _collect(events: AsyncIterator[Event]) -> list[Event]:
     return [event async for event in events]
+
+
+@pytest.mark.usefixtures("worker")
+async def test_while_every_follower_is_behind_the_shared_read_waits(
+    sq: StreamQ, settings: Settings, redis: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A follower that fell behind reads on its own; while it is the only one, the shared read
+    has no stream to read and waits for a follower to come back (an ``XREAD`` of no streams is
+    an error, which it used to send again and again). Once the reader reads, it catches up
+    and gets the whole stream, each event once."""
+    paced = {"simulator": {"tokens_per_second": 100, "reply_tokens": 60}}
+    job = await sq.enqueue_chat("behind", extra_body=paced)
+    mux = Multiplexer(redis, Keys(settings.key_prefix), max_backlog=4)
+    async with mux, mux.subscribe(job.id, queued=False) as subscription:
+        await poll_until(lambda: mux.dropped > 0, 60, "the follower to fall behind")
+        async for _ in job.events():  # the job ends while nobody reads the subscription
+            pass
+        events: list[Event] = []
+        while True:
+            try:
+                events += await subscription.next(None) or []
+            except StopAsyncIteration:
+                break
+    assert events == [e async for e in job.events(queued=False)]
+    assert "multiplexer read failed" not in caplog.text

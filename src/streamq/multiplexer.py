@@ -358,6 +358,9 @@ class Multiplexer:
                 await asyncio.sleep(GATHER_SECONDS)
             self._changed.clear()
             streams = self._read_points(self._followers, None)
+            if not streams:  # every follower is behind, reading on its own: until one is back
+                await self._changed.wait()
+                continue
             self._covered = streams
             self._newcomers = []  # it reads every follower from its cursor
             try:
