@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import hashlib
 import json
@@ -261,9 +262,11 @@ async def _workload(
         conns: list[int] = []
         finished = [asyncio.ensure_future(_line(p)) for p in subs]
 
+        stop_posting = asyncio.Event()  # a flag, not a cancel: redis-py may swallow one
+
         async def other_tenant() -> None:
             tiny = {"simulator": {"reply_tokens": 1}}
-            while True:
+            while not stop_posting.is_set():
                 began = time.monotonic()
                 body = {"messages": chat_messages("other"), "extra_body": tiny}
                 await http.post("/v1/jobs", json=body, headers=_auth(TOKEN_B))
@@ -271,11 +274,13 @@ async def _workload(
                 peak[0] = max(peak[0], gateway.memory_info().rss)
                 if len(posts) % 20 == 5:
                     conns.append(await _gateway_redis_connections(bench, gateway.pid))
-                await asyncio.sleep(0.05)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop_posting.wait(), 0.05)
 
         tenant_b = asyncio.create_task(other_tenant())
         results = [json.loads(await line) for line in finished]
-        tenant_b.cancel()
+        stop_posting.set()
+        await tenant_b
         cpu = sum(gateway.cpu_times()[:2]) - cpu0
         for p in subs:
             assert p.stdin is not None

@@ -114,25 +114,28 @@ class Sampler:
         self.peak_rss: dict[str, int] = dict.fromkeys(self.rss_pids, 0)
         self.peak_connections = 0
         self._task: asyncio.Task[None] | None = None
+        # Stopped by a flag, not a cancel: redis-py can swallow a cancel that lands inside a
+        # command (redis-py #2028), and the sampler then ran on while `make bench` waited for it.
+        self._stop = asyncio.Event()
 
     async def __aenter__(self) -> Sampler:
         self._task = asyncio.create_task(self._run())
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        self._stop.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task
 
     async def _run(self) -> None:
-        while True:
+        while not self._stop.is_set():
             for name, pid in self.rss_pids.items():
                 self.peak_rss[name] = max(self.peak_rss[name], rss_bytes(pid))
             if self.connections_pid is not None:
                 count = await connections_of(self.redis, self.connections_pid, self.redis_port)
                 self.peak_connections = max(self.peak_connections, count)
-            await asyncio.sleep(self.period)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.period)
 
 
 async def stream_memory(redis: Redis, keys: Iterable[str]) -> tuple[int, int]:

@@ -59,7 +59,8 @@ async def serve(endpoints: Endpoints) -> None:
     finally:
         for task in list(tasks):
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:  # bounded: redis-py can swallow a cancel (redis-py #2028)
+            await asyncio.wait(set(tasks), timeout=5.0)
         await redis.aclose()
         for client in clients.values():
             await client.close()

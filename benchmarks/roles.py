@@ -32,6 +32,8 @@ from streamq.core.connections import redis_from_url
 
 BLOCK_MS = 5000
 
+CANCEL_WAIT = 5.0  # seconds for cancelled tasks to end
+
 
 class Role:
     """Tracks the jobs a process follows and answers the orchestrator's requests."""
@@ -81,7 +83,8 @@ class Role:
             unfinished = len(pending)
             for task in pending:
                 task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            if pending:  # bounded: redis-py can swallow a cancel (redis-py #2028)
+                await asyncio.wait(pending, timeout=CANCEL_WAIT)
         traces = self.traces.values()
         errors = [trace.error for trace in traces if trace.error]
         return {
@@ -104,7 +107,8 @@ class Role:
     async def aclose(self) -> None:
         for task in list(self.tasks):
             task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.tasks:  # bounded: redis-py can swallow a cancel (redis-py #2028)
+            await asyncio.wait(set(self.tasks), timeout=CANCEL_WAIT)
 
 
 class DirectRole(Role):
