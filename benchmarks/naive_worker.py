@@ -20,6 +20,7 @@ from openai import AsyncOpenAI
 from redis.asyncio import Redis
 
 from benchmarks.common import MODEL, NAIVE_WORKER_NAME, Endpoints
+from streamq.core._tasks import cancel_and_wait
 
 
 async def run_job(clients: dict[str, AsyncOpenAI], redis: Redis, job: dict[str, Any]) -> None:
@@ -57,10 +58,7 @@ async def serve(endpoints: Endpoints) -> None:
             tasks.add(task)
             task.add_done_callback(tasks.discard)
     finally:
-        for task in list(tasks):
-            task.cancel()
-        if tasks:  # bounded: redis-py can swallow a cancel (redis-py #2028)
-            await asyncio.wait(set(tasks), timeout=5.0)
+        await cancel_and_wait(list(tasks))
         await redis.aclose()
         for client in clients.values():
             await client.close()

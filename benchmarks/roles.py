@@ -28,11 +28,10 @@ from benchmarks.common import (
     lag_summary,
 )
 from streamq import Cancelled, Delta, Error, Event, Multiplexer, Settings, Start, StreamQ
+from streamq.core._tasks import cancel_and_wait
 from streamq.core.connections import redis_from_url
 
 BLOCK_MS = 5000
-
-CANCEL_WAIT = 5.0  # seconds for cancelled tasks to end
 
 
 class Role:
@@ -81,10 +80,7 @@ class Role:
         if self.tasks:
             _, pending = await asyncio.wait(set(self.tasks), timeout=timeout)
             unfinished = len(pending)
-            for task in pending:
-                task.cancel()
-            if pending:  # bounded: redis-py can swallow a cancel (redis-py #2028)
-                await asyncio.wait(pending, timeout=CANCEL_WAIT)
+            await cancel_and_wait(pending)
         traces = self.traces.values()
         errors = [trace.error for trace in traces if trace.error]
         return {
@@ -105,10 +101,7 @@ class Role:
         raise NotImplementedError
 
     async def aclose(self) -> None:
-        for task in list(self.tasks):
-            task.cancel()
-        if self.tasks:  # bounded: redis-py can swallow a cancel (redis-py #2028)
-            await asyncio.wait(set(self.tasks), timeout=CANCEL_WAIT)
+        await cancel_and_wait(list(self.tasks))
 
 
 class DirectRole(Role):

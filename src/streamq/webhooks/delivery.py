@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from redis.exceptions import NoPermissionError, RedisError
 
 from streamq.core import metrics
+from streamq.core._tasks import cancel_and_wait
 from streamq.core.events import Event, decode_entry, is_terminal
 from streamq.core.keys import Keys
 from streamq.core.settings import Settings
@@ -79,11 +80,7 @@ class WebhookDelivery:
             await asyncio.wait(self._background, timeout=SHUTDOWN_GRACE)
         loops = (self._task, self._renewing)
         tasks = [t for t in (*loops, *self._background, *self._posting) if t is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(tasks)  # (a cancel inside a redis-py command can be swallowed)
         if self._session is not None:
             await self._session.close()
 
