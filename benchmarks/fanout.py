@@ -278,9 +278,13 @@ async def _workload(
                     await asyncio.wait_for(stop_posting.wait(), 0.05)
 
         tenant_b = asyncio.create_task(other_tenant())
-        results = [json.loads(await line) for line in finished]
-        stop_posting.set()
-        await tenant_b
+        try:
+            results = [json.loads(await line) for line in finished]
+        finally:
+            stop_posting.set()
+            [posting] = await asyncio.gather(tenant_b, return_exceptions=True)
+        if isinstance(posting, BaseException):
+            print(f"   the other tenant's POSTs stopped early: {posting!r}", flush=True)
         cpu = sum(gateway.cpu_times()[:2]) - cpu0
         for p in subs:
             assert p.stdin is not None

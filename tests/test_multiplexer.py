@@ -313,15 +313,20 @@ async def test_while_every_follower_is_behind_the_shared_read_waits(
 ) -> None:
     """A follower that fell behind reads on its own; while it is the only one, the shared read
     has no stream to read and waits for a follower to come back (an ``XREAD`` of no streams is
-    an error, which it used to send again and again). Once the reader reads, it catches up
-    and gets the whole stream, each event once."""
-    paced = {"simulator": {"tokens_per_second": 100, "reply_tokens": 60}}
+    an error, which it used to send again and again). Once its reader reads again, it catches
+    up while the job still streams, the shared read takes it back, and it gets the whole
+    stream, each event once."""
+    paced = {"simulator": {"tokens_per_second": 50, "reply_tokens": 200}}
     job = await sq.enqueue_chat("behind", extra_body=paced)
     mux = Multiplexer(redis, Keys(settings.key_prefix), max_backlog=4)
     async with mux, mux.subscribe(job.id, queued=False) as subscription:
-        await poll_until(lambda: mux.dropped > 0, 60, "the follower to fall behind")
-        async for _ in job.events():  # the job ends while nobody reads the subscription
-            pass
+        follower = subscription._follower
+        await poll_until(lambda: follower.behind, 60, "the follower to fall behind")
+        seen = 0
+        async for event in job.events(queued=False):  # the stream grows while it is behind
+            seen += isinstance(event, Delta)
+            if seen == 60:
+                break
         events: list[Event] = []
         while True:
             try:

@@ -8,6 +8,7 @@ import socket
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
+import h11
 import httpx2
 import pytest
 from redis.asyncio import Redis
@@ -16,6 +17,7 @@ from streamq import Settings
 from streamq.core.request import chat_messages
 from streamq.dev.simulator import simulated_text
 from streamq.gateway import GatewayConfig, create_app
+from streamq.gateway.direct_write import chunk_of
 from streamq.gateway.state import Gateway
 from tests.gateway.sse import Frame, frames, read_events, text_of
 from tests.harness.gateway import TOKEN_A, TOKENS, GatewayThread
@@ -123,6 +125,18 @@ async def test_two_hundred_jobs_five_subscribers_each_all_at_once(fanout: Gatewa
             wrong.append((i, exc))
     assert not wrong, f"{len(wrong)} of {len(results)} subscribers: {wrong[:3]}"
     await poll_until(lambda: state(fanout).subscribers == 0, BOUND, "subscribers to be let go")
+
+
+def test_a_chunk_framed_once_is_what_h11_writes_for_a_chunked_body() -> None:
+    """The chunk the multiplexer's sink writes as it is equals h11's own framing of the data
+    (the bytes the server's ``send`` would write), and h11's state is what it would be."""
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert isinstance(conn.next_event(), h11.Request)
+    conn.send(h11.Response(status_code=200, headers=[("Content-Type", "text/event-stream")]))
+    for data in (b"id: 1-0\ndata: {}\n\n", "é€😀".encode() * 300):
+        assert chunk_of(data) == conn.send(h11.Data(data=data))
+    assert conn.our_state is h11.SEND_BODY
 
 
 @pytest.mark.usefixtures("worker")

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable
 from typing import Any
+
+logger = logging.getLogger("streamq")
 
 
 async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]]) -> None:
@@ -20,5 +23,5 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]]) -> None:
         await asyncio.wait(pending, timeout=0.1)
         pending = [task for task in pending if not task.done()]
     for task in tasks:
-        if task.done() and not task.cancelled():
-            task.exception()  # retrieved: a loop that failed was already logged
+        if task.done() and not task.cancelled() and (error := task.exception()) is not None:
+            logger.warning("background task %s had failed: %r", task.get_name(), error)

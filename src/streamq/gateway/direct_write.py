@@ -50,7 +50,7 @@ class DirectWriter:
             return
         cycle = self._cycle
         conn = cycle.conn
-        if chunk is not None and type(conn._writer) is ChunkedWriter:
+        if chunk is not None and type(getattr(conn, "_writer", None)) is ChunkedWriter:
             cycle.transport.write(chunk)
         else:
             cycle.transport.write(conn.send(h11.Data(data=data)))
