@@ -174,7 +174,7 @@ async def test_a_pick_sent_twice_answers_the_same_jobs_and_starts_them_once(
     await redis.zadd(queue, {"a": 1, "b": 2, "c": 3})
     await redis.zadd(order, {"a": 1, "b": 2, "c": 3})
     pick = redis.register_script(scripts.PICK)
-    call = [2, 1_000_000, prefix, 60, 100, 0, 10, 30_000, "w1:7"]
+    call: list[str | int] = [2, 1_000_000, prefix, 60, 100, 0, 10, 30_000, "w1:7"]
     first = await pick(keys, call)
     assert first == [[b"a", b"1", b"b", b"2"], []]
     assert await pick(keys, call) == first
@@ -194,7 +194,8 @@ async def test_a_start_sent_twice_starts_the_job_for_its_caller_both_times(
     in_progress = f"{queue}:in-progress:a"
     await redis.zadd(queue, {"a": 5})
     start = redis.register_script(scripts.START)
-    keys, call = [in_progress, queue], ["a", 1_000, 30_000, "w1:3"]
+    keys = [in_progress, queue]
+    call: list[str | int] = ["a", 1_000, 30_000, "w1:3"]
     assert await start(keys, call) == b"5"
     assert await start(keys, call) == b"5"
     assert await redis.get(in_progress) == b"w1:3"
