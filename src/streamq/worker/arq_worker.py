@@ -172,46 +172,52 @@ class StreamQWorker(Worker):
         """Run each job PICK started here, in a slot of its own: a start of its own per job,
         after the pick, cost each job's first delta a round trip."""
         for job_id, score in started:
-            running_here = self.tasks.get(job_id)
-            if running_here is not None and not running_here.done():
-                # Our own earlier run of it was reaped (its lease ran out while Redis was away)
-                # but is still going: arq cannot track two runs of one id, and it may finish it.
-                # Another worker may run it meanwhile.
-                await self._give_back(job_id)
-                continue
-            if self.job_counter >= self.max_jobs or self.sem.locked():
-                # PICK starts no more than the slots free when it was sent, and only this loop
-                # takes slots; should one be gone anyway, the job goes back.
+            # Another worker may run it meanwhile. And PICK starts no more than the slots free
+            # when it was sent, and only this loop takes slots; should one be gone anyway, the
+            # job goes back.
+            if self._running_here(job_id) or self.job_counter >= self.max_jobs or self.sem.locked():
                 await self._give_back(job_id)
                 continue
             await self.sem.acquire()  # free (not locked): returns at once
             self.job_counter += 1
-            task = self.loop.create_task(self.run_job(job_id, score))
-            task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
-            self.tasks[job_id] = task
+            self._launch(job_id, score)
+
+    def _running_here(self, job_id: str) -> bool:
+        """Whether an earlier run of ``job_id`` is still going in this worker: it was reaped
+        (its lease ran out while Redis was away), but arq cannot track two runs of one id, and
+        this one may finish it."""
+        running = self.tasks.get(job_id)
+        return running is not None and not running.done()
+
+    def _launch(self, job_id: str, score: int) -> None:
+        """Run ``job_id``, started for this worker, in the slot taken for it."""
+        task = self.loop.create_task(self.run_job(job_id, score))
+        task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+        self.tasks[job_id] = task
 
     async def _give_back(self, job_id: str) -> None:
         """Undo PICK's start of ``job_id``: no longer in progress, and back at the front of
         the fair order (failing that, arq's queue head still holds it)."""
+        try:
+            await self.pool.delete(arq_in_progress_key(job_id))
+            await self._requeue_fair(job_id)
+        except (RedisError, OSError) as exc:  # the reaper frees it after a lease
+            logger.warning("job %s picked here could not be given back (%r)", job_id, exc)
+
+    async def _requeue_fair(self, job_id: str) -> None:
+        """Put ``job_id``, queued in arq's queue again, back at the fair order's front."""
         if self._requeue_script is None:
             self._requeue_script = self.pool.register_script(scripts.FAIR_REQUEUE)
         keys, argv = fair_requeue_call(self.queue_name, self.fair_ttl, job_id)
-        try:
-            await self.pool.delete(arq_in_progress_key(job_id))
-            await self._requeue_script(keys, argv, client=self.pool)
-        except (RedisError, OSError) as exc:  # the reaper frees it after a lease
-            logger.warning("job %s picked here could not be given back (%r)", job_id, exc)
+        await self._requeue_script(keys, argv, client=self.pool)
 
     async def finish_job(self, job_id: str, finish: bool, *args: Any, **kwargs: Any) -> None:
         await super().finish_job(job_id, finish, *args, **kwargs)
         if finish:
             return
         # arq queued it again (a Retry, or a run cut short): back to the fair order's front.
-        if self._requeue_script is None:
-            self._requeue_script = self.pool.register_script(scripts.FAIR_REQUEUE)
-        keys, argv = fair_requeue_call(self.queue_name, self.fair_ttl, job_id)
         try:
-            await self._requeue_script(keys, argv, client=self.pool)
+            await self._requeue_fair(job_id)
         except (RedisError, OSError) as exc:  # arq's queue head still finds it
             logger.warning("job %s stays out of the fair order (%r)", job_id, exc)
 
@@ -243,10 +249,7 @@ class StreamQWorker(Worker):
         for taken, job_id in enumerate(job_ids):
             if self.job_counter >= self.max_jobs or self.sem.locked():
                 return candidates, job_ids[taken:]
-            running_here = self.tasks.get(job_id)
-            if running_here is not None and not running_here.done():
-                # Our own earlier run of it was reaped (its lease ran out while Redis was away)
-                # but is still going: arq cannot track two runs of one id, and it may finish it.
+            if self._running_here(job_id):
                 continue
             await self.sem.acquire()  # free (not locked): returns at once
             self.job_counter += 1
@@ -261,9 +264,7 @@ class StreamQWorker(Worker):
         finally:
             for job_id, score in zip(candidates, scores, strict=True):
                 if isinstance(score, bytes | int | float | str) and not isinstance(score, bool):
-                    task = self.loop.create_task(self.run_job(job_id, int(float(score))))
-                    task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
-                    self.tasks[job_id] = task
+                    self._launch(job_id, int(float(score)))
                 else:  # started elsewhere, finished, deferred, or the start failed
                     self.job_counter -= 1
                     self.sem.release()
