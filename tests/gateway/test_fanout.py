@@ -27,6 +27,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN_A}"}
 PACED = {"simulator": {"tokens_per_second": 40, "reply_tokens": 60}}
 SUBSCRIBERS = 200
 BOUND = 120  # seconds: a bound on a hang on a loaded machine, never a measure
+LONG = 6000  # entries of the stalled subscriber's job: more than the kernel's buffers hold
 
 
 @pytest.fixture
@@ -213,24 +214,25 @@ async def test_a_stalled_subscriber_is_dropped_back_to_redis_and_still_gets_it_a
     held back.
 
     Entries go straight to a client's socket while it takes them, so the kernel's buffers for
-    the connection (a few MB on loopback) fill first: 3,000 entries with 20 top log
-    probabilities each (~4 MB) are more than they hold."""
+    the connection fill first: the sender's alone may grow to `tcp_wmem`'s 4 MiB, which a
+    4 MB stream did not always overflow. 6,000 entries with 20 top log probabilities each
+    (~8 MB) are twice that."""
     state(fanout).max_backlog = 16
     body = {
         "messages": chat_messages("a long answer"),
         "logprobs": True,
         "top_logprobs": 20,
-        "extra_body": {"simulator": {"reply_tokens": 3000}},
+        "extra_body": {"simulator": {"reply_tokens": LONG}},
     }
     response = await http.post("/v1/jobs", json=body)
     assert response.status_code == 202, response.text
     job_id = response.json()["id"]
     stalled = await StalledClient.connect(fanout.port, f"/v1/jobs/{job_id}/events")
     fast = await read_events(http, f"/v1/jobs/{job_id}/events")
-    assert_exact(fast, "a long answer", 3000)
+    assert_exact(fast, "a long answer", LONG)
     await poll_until(lambda: state(fanout).dropped > 0, BOUND, "the stalled client dropped")
     events = await stalled.read_to_end()
-    assert_exact(events, "a long answer", 3000)
+    assert_exact(events, "a long answer", LONG)
     await poll_until(lambda: state(fanout).subscribers == 0, BOUND, "subscribers to be let go")
 
 
