@@ -179,3 +179,61 @@ async def test_the_gateway_serves_request_and_reader_lag_metrics(settings: Setti
     assert grew("streamq_gateway_request_duration_seconds_count", method="POST", route="/v1/jobs")
     assert grew("streamq_reader_lag_seconds_count") == len(frames) > 0
     assert 0 <= grew("streamq_reader_lag_seconds_sum") < len(frames) * 5
+
+
+async def test_the_reader_lag_counts_every_subscriber_s_every_entry(settings: Settings) -> None:
+    """Twenty subscribers of one live job: entries written straight onto their connections,
+    whose lag is observed per group of subscribers, still count once for each subscriber and
+    entry, with a lag no longer than the test took."""
+    paced = {"simulator": {"tokens_per_second": 40, "reply_tokens": 30}}
+    config = GatewayConfig(tokens=TOKENS, max_streams=None, rate_limit=None)
+    app = create_app(settings, config)
+    headers = {"Authorization": f"Bearer {TOKEN_A}"}
+    with GatewayThread(app, worker=settings) as server:
+        url = f"{server.url}/metrics"
+        before = await scrape(url, TOKEN_A)
+        began = asyncio.get_running_loop().time()
+        limits = httpx2.Limits(max_connections=None)
+        async with httpx2.AsyncClient(base_url=server.url, timeout=60, limits=limits) as client:
+            body = {"messages": [{"role": "user", "content": "many readers"}], "extra_body": paced}
+            created = await client.post("/v1/jobs", json=body, headers=headers)
+            events_url = created.json()["events_url"]
+            results = await asyncio.gather(
+                *(read_events(client, events_url, headers) for _ in range(20))
+            )
+        took = asyncio.get_running_loop().time() - began
+        after = await scrape(url, TOKEN_A)
+        written_directly = app.state.gateway.written_directly
+    delivered = sum(len(frames) for frames in results)
+    assert delivered == 20 * len(results[0]) > 20
+    assert written_directly > 0  # the path that observes per group was taken
+    count = after("streamq_reader_lag_seconds_count") - before("streamq_reader_lag_seconds_count")
+    assert count == delivered
+    lag_sum = after("streamq_reader_lag_seconds_sum") - before("streamq_reader_lag_seconds_sum")
+    assert 0 <= lag_sum <= delivered * took
+
+
+def test_observing_many_at_once_records_what_observing_one_by_one_does() -> None:
+    """``observe_many`` (the lag of many subscribers' writes in one step) leaves the histogram
+    as that many ``observe`` calls do, bucket bounds, zero and beyond the last bound included:
+    it writes prometheus_client's own values, so a release that changes them shows here."""
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from streamq.core._prometheus import LAG_BUCKETS, observe_many
+
+    one_by_one = Histogram("one", "", buckets=LAG_BUCKETS, registry=CollectorRegistry())
+    at_once = Histogram("many", "", buckets=LAG_BUCKETS, registry=CollectorRegistry())
+    for value, count in [(0.0, 3), (0.0005, 2), (0.0007, 5), (0.1, 1), (2.5, 4), (99.0, 7)]:
+        for _ in range(count):
+            one_by_one.observe(value)
+        observe_many(at_once, value, count)
+
+    def samples(histogram: Histogram) -> list[tuple[str, dict[str, str], float]]:
+        [family] = histogram.collect()
+        return [
+            (s.name.split("_", 1)[1], s.labels, s.value)
+            for s in family.samples
+            if not s.name.endswith("_created")
+        ]
+
+    assert samples(at_once) == samples(one_by_one)

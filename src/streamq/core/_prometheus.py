@@ -7,6 +7,7 @@ the processes' files up (``prometheus_client``'s multiprocess mode).
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import os
 import tempfile
@@ -168,13 +169,30 @@ class Recorder:
     def webhook_attempted(self, outcome: str) -> None:
         self.webhooks.labels(outcome).inc()
 
-    def delivered(self, cursor: str) -> None:
+    def delivered(self, cursor: str, readers: int = 1) -> None:
         written_ms = int(cursor.partition("-")[0])
-        self.reader_lag.observe(max(0.0, time.time() - written_ms / 1000))
+        lag = max(0.0, time.time() - written_ms / 1000)
+        if readers == 1:
+            self.reader_lag.observe(lag)
+        else:
+            observe_many(self.reader_lag, lag, readers)
 
     def request_ended(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()
         self.request_duration.labels(method, route).observe(seconds)
+
+
+def observe_many(histogram: Histogram, value: float, count: int) -> None:
+    """Record what ``count`` calls of ``histogram.observe(value)`` would, in one step (for a
+    histogram without labels).
+
+    prometheus_client has no such call, and each ``observe`` takes its locks and walks the
+    buckets (~1.3 µs): a gateway handing one entry to 2,000 subscribers spent ~2.5 µs of each
+    subscriber's write on the lag metric. This adds to the histogram's own values, as
+    ``observe`` does (in multiprocess mode too); tests/test_metrics.py holds it to ``observe``.
+    """
+    histogram._sum.inc(value * count)
+    histogram._buckets[bisect.bisect_left(histogram._upper_bounds, value)].inc(count)
 
 
 def registry() -> CollectorRegistry:

@@ -127,8 +127,9 @@ def webhook_attempted(outcome: str) -> None:
         _recorder.webhook_attempted(outcome)
 
 
-def delivered(cursor: str) -> None:
-    """A reader handed on the entry ``cursor`` (its id holds the time Redis wrote it); a
-    ``queued`` event a reader made (no cursor) is no entry and not counted."""
+def delivered(cursor: str, readers: int = 1) -> None:
+    """A reader (or ``readers`` of them, just now) handed on the entry ``cursor`` (its id holds
+    the time Redis wrote it); a ``queued`` event a reader made (no cursor) is no entry and not
+    counted."""
     if _recorder is not None and cursor:
-        _recorder.delivered(cursor)
+        _recorder.delivered(cursor, readers)

@@ -222,8 +222,7 @@ def _framed(batch: list[Event]) -> tuple[bytes, bytes]:
     responses the multiplexer hands this very list (its followers at one cursor)."""
     last = _LAST_BATCH[0]
     if last is not None and last[0] is batch:
-        for event in batch:
-            metrics.delivered(event.cursor)  # (counted for each response, as frames_of does)
+        _HANDED.count(batch)  # (counted for each response, as frames_of does)
         return last[1], last[2]
     data = frames_of(batch)
     framed = (batch, data, chunk_of(data) if data else b"")
@@ -233,3 +232,43 @@ def _framed(batch: list[Event]) -> tuple[bytes, bytes]:
 
 # The latest batch a sink wrote, its frames and its chunk; holding the list keeps its id.
 _LAST_BATCH: list[tuple[list[Event], bytes, bytes] | None] = [None]
+
+
+class _Handed:
+    """The lag metric for the responses a batch is handed to after its first: counted, and
+    observed per :data:`GROUP` of them (and at the end of the loop's turn), at the time of the
+    group's last. Observed one by one, the metric took ~2.5 µs of each write to 2,000
+    subscribers; a group of 32 writes spans ~0.5 ms."""
+
+    GROUP = 32
+
+    def __init__(self) -> None:
+        self._batch: list[Event] = []
+        self._count = 0
+        self._flush_due = False  # a flush waits for the end of the loop's turn
+
+    def count(self, batch: list[Event]) -> None:
+        """One more response was handed ``batch``."""
+        if batch is not self._batch:
+            self.flush()
+            self._batch = batch
+        self._count += 1
+        if self._count >= self.GROUP:
+            self.flush()
+        elif not self._flush_due:
+            self._flush_due = True
+            asyncio.get_running_loop().call_soon(self._end_of_turn)
+
+    def flush(self) -> None:
+        """Observe the lag of what was counted, as of now."""
+        if self._count:
+            for event in self._batch:
+                metrics.delivered(event.cursor, readers=self._count)
+            self._count = 0
+
+    def _end_of_turn(self) -> None:
+        self._flush_due = False
+        self.flush()
+
+
+_HANDED = _Handed()
