@@ -65,6 +65,7 @@ class _Subscriber(asyncio.Protocol):
         self.head_done = asyncio.get_running_loop().create_future()
         self.done = asyncio.get_running_loop().create_future()
         self.received: list[tuple[int, bytes]] = []  # (ms since the epoch, bytes) of the body
+        self.tail = b""  # the body's last 5 bytes so far
         self.lags: list[int] = []
         self.frames = 0
 
@@ -76,8 +77,10 @@ class _Subscriber(asyncio.Protocol):
                 return
             self.head_done.set_result(head.split(b" ", 2)[1])
         self.received.append((time.time_ns() // 1_000_000, data))
-        # The body's last chunk (an SSE frame ends in "\n\n", so a data chunk cannot end so).
-        if data.endswith(b"0\r\n\r\n") and not self.done.done():
+        # The body's last chunk (an SSE frame ends in "\n\n", so a data chunk cannot end so),
+        # which may come split over two reads.
+        self.tail = (self.tail + data)[-5:]
+        if self.tail == b"0\r\n\r\n" and not self.done.done():
             self.done.set_result(None)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -133,8 +136,8 @@ def _cpu_seconds() -> float:
 
 async def _subscribe(port: int, jobs: list[tuple[str, str]], count: int) -> None:
     """``count`` subscribers over ``jobs`` (id, prompt), round robin; one JSON line when all
-    heads are in, one with the results when all streams ended, and the CPU it took while they
-    ran (and to take their bytes apart after) once told to go."""
+    heads are in, one when all streams ended, one with the results once taken apart, and the
+    CPU it took while they ran (and to take their bytes apart after) once told to go."""
     loop = asyncio.get_running_loop()
     subscribers = []
     for i in range(count):
@@ -153,6 +156,7 @@ async def _subscribe(port: int, jobs: list[tuple[str, str]], count: int) -> None
     live = _cpu_seconds()
     await asyncio.gather(*(sub.done for _, sub in subscribers))
     live = _cpu_seconds() - live
+    print(json.dumps({"done": True}), flush=True)  # the measured window ends here
     parsing = _cpu_seconds()
     got = [sub.result() for _, sub in subscribers]
     parsing = _cpu_seconds() - parsing
@@ -295,13 +299,15 @@ async def _workload(
 
         tenant_b = asyncio.create_task(other_tenant())
         try:
-            results = [json.loads(await line) for line in finished]
+            for line in finished:
+                await line  # every stream ended: the POSTs and the gateway's CPU stop here
         finally:
             stop_posting.set()
             [posting] = await asyncio.gather(tenant_b, return_exceptions=True)
         if isinstance(posting, BaseException):
             print(f"   the other tenant's POSTs stopped early: {posting!r}", flush=True)
         cpu = sum(gateway.cpu_times()[:2]) - cpu0
+        results = [json.loads(await _line(p)) for p in subs]
         for p in subs:
             assert p.stdin is not None
             p.stdin.write(b"go\n")

@@ -256,8 +256,13 @@ class _Handed:
         if self._count >= self.GROUP:
             self.flush()
         elif not self._flush_due:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop to wait for: now
+                self.flush()
+                return
             self._flush_due = True
-            asyncio.get_running_loop().call_soon(self._end_of_turn)
+            loop.call_soon(self._end_of_turn)
 
     def flush(self) -> None:
         """Observe the lag of what was counted, as of now."""
