@@ -217,25 +217,12 @@ def _sink(writer: DirectWriter) -> Callable[[list[Event]], bool]:
     return sink
 
 
-def _framed(batch: list[Event]) -> tuple[bytes, bytes]:
-    """:func:`frames_of` ``batch``, and the same as one HTTP/1.1 chunk: made once for all the
-    responses the multiplexer hands this very list (its followers at one cursor)."""
-    last = _LAST_BATCH[0]
-    if last is not None and last[0] is batch:
-        _HANDED.count(batch)  # (counted for each response, as frames_of does)
-        return last[1], last[2]
-    data = frames_of(batch)
-    framed = (batch, data, chunk_of(data) if data else b"")
-    _LAST_BATCH[0] = framed
-    return framed[1], framed[2]
+class _Framed:
+    """:func:`frames_of` a batch, and the same as one HTTP/1.1 chunk: made once for all the
+    responses the multiplexer hands this very list (its followers at one cursor); it keeps
+    the latest batch (holding the list keeps its id).
 
-
-# The latest batch a sink wrote, its frames and its chunk; holding the list keeps its id.
-_LAST_BATCH: list[tuple[list[Event], bytes, bytes] | None] = [None]
-
-
-class _Handed:
-    """The lag metric for the responses a batch is handed to after its first: counted, and
+    The lag metric of the responses the batch is handed to after its first is counted, and
     observed per :data:`GROUP` of them (and at the end of the loop's turn), at the time of the
     group's last. Observed one by one, the metric took ~2.5 µs of each write to 2,000
     subscribers; a group of 32 writes spans ~0.5 ms."""
@@ -244,16 +231,23 @@ class _Handed:
 
     def __init__(self) -> None:
         self._batch: list[Event] = []
-        self._count = 0
+        self._data = self._chunk = b""
+        self._handed = 0  # responses handed the batch again since the metric last saw them
         self._flush_due = False  # a flush waits for the end of the loop's turn
 
-    def count(self, batch: list[Event]) -> None:
-        """One more response was handed ``batch``."""
+    def __call__(self, batch: list[Event]) -> tuple[bytes, bytes]:
         if batch is not self._batch:
             self.flush()
-            self._batch = batch
-        self._count += 1
-        if self._count >= self.GROUP:
+            data = frames_of(batch)  # (counted for its first response there)
+            self._batch, self._data = batch, data
+            self._chunk = chunk_of(data) if data else b""
+        else:
+            self._handed_again()
+        return self._data, self._chunk
+
+    def _handed_again(self) -> None:
+        self._handed += 1
+        if self._handed >= self.GROUP:
             self.flush()
         elif not self._flush_due:
             try:
@@ -266,14 +260,14 @@ class _Handed:
 
     def flush(self) -> None:
         """Observe the lag of what was counted, as of now."""
-        if self._count:
+        if self._handed:
             for event in self._batch:
-                metrics.delivered(event.cursor, readers=self._count)
-            self._count = 0
+                metrics.delivered(event.cursor, readers=self._handed)
+            self._handed = 0
 
     def _end_of_turn(self) -> None:
         self._flush_due = False
         self.flush()
 
 
-_HANDED = _Handed()
+_framed = _Framed()
