@@ -23,6 +23,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -36,6 +37,7 @@ import psutil  # type: ignore[import-untyped]
 from redis.asyncio import Redis
 from tests.harness.processes import clean_environment, python_command, spawn, stop
 
+from benchmarks.measure import cpu_seconds
 from benchmarks.processes import LONG_START, listening
 from streamq.core.keys import Keys
 from streamq.core.request import chat_messages
@@ -129,11 +131,6 @@ class _Subscriber(asyncio.Protocol):
         return [self.job_id, ids.hexdigest(), text_ok]
 
 
-def _cpu_seconds() -> float:
-    cpu = psutil.Process().cpu_times()
-    return float(cpu.user + cpu.system)
-
-
 async def _subscribe(port: int, jobs: list[tuple[str, str]], count: int) -> None:
     """``count`` subscribers over ``jobs`` (id, prompt), round robin; one JSON line when all
     heads are in, one when all streams ended, one with the results once taken apart, and the
@@ -153,13 +150,13 @@ async def _subscribe(port: int, jobs: list[tuple[str, str]], count: int) -> None
         subscribers.append((transport, sub))
     statuses = await asyncio.gather(*(sub.head_done for _, sub in subscribers))
     print(json.dumps({"ready": [s.decode() for s in statuses].count("200")}), flush=True)
-    live = _cpu_seconds()
+    live = cpu_seconds(os.getpid())
     await asyncio.gather(*(sub.done for _, sub in subscribers))
-    live = _cpu_seconds() - live
+    live = cpu_seconds(os.getpid()) - live
     print(json.dumps({"done": True}), flush=True)  # the measured window ends here
-    parsing = _cpu_seconds()
+    parsing = cpu_seconds(os.getpid())
     got = [sub.result() for _, sub in subscribers]
-    parsing = _cpu_seconds() - parsing
+    parsing = cpu_seconds(os.getpid()) - parsing
     frames = sum(sub.frames for _, sub in subscribers)
     lags = [lag for _, sub in subscribers for lag in sub.lags]
     print(json.dumps({"got": got, "frames": frames, "lags": lags}), flush=True)
