@@ -11,13 +11,13 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from streamq import Delta, Done, Event, JobNotFound, Settings, Start, StreamQ
+from streamq import Delta, Done, Event, JobNotFound, Queued, Settings, Start, StreamQ
 from streamq.core.events import as_text, encode
 from streamq.core.keys import Keys
 from streamq.core.request import chat_messages
 from streamq.dev.simulator import simulated_text
 from streamq.multiplexer import Multiplexer, _decoded, _Follower
-from tests.harness.waiting import poll_until
+from tests.harness.waiting import STARTUP, poll_until
 
 
 @pytest.mark.usefixtures("worker")
@@ -335,3 +335,25 @@ async def test_while_every_follower_is_behind_the_shared_read_waits(
                 break
     assert events == [e async for e in job.events(queued=False)]
     assert "multiplexer read failed" not in caplog.text
+
+
+async def test_a_follower_leaving_while_its_place_is_looked_up_leaves_nothing_behind(
+    sq: StreamQ,
+) -> None:
+    """A queued job's only follower leaves while the lookup of its place waits for Redis: once
+    the lookup is back, the multiplexer keeps nothing of that job (it used to keep the place it
+    found, for as long as the process lived)."""
+    job = await sq.enqueue_chat("waits: no worker here")
+    async with sq.multiplexer() as mux:
+        async with mux.subscribe(job.id) as subscription:
+            told = await subscription.next(STARTUP)
+            assert told
+            assert isinstance(told[0], Queued)
+            lookups = mux.place_lookups
+            async with mux._control:  # the next lookup waits for the control connection
+                mux._place_wanted.set()
+                await poll_until(lambda: bool(mux._control._waiters), STARTUP, "the lookup")
+                subscription.close()
+        await poll_until(lambda: mux.place_lookups > lookups, STARTUP, "the lookup's end")
+        assert (mux._followers, mux._places) == ({}, {})
+    await job.cancel()

@@ -378,35 +378,42 @@ class Multiplexer:
                 async with asyncio.timeout(TICK_SECONDS):
                     await self._place_wanted.wait()
             self._place_wanted.clear()
-            waiting = {
-                key: job_id
-                for key, job_id in self._job_ids.items()
-                if any(_waits(f) for f in self._followers.get(key, ()))
-            }
-            if not waiting:
+            if await self._tell_places():
+                await asyncio.sleep(PLACE_GAP_SECONDS)
+
+    async def _tell_places(self) -> bool:
+        """One look at the places of the followed jobs still waiting; whether it was made.
+        (Its own call, so that what it found is not held until the next tick.)"""
+        waiting = {
+            key: job_id
+            for key, job_id in self._job_ids.items()
+            if any(_waits(f) for f in self._followers.get(key, ()))
+        }
+        if not waiting:
+            return False
+        lookup = PlaceLookup(self._keys, self._queue_name, list(waiting.values()))
+        try:
+            async with self._control:
+                found = await places(self._queue, lookup)
+        except (RedisError, OSError) as exc:
+            logger.warning("looking up queued jobs' places failed (%r)", exc)
+            return False
+        self.place_lookups += 1
+        for key, job_id in waiting.items():
+            followers = self._followers.get(key)
+            place = found[job_id]
+            if place is None or not followers:  # started, or its followers left meanwhile
+                self._places.pop(key, None)
                 continue
-            lookup = PlaceLookup(self._keys, self._queue_name, list(waiting.values()))
-            try:
-                async with self._control:
-                    found = await places(self._queue, lookup)
-            except (RedisError, OSError) as exc:
-                logger.warning("looking up queued jobs' places failed (%r)", exc)
+            told = self._places.get(key)
+            if not is_news(place, None if told is None else told[0]):
                 continue
-            self.place_lookups += 1
-            for key, job_id in waiting.items():
-                place = found[job_id]
-                if place is None:
-                    self._places.pop(key, None)
-                    continue
-                told = self._places.get(key)
-                if not is_news(place, None if told is None else told[0]):
-                    continue
-                event = place.event()  # one object for all: each SSE frame is made once
-                self._places[key] = (place, event)
-                for follower in self._followers.get(key, ()):
-                    if _waits(follower):
-                        _tell(follower, event)
-            await asyncio.sleep(PLACE_GAP_SECONDS)
+            event = place.event()  # one object for all: each SSE frame is made once
+            self._places[key] = (place, event)
+            for follower in followers:
+                if _waits(follower):
+                    _tell(follower, event)
+        return True
 
     async def _run_joins(self) -> None:
         """The join read: streams followed while the long read is blocked, in short blocks on a
