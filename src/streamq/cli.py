@@ -22,6 +22,7 @@ from streamq.core import metrics
 from streamq.core.connections import redis_from_url
 from streamq.core.events import Error, event_to_dict, is_terminal
 from streamq.core.exceptions import ConfigError, InvalidRequest, JobFailed, StreamQError
+from streamq.core.garbage_collection import restart_on_c_allocator
 from streamq.core.keys import check_job_id
 from streamq.core.logs import configure_logging
 from streamq.core.settings import LOG_FORMATS, LOG_LEVELS, Settings, UnknownSettingWarning
@@ -38,6 +39,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if argv is None and args.run is run_serve:  # the gateway as a process of its own
+        restart_on_c_allocator()  # so that what a crowd of event streams freed goes back
     settings: Settings | None = None
     try:
         settings = load_settings(args.env_file)

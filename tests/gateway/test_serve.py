@@ -9,6 +9,7 @@ import sys
 import tempfile
 
 import httpx2
+import psutil  # type: ignore[import-untyped]
 
 from streamq import Settings
 from streamq.dev.local_redis import free_port
@@ -25,13 +26,8 @@ async def test_serve_demo_works_with_nothing_configured() -> None:
     with tempfile.TemporaryDirectory() as cwd:
         serve = ("serve", "--demo", "--port", str(port))
         process = await start_cli(env, *serve, stdout=None, cwd=cwd)
-        assert process.stderr is not None
         try:
-            lines: list[str] = []
-            while not any("gateway serving" in line for line in lines):
-                line = await asyncio.wait_for(process.stderr.readline(), STARTUP)
-                assert line, f"serve exited early: {lines}"
-                lines.append(line.decode())
+            lines = await _until_serving(process)
             assert any("throwaway" in line for line in lines)
             assert any("simulator" in line for line in lines)
             async with httpx2.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
@@ -46,6 +42,17 @@ async def test_serve_demo_works_with_nothing_configured() -> None:
             process.send_signal(signal.SIGINT)
             code = await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
     assert code in (0, 130)
+
+
+async def _until_serving(process: asyncio.subprocess.Process) -> list[str]:
+    """The lines `streamq serve` wrote to stderr up to the one saying it serves."""
+    assert process.stderr is not None
+    lines: list[str] = []
+    while not any("gateway serving" in line for line in lines):
+        line = await asyncio.wait_for(process.stderr.readline(), STARTUP)
+        assert line, f"serve exited early: {lines}"
+        lines.append(line.decode())
+    return lines
 
 
 async def test_serve_without_the_gateway_extra_says_how_to_get_it(settings: Settings) -> None:
@@ -69,3 +76,34 @@ async def test_serve_without_tokens_refuses_to_run_open(settings: Settings) -> N
     assert process.returncode == 2
     assert "STREAMQ_GATEWAY_TOKENS" in err.decode()
     assert "--open" in err.decode()
+
+
+async def _allocator_when_serving(env: dict[str, str], *python_flags: str) -> str:
+    """Start `python FLAGS -m streamq serve --open`; once it serves (under the pid it was
+    started with), the PYTHONMALLOC of the program running there."""
+    port = free_port()
+    command = (*python_flags, "-m", "streamq", "serve", "--open", "--port", str(port))
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, *command, env=env, cwd=tempfile.gettempdir(),
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        await _until_serving(process)
+        async with httpx2.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            assert "streamq" in (await client.get("/")).text
+        environ: dict[str, str] = psutil.Process(process.pid).environ()
+        return environ.get("PYTHONMALLOC", "")
+    finally:
+        process.send_signal(signal.SIGINT)
+        await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
+
+
+async def test_serve_runs_on_the_c_allocator_unless_told_otherwise(settings: Settings) -> None:
+    """`streamq serve` runs itself again, same pid, with PYTHONMALLOC=malloc (so that the
+    memory a crowd freed can go back); a PYTHONMALLOC already set is kept, and under
+    `python -E`, which would ignore it, the process serves as it started."""
+    env = settings_environment(settings)
+    env.pop("PYTHONMALLOC", None)
+    assert await _allocator_when_serving(env) == "malloc"
+    assert await _allocator_when_serving({**env, "PYTHONMALLOC": "pymalloc"}) == "pymalloc"
+    assert await _allocator_when_serving(env, "-E") == ""

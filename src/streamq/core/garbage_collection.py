@@ -14,6 +14,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import gc
+import os
+import sys
 
 # Container objects allocated between two young collections (CPython's default: 700).
 YOUNG_THRESHOLD = 50_000
@@ -38,3 +40,25 @@ def release_free_pages() -> bool:
     except OSError:
         return False
     return trim is not None and bool(trim(0))
+
+
+def restart_on_c_allocator() -> None:
+    """Run this process's command again, in place (same pid), on the C library's allocator
+    (``PYTHONMALLOC=malloc``); return without doing so where ``PYTHONMALLOC`` already says
+    which allocator, Python ignores the environment (``-E``, ``-I``), or there is no ``exec``.
+
+    For a process whose memory comes and goes with crowds of connections: CPython's own
+    allocator returns a 1 MiB arena only once every block in it is free, and the few objects a
+    crowd leaves behind (a counter's new value, a cache entry) hold most of its arenas; the C
+    allocator's free pages go back with :func:`release_free_pages`.
+    """
+    if os.environ.get("PYTHONMALLOC") or sys.flags.ignore_environment:
+        return
+    if os.name != "posix" or getattr(sys, "frozen", False) or not sys.executable:
+        return
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    try:
+        os.execve(sys.executable, sys.orig_argv, {**os.environ, "PYTHONMALLOC": "malloc"})
+    except OSError:
+        return  # run on as we are

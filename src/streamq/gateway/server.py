@@ -20,7 +20,7 @@ from streamq.core.settings import Settings
 from streamq.gateway.app import create_app
 from streamq.gateway.config import GatewayConfig
 from streamq.gateway.memory import give_back_after_crowds
-from streamq.gateway.state import Gateway
+from streamq.gateway.sse import forget_frames
 from streamq.gateway.timeouts import uvicorn_config
 
 # Seconds open event streams get at shutdown; clients resume elsewhere with Last-Event-ID.
@@ -62,8 +62,10 @@ async def _serve(
             timeout_graceful_shutdown=SHUTDOWN_GRACE,
         )
     )
-    gateway: Gateway = app.state.gateway
-    keeper = asyncio.create_task(give_back_after_crowds(lambda: gateway.subscribers))
+    connections = server.server_state.connections
+    keeper = asyncio.create_task(
+        give_back_after_crowds(lambda: len(connections), forget=forget_frames)
+    )
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(cancel_and_wait, [keeper])
         if alongside is not None:

@@ -90,6 +90,13 @@ _FRAMES: dict[int, tuple[Event, bytes]] = {}
 FRAME_CACHE = 4096
 
 
+def forget_frames() -> None:
+    """Let go of the frames kept for the latest entries and batches (the gateway does once a
+    crowd has left: made while it was there, they would hold its memory)."""
+    _framed.forget()
+    _FRAMES.clear()
+
+
 async def event_stream_body(
     feed: Feed | EventStream, keepalive: float, max_seconds: float | None
 ) -> AsyncIterator[bytes]:
@@ -268,6 +275,12 @@ class _Framed:
     def _end_of_turn(self) -> None:
         self._flush_due = False
         self.flush()
+
+    def forget(self) -> None:
+        """Observe what was counted, then let the latest batch go."""
+        self.flush()
+        self._batch = []
+        self._data = self._chunk = b""
 
 
 _framed = _Framed()
