@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -82,6 +83,7 @@ async def test_a_sink_takes_entries_while_its_reader_waits_and_order_holds(sq: S
     empty = 0
     async with sq.multiplexer() as mux, mux.subscribe(job.id, queued=False) as subscription:
         subscription.write_directly(sink)
+        assert subscription.written_at == 0.0
         while True:
             try:
                 batch = await subscription.next(0.05)
@@ -90,6 +92,7 @@ async def test_a_sink_takes_entries_while_its_reader_waits_and_order_holds(sq: S
             empty += batch == []
             handed.extend(("next", event) for event in batch or ())
         assert mux.written_directly > 0
+        assert 0 < subscription.written_at <= time.monotonic()
     assert [event for _, event in handed] == [e async for e in job.events(queued=False)]
     assert {how for how, _ in handed} == {"sink", "next"}
     assert empty > 0
@@ -357,3 +360,4 @@ async def test_a_follower_leaving_while_its_place_is_looked_up_leaves_nothing_be
         await poll_until(lambda: mux.place_lookups > lookups, STARTUP, "the lookup's end")
         assert (mux._followers, mux._places) == ({}, {})
     await job.cancel()
+

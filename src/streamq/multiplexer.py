@@ -21,6 +21,7 @@ import asyncio
 import bisect
 import contextlib
 import logging
+import time
 from collections.abc import AsyncGenerator, Callable
 from types import TracebackType
 from typing import Any
@@ -67,7 +68,7 @@ class _Follower:
 
     A follower with a ``sink`` (:meth:`Subscription.write_directly`) has its entries passed to
     it as they are read, while its reader waits for them with nothing else waiting; ``sunk``
-    counts the batches it took.
+    counts the batches it took, ``sunk_at`` is when it took the last (``time.monotonic()``).
     """
 
     __slots__ = (
@@ -82,6 +83,7 @@ class _Follower:
         "queued",
         "sink",
         "sunk",
+        "sunk_at",
         "taken",
         "waiter",
     )
@@ -100,6 +102,7 @@ class _Follower:
         self.alarm: asyncio.TimerHandle | None = None
         self.sink: Callable[[list[Event]], bool] | None = None
         self.sunk = 0
+        self.sunk_at = 0.0
 
     def wake(self) -> None:
         waiter = self.waiter
@@ -587,6 +590,7 @@ class Multiplexer:
             return False
         self.written_directly += 1
         follower.sunk += 1
+        follower.sunk_at = time.monotonic()
         follower.cursor = follower.taken = batch[-1].cursor
         if is_terminal(batch[-1]):
             follower.ended = True
@@ -652,6 +656,12 @@ class Subscription:
         ends after ``sink`` got the terminal one. Not on a cluster, where each job is read
         alone."""
         self._follower.sink = sink
+
+    @property
+    def written_at(self) -> float:
+        """When :meth:`write_directly`'s sink last took a batch (``time.monotonic()``; 0.0:
+        never)."""
+        return self._follower.sunk_at
 
     def close(self) -> None:
         """Stop following; what was waiting is let go."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterator
 
 import httpx2
@@ -144,6 +145,7 @@ async def test_entries_written_directly_put_off_the_keep_alive_by_its_own_time_o
         """A source whose first wait sees its entry written directly, then ends."""
 
         sink: Callable[[list[Event]], bool] | None = None
+        written_at = 0.0
 
         async def __aenter__(self) -> DirectlyWritten:
             return self
@@ -155,6 +157,7 @@ async def test_entries_written_directly_put_off_the_keep_alive_by_its_own_time_o
                 raise StopAsyncIteration
             assert self.sink is not None
             assert self.sink([Delta(text="hi", cursor="1-0")])
+            self.written_at = time.monotonic()  # as a subscription's sink does
             await asyncio.sleep(wait)  # the wait runs out: only the sink got entries
             return []
 

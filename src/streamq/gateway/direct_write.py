@@ -18,42 +18,51 @@ client left, before the response started or after it ended, and for ``HEAD``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import h11
 from h11._writers import ChunkedWriter
 from starlette.types import Send
 from uvicorn.protocols.http.h11_impl import RequestResponseCycle
 
+from streamq.core.events import Event
+
+# A batch's body bytes, and the same framed as one HTTP/1.1 chunk (:func:`chunk_of`).
+Frames = Callable[[list[Event]], tuple[bytes, bytes]]
+
 
 class DirectWriter:
-    """Writes body chunks of one response on uvicorn's h11 connection, when it can."""
+    """Writes the frames of a batch of events as one body chunk of one response on uvicorn's
+    h11 connection, when it can: a multiplexer's sink
+    (:meth:`streamq.multiplexer.Subscription.write_directly`)."""
 
-    __slots__ = ("_cycle",)
+    __slots__ = ("_cycle", "_frames")
 
-    def __init__(self, cycle: RequestResponseCycle) -> None:
+    def __init__(self, cycle: RequestResponseCycle, frames: Frames) -> None:
         self._cycle = cycle
+        self._frames = frames
 
-    def ready(self) -> bool:
-        """Whether :meth:`write` may write now: the response has started and not ended, the
-        client is there and its connection is not paused."""
+    def write(self, batch: list[Event]) -> bool:
+        """Write ``batch``'s frames as the server's ``send`` would write them, and say so; or
+        False, writing nothing, before the response started or after it ended, after the
+        client left and while its connection is paused (it cannot take more)."""
         cycle = self._cycle
-        return (
-            cycle.response_started
-            and not cycle.response_complete
-            and not cycle.disconnected
-            and not cycle.flow.write_paused
-        )
-
-    def write(self, data: bytes, chunk: bytes | None = None) -> None:
-        """Body ``data``, as the server's ``send`` writes it (call when :meth:`ready`);
-        ``chunk``, when given, is ``data`` framed as one HTTP/1.1 chunk (:func:`chunk_of`)."""
+        if (
+            not cycle.response_started
+            or cycle.response_complete
+            or cycle.disconnected
+            or cycle.flow.write_paused
+        ):
+            return False
+        data, chunk = self._frames(batch)
         if not data:  # (an empty chunk would end the body)
-            return
-        cycle = self._cycle
+            return True
         conn = cycle.conn
-        if chunk is not None and type(getattr(conn, "_writer", None)) is ChunkedWriter:
+        if type(getattr(conn, "_writer", None)) is ChunkedWriter:
             cycle.transport.write(chunk)
         else:
             cycle.transport.write(conn.send(h11.Data(data=data)))
+        return True
 
 
 def chunk_of(data: bytes) -> bytes:
@@ -61,10 +70,11 @@ def chunk_of(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
-def direct_writer(send: Send, method: str) -> DirectWriter | None:
+def direct_writer(send: Send, method: str, frames: Frames) -> DirectWriter | None:
     """A :class:`DirectWriter` for the response that ``send`` (the server's own, not a
-    middleware's) belongs to; None under another server or protocol, or for ``HEAD``."""
+    middleware's) belongs to, framing batches with ``frames``; None under another server or
+    protocol, or for ``HEAD``."""
     cycle = getattr(send, "__self__", None)
     if type(cycle) is not RequestResponseCycle or method == "HEAD":
         return None
-    return DirectWriter(cycle)
+    return DirectWriter(cycle, frames)

@@ -10,7 +10,6 @@ rather than buffered without bound (``MAX_BACKLOG``).
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -28,6 +27,9 @@ class Source(Protocol):
 
     def write_directly(self, sink: Callable[[list[Event]], bool]) -> None: ...
 
+    @property
+    def written_at(self) -> float: ...
+
     def close(self) -> None: ...
 
 
@@ -36,12 +38,17 @@ class Feed:
     came since the last call (one write for the lot). Raises what
     :meth:`Subscription.next` raises; :meth:`start` before, :meth:`close` after."""
 
-    __slots__ = ("_held", "_subscription", "written_at")
+    __slots__ = ("_held", "_subscription")
 
     def __init__(self, subscription: Source) -> None:
         self._subscription = subscription
         self._held: list[Event] = []
-        self.written_at = 0.0  # time.monotonic() of the last batch write_directly's sink took
+
+    @property
+    def written_at(self) -> float:
+        """``time.monotonic()`` of the last batch :meth:`write_directly`'s sink took (0.0:
+        none)."""
+        return self._subscription.written_at
 
     async def start(self) -> None:
         """Check the job and start following it (JobNotFound if it is unknown)."""
@@ -68,14 +75,7 @@ class Feed:
         """Have the events that come while :meth:`batch` waits passed to ``sink`` instead,
         where the source allows (:meth:`Subscription.write_directly`); not with :meth:`event`.
         :attr:`written_at` says when it last took one."""
-
-        def write(batch: list[Event]) -> bool:
-            if not sink(batch):
-                return False
-            self.written_at = time.monotonic()
-            return True
-
-        self._subscription.write_directly(write)
+        self._subscription.write_directly(sink)
 
     def close(self) -> None:
         """Stop following: the subscriber's state is let go at once."""
@@ -100,6 +100,11 @@ class Alone:
 
     def write_directly(self, sink: Callable[[list[Event]], bool]) -> None:
         """Nothing: a reader of its own hands every event to :meth:`next`."""
+
+    @property
+    def written_at(self) -> float:
+        """Never: see :meth:`write_directly`."""
+        return 0.0
 
     def close(self) -> None:
         pump, events = self._pump, self._events

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from starlette.background import BackgroundTask
@@ -22,7 +22,7 @@ from starlette.types import Receive, Scope, Send
 from streamq.core import metrics
 from streamq.core.events import TERMINAL_TYPES, Event, entry_order, event_to_dict
 from streamq.core.exceptions import InvalidCursor, JobNotFound, ReadTimeout
-from streamq.gateway.direct_write import DirectWriter, chunk_of, direct_writer
+from streamq.gateway.direct_write import chunk_of, direct_writer
 from streamq.gateway.fanout import Alone, Feed
 from streamq.job import ChatJob, EventStream, check_cursor
 
@@ -172,9 +172,9 @@ class EventStreamResponse(StreamingResponse):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self._server_send = scope.get(SERVER_SEND)
         if self._feed is not None and self._server_send is not None:
-            direct = direct_writer(self._server_send, scope["method"])
+            direct = direct_writer(self._server_send, scope["method"], _framed)
             if direct is not None:
-                self._feed.write_directly(_sink(direct))
+                self._feed.write_directly(direct.write)
         spec = scope.get("asgi", {}).get("spec_version", "2.0")
         if tuple(map(int, spec.split("."))) >= (2, 4):  # the server's send raises instead
             await super().__call__(scope, receive, send)
@@ -209,19 +209,6 @@ class EventStreamResponse(StreamingResponse):
             body = chunk if isinstance(chunk, bytes | memoryview) else chunk.encode(self.charset)
             await direct({"type": "http.response.body", "body": body, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-def _sink(writer: DirectWriter) -> Callable[[list[Event]], bool]:
-    """A multiplexer sink writing each batch's frames in one write, when the client can take
-    them."""
-
-    def sink(batch: list[Event]) -> bool:
-        if not writer.ready():
-            return False
-        writer.write(*_framed(batch))
-        return True
-
-    return sink
 
 
 class _Framed:
