@@ -361,3 +361,21 @@ async def test_a_follower_leaving_while_its_place_is_looked_up_leaves_nothing_be
         assert (mux._followers, mux._places) == ({}, {})
     await job.cancel()
 
+
+async def test_a_follower_leaving_while_its_stream_is_checked_leaves_nothing_behind(
+    sq: StreamQ,
+) -> None:
+    """The check that a quiet stream still exists waits for Redis while the stream's last
+    follower leaves: the stream exists, and the multiplexer keeps nothing of it (it used to
+    keep when it last saw it)."""
+    job = await sq.enqueue_chat("quiet: no worker here")
+    async with sq.multiplexer() as mux, mux.subscribe(job.id, queued=False) as subscription:
+        key = Keys(sq.settings.key_prefix).events(job.id)
+        async with mux._control:  # the check waits for the control connection here
+            check = asyncio.create_task(mux._exists(sq.job(job.id), key))
+            await poll_until(lambda: bool(mux._control._waiters), STARTUP, "the check")
+            subscription.close()
+        assert await check
+        # (before the block's end closes the subscription again, which drops it all)
+        assert (mux._followers, mux._seen) == ({}, {})
+    await job.cancel()

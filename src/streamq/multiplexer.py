@@ -343,7 +343,7 @@ class Multiplexer:
             return True
         async with self._control:
             exists = await job.exists()
-        if exists:
+        if exists and key in self._followers:  # (not if its last follower left meanwhile)
             self._seen[key] = now
         return exists
 
