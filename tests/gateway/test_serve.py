@@ -1,5 +1,5 @@
-"""`streamq serve` as a real process: the demo on a fresh machine, and a clear error without
-the gateway extra."""
+"""`streamq serve` as a real process: the demo on a fresh machine, a clear error without the
+gateway extra, and the allocator it runs on."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import sys
 import tempfile
 
 import httpx2
-import psutil  # type: ignore[import-untyped]
 
 from streamq import Settings
 from streamq.dev.local_redis import free_port
@@ -91,6 +90,8 @@ async def _allocator_when_serving(env: dict[str, str], *python_flags: str) -> st
         await _until_serving(process)
         async with httpx2.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
             assert "streamq" in (await client.get("/")).text
+        import psutil  # type: ignore[import-untyped]  # (a dev requirement, not a runtime one)
+
         environ: dict[str, str] = psutil.Process(process.pid).environ()
         return environ.get("PYTHONMALLOC", "")
     finally:

@@ -135,40 +135,57 @@ async def test_streams_cut_by_max_stream_seconds_resume_exactly(
     assert len({e.id for e in events}) == len(events)
 
 
+class DirectlyWritten:
+    """A source whose first wait sees one entry written directly (by the sink), ``into`` that
+    wait (a fraction of it), and runs out; its next call ends the stream."""
+
+    def __init__(self, into: float) -> None:
+        self.into = into
+        self.waits: list[float] = []
+        self.sink: Callable[[list[Event]], bool] | None = None
+        self.written_at = 0.0
+
+    async def __aenter__(self) -> DirectlyWritten:
+        return self
+
+    async def next(self, wait: float | None) -> list[Event] | None:
+        assert wait is not None
+        self.waits.append(wait)
+        if len(self.waits) > 1:
+            raise StopAsyncIteration
+        await asyncio.sleep(wait * self.into)
+        assert self.sink is not None
+        assert self.sink([Delta(text="hi", cursor="1-0")])
+        self.written_at = time.monotonic()  # as a subscription stamps its sink's batches
+        await asyncio.sleep(wait * (1 - self.into))  # the wait runs out: only the sink wrote
+        return []
+
+    def write_directly(self, sink: Callable[[list[Event]], bool]) -> None:
+        self.sink = sink
+
+    def close(self) -> None:
+        pass
+
+
 async def test_entries_written_directly_put_off_the_keep_alive_by_its_own_time_only() -> None:
-    """An entry the multiplexer wrote straight to the connection counts as a write: the
-    keep-alive comes ``keepalive`` seconds after it, not a whole wait after the wait it came
-    in (which left up to twice the interval silent)."""
-    waits: list[float] = []
-
-    class DirectlyWritten:
-        """A source whose first wait sees its entry written directly, then ends."""
-
-        sink: Callable[[list[Event]], bool] | None = None
-        written_at = 0.0
-
-        async def __aenter__(self) -> DirectlyWritten:
-            return self
-
-        async def next(self, wait: float | None) -> list[Event] | None:
-            assert wait is not None
-            waits.append(wait)
-            if len(waits) > 1:
-                raise StopAsyncIteration
-            assert self.sink is not None
-            assert self.sink([Delta(text="hi", cursor="1-0")])
-            self.written_at = time.monotonic()  # as a subscription's sink does
-            await asyncio.sleep(wait)  # the wait runs out: only the sink got entries
-            return []
-
-        def write_directly(self, sink: Callable[[list[Event]], bool]) -> None:
-            self.sink = sink
-
-        def close(self) -> None:
-            pass
-
-    feed = Feed(DirectlyWritten())
+    """An entry the multiplexer wrote straight to the connection counts as a write as of when
+    it was written: the keep-alive comes ``keepalive`` seconds after it, not a whole wait after
+    the wait it came in (which left up to twice the interval silent)."""
+    source = DirectlyWritten(into=0.0)
+    feed = Feed(source)
     feed.write_directly(lambda batch: True)
     chunks = [chunk async for chunk in event_stream_body(feed, keepalive=0.05, max_seconds=None)]
     # the entry was written a keep-alive's time ago when the wait ran out: one is due at once
     assert chunks == [f"retry: {RETRY_MS}\n\n".encode(), KEEPALIVE]
+
+
+async def test_an_entry_written_directly_late_in_a_wait_puts_the_keep_alive_off() -> None:
+    """Written directly 0.8 s into a 1 s keep-alive wait: no keep-alive when the wait ends
+    (the interval counts from that entry), and the next wait is shorter than a whole one."""
+    source = DirectlyWritten(into=0.8)
+    feed = Feed(source)
+    feed.write_directly(lambda batch: True)
+    chunks = [chunk async for chunk in event_stream_body(feed, keepalive=1.0, max_seconds=None)]
+    assert chunks == [f"retry: {RETRY_MS}\n\n".encode()]
+    assert len(source.waits) == 2
+    assert source.waits[1] < source.waits[0] <= 1.0
