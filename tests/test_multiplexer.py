@@ -73,17 +73,18 @@ async def test_a_sink_takes_entries_while_its_reader_waits_and_order_holds(sq: S
     job = await sq.enqueue_chat("sink", extra_body=paced)
     handed: list[tuple[str, Event]] = []
     takes = itertools.cycle([True, True, False])
+    stamps: list[tuple[float, bool]] = []  # written_at as each call found it; what it answered
 
     def sink(batch: list[Event]) -> bool:
-        if not next(takes):
-            return False
-        handed.extend(("sink", event) for event in batch)
-        return True
+        took = next(takes)
+        stamps.append((subscription.written_at, took))
+        if took:
+            handed.extend(("sink", event) for event in batch)
+        return took
 
     empty = 0
     async with sq.multiplexer() as mux, mux.subscribe(job.id, queued=False) as subscription:
         subscription.write_directly(sink)
-        assert subscription.written_at == 0.0
         while True:
             try:
                 batch = await subscription.next(0.05)
@@ -92,7 +93,12 @@ async def test_a_sink_takes_entries_while_its_reader_waits_and_order_holds(sq: S
             empty += batch == []
             handed.extend(("next", event) for event in batch or ())
         assert mux.written_directly > 0
-        assert 0 < subscription.written_at <= time.monotonic()
+        stamps.append((subscription.written_at, False))
+    # written_at moves (forward) after each batch the sink took, and only then
+    assert stamps[0][0] == 0.0
+    assert stamps[-1][0] <= time.monotonic()
+    for (before, took), (after, _) in itertools.pairwise(stamps):
+        assert after > before if took else after == before
     assert [event for _, event in handed] == [e async for e in job.events(queued=False)]
     assert {how for how, _ in handed} == {"sink", "next"}
     assert empty > 0
@@ -352,10 +358,10 @@ async def test_a_follower_leaving_while_its_place_is_looked_up_leaves_nothing_be
             told = await subscription.next(STARTUP)
             assert told
             assert isinstance(told[0], Queued)
-            lookups = mux.place_lookups
             async with mux._control:  # the next lookup waits for the control connection
                 mux._place_wanted.set()
                 await poll_until(lambda: bool(mux._control._waiters), STARTUP, "the lookup")
+                lookups = mux.place_lookups  # (none can end while the lock is held)
                 subscription.close()
         await poll_until(lambda: mux.place_lookups > lookups, STARTUP, "the lookup's end")
         assert (mux._followers, mux._places) == ({}, {})
@@ -378,4 +384,19 @@ async def test_a_follower_leaving_while_its_stream_is_checked_leaves_nothing_beh
         assert await check
         # (before the block's end closes the subscription again, which drops it all)
         assert (mux._followers, mux._seen) == ({}, {})
+    await job.cancel()
+
+
+async def test_a_subscription_closed_while_it_joins_is_not_followed(sq: StreamQ) -> None:
+    """A subscription closed by another task while its join waits for Redis: once the join is
+    back, its follower is not among the multiplexer's (it used to stay there)."""
+    job = await sq.enqueue_chat("joins: no worker here")
+    async with sq.multiplexer() as mux:
+        subscription = mux.subscribe(job.id, queued=False)
+        async with mux._control:  # the join waits for the control connection here
+            joining = asyncio.create_task(subscription.__aenter__())
+            await poll_until(lambda: bool(mux._control._waiters), STARTUP, "the join")
+            subscription.close()
+        await joining
+        assert (mux._followers, mux.subscribers) == ({}, 0)
     await job.cancel()

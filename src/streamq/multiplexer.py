@@ -74,6 +74,7 @@ class _Follower:
     __slots__ = (
         "alarm",
         "behind",
+        "closed",
         "cursor",
         "ended",
         "error",
@@ -98,6 +99,7 @@ class _Follower:
         self.ended = False  # its terminal event, or an error, is waiting: nothing more to read
         self.behind = False
         self.following = False  # in the shared reads' followers (not yet, or let go)
+        self.closed = False  # its subscription was closed: never to follow again
         self.waiter: asyncio.Future[None] | None = None
         self.alarm: asyncio.TimerHandle | None = None
         self.sink: Callable[[list[Event]], bool] | None = None
@@ -300,6 +302,8 @@ class Multiplexer:
                 exists, newest, reply = await pipe.execute()
             if not exists and not await job.exists():
                 raise JobNotFound(job.id)
+        if follower.closed:  # by another task, meanwhile
+            return
         if cursor != "0-0" and protocol.ended_at_or_before(cursor, newest):
             follower.ended = True
             return
@@ -669,6 +673,7 @@ class Subscription:
             self._read.cancel()  # its reader closes as the cancelled read unwinds
             self._read = None
         follower = self._follower
+        follower.closed = True
         self._mux._drop(follower)
         follower.pending = []
         follower.sink = None
