@@ -1,6 +1,6 @@
 """Memory given back after a crowd of event streams has left a gateway process.
 
-Each open event stream costs ~28 KB (uvicorn's connection, Starlette's request, the response
+Each open event stream costs ~27 KB (uvicorn's connection, Starlette's request, the response
 and its disconnect watcher, the multiplexer's follower). Once the connections open fall to a
 quarter of their peak (of at least :data:`CROWD`), the gateway collects and asks the C
 allocator to return its free pages (`streamq serve` only: an app that mounts the gateway keeps
