@@ -7,6 +7,7 @@ import asyncio
 import signal
 import sys
 import tempfile
+from pathlib import Path
 
 import httpx2
 
@@ -77,14 +78,13 @@ async def test_serve_without_tokens_refuses_to_run_open(settings: Settings) -> N
     assert "--open" in err.decode()
 
 
-async def _allocator_when_serving(env: dict[str, str], *python_flags: str) -> str:
-    """Start `python FLAGS -m streamq serve --open`; once it serves (under the pid it was
-    started with), the PYTHONMALLOC of the program running there."""
+async def _allocator_when_serving(env: dict[str, str], *program: str) -> str:
+    """Start `PROGRAM serve --open`; once it serves (under the pid it was started with), the
+    PYTHONMALLOC of the program running there."""
     port = free_port()
-    command = (*python_flags, "-m", "streamq", "serve", "--open", "--port", str(port))
     process = await asyncio.create_subprocess_exec(
-        sys.executable, *command, env=env, cwd=tempfile.gettempdir(),
-        stderr=asyncio.subprocess.PIPE,
+        *program, "serve", "--open", "--port", str(port),
+        env=env, cwd=tempfile.gettempdir(), stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:
         await _until_serving(process)
@@ -100,11 +100,15 @@ async def _allocator_when_serving(env: dict[str, str], *python_flags: str) -> st
 
 
 async def test_serve_runs_on_the_c_allocator_unless_told_otherwise(settings: Settings) -> None:
-    """`streamq serve` runs itself again, same pid, with PYTHONMALLOC=malloc (so that the
-    memory a crowd freed can go back); a PYTHONMALLOC already set is kept, and under
-    `python -E`, which would ignore it, the process serves as it started."""
+    """`streamq serve` (the installed command, or `python -m streamq`) runs itself again,
+    same pid, with PYTHONMALLOC=malloc (so that the memory a crowd freed can go back); a
+    PYTHONMALLOC already set is kept, and under `python -E`, which would ignore it, the
+    process serves as it started."""
     env = settings_environment(settings)
     env.pop("PYTHONMALLOC", None)
-    assert await _allocator_when_serving(env) == "malloc"
-    assert await _allocator_when_serving({**env, "PYTHONMALLOC": "pymalloc"}) == "pymalloc"
-    assert await _allocator_when_serving(env, "-E") == ""
+    module = (sys.executable, "-m", "streamq")
+    command = str(Path(sys.executable).with_name("streamq"))  # the venv's console script
+    assert await _allocator_when_serving(env, command) == "malloc"
+    assert await _allocator_when_serving(env, *module) == "malloc"
+    assert await _allocator_when_serving({**env, "PYTHONMALLOC": "pymalloc"}, *module) == "pymalloc"
+    assert await _allocator_when_serving(env, sys.executable, "-E", "-m", "streamq") == ""
