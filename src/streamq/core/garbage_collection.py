@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import gc
 import os
 import sys
@@ -69,6 +70,7 @@ def restart_on_c_allocator() -> None:
         os.execve(sys.executable, sys.orig_argv, {**os.environ, "PYTHONMALLOC": "malloc"})
 
 
+@functools.cache  # (finding the C library runs a helper program: once per process)
 def _malloc_trim() -> Callable[[int], int] | None:
     """glibc's ``malloc_trim``, if this C library has it."""
     name = ctypes.util.find_library("c")
