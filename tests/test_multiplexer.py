@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -17,7 +17,7 @@ from streamq.core.events import as_text, encode
 from streamq.core.keys import Keys
 from streamq.core.request import chat_messages
 from streamq.dev.simulator import simulated_text
-from streamq.multiplexer import Multiplexer, _decoded, _Follower
+from streamq.multiplexer import ENDS_PER_TURN, Multiplexer, _decoded, _Follower
 from tests.harness.waiting import STARTUP, poll_until
 
 
@@ -254,6 +254,71 @@ async def test_a_sink_never_overtakes_what_waits_for_the_reader() -> None:
     follower.waiter = asyncio.get_running_loop().create_future()  # back in next()
     offer(4)
     assert (taken, pending(), follower.taken, mux.written_directly) == (["4-0"], [], "4-0", 1)
+
+
+def _taking(into: list[list[Event]]) -> Callable[[list[Event]], bool]:
+    """A sink that takes every batch, into ``into``."""
+
+    def sink(batch: list[Event]) -> bool:
+        into.append(batch)
+        return True
+
+    return sink
+
+
+def _declining(batch: list[Event]) -> bool:
+    return False
+
+
+async def test_readers_whose_sinks_took_the_end_are_woken_a_few_per_loop_turn() -> None:
+    """Ending a response takes a while (its last chunk, its teardown): the readers of a job
+    whose sinks took its terminal entry are woken :data:`ENDS_PER_TURN` per loop turn, so that
+    other work (another client's request) gets turns in between. Each is woken once, in turn."""
+    mux = Multiplexer(Redis(), Keys("t"))
+    loop = asyncio.get_running_loop()
+    count = ENDS_PER_TURN * 3 + 5
+    followers = [_Follower("k", "1-0") for _ in range(count)]
+    fields = encode(Done(finish_reason="stop"), attempt=1, seq=2)
+    decoded = _decoded([(b"2-0", {k.encode(): v.encode() for k, v in fields.items()})], (1, 0))
+    sunk: list[list[Event]] = []
+    for follower in followers:
+        follower.sink = _taking(sunk)
+        follower.waiter = loop.create_future()
+        mux._offer(follower, decoded)
+    assert len(sunk) == count  # every terminal frame written at once
+    assert all(f.ended and f.cursor == "2-0" for f in followers)
+    woken: list[int] = []
+    while len(woken) < count:
+        await asyncio.sleep(0)  # one loop turn for this test, as for any other task
+        woken.append(sum(f.waiter is not None and f.waiter.done() for f in followers))
+    steps = [b - a for a, b in itertools.pairwise([0, *woken])]
+    assert max(steps) <= ENDS_PER_TURN
+    assert len(woken) > 3
+    assert [f for f in followers if f.waiter is not None and f.waiter.done()] == followers
+
+
+async def test_a_place_told_goes_to_the_sink_without_waking_the_reader() -> None:
+    """A ``queued`` event (its place in the queue) is written by the sink like an entry, one
+    list for all the followers (one frame made), and leaves the cursor where it was; a
+    follower whose sink declines gets it from ``next()``."""
+    mux = Multiplexer(Redis(), Keys("t"))
+    loop = asyncio.get_running_loop()
+    told: list[Event] = [Queued(reason="queue", ahead=3)]
+    handed: list[list[Event]] = []
+    taking, declining = _Follower("k", "0-0"), _Follower("k", "0-0")
+    taking.sink, declining.sink = _taking(handed), _declining
+    for follower in (taking, declining):
+        follower.waiter = loop.create_future()
+        mux._tell(follower, told)
+    assert handed == [told]
+    assert handed[0] is told
+    assert taking.waiter is not None
+    assert not taking.waiter.done()
+    assert (taking.cursor, taking.taken, taking.pending, taking.ended) == ("0-0", "0-0", [], False)
+    assert (taking.sunk, taking.sunk_at > 0) == (1, True)
+    assert declining.waiter is not None
+    assert declining.waiter.done()
+    assert (declining.cursor, declining.pending) == ("0-0", told)
 
 
 async def test_a_sink_that_raises_leaves_the_entries_to_its_reader() -> None:
