@@ -16,7 +16,7 @@ from streamq.core.request import chat_messages
 from streamq.dev.simulator import simulated_text
 from streamq.gateway import GatewayConfig, create_app
 from streamq.gateway.fanout import Feed
-from streamq.gateway.sse import KEEPALIVE, RETRY_MS, event_stream_body
+from streamq.gateway.sse import KEEPALIVE, KEEPALIVE_SPREAD, RETRY_MS, event_stream_body
 from tests.gateway.sse import Frame, frames, read_events
 from tests.gateway.sse import text_of as joined
 from tests.harness.gateway import TOKEN_A, TOKENS, GatewayThread
@@ -189,3 +189,28 @@ async def test_an_entry_written_directly_late_in_a_wait_puts_the_keep_alive_off(
     assert chunks == [f"retry: {RETRY_MS}\n\n".encode()]
     assert len(source.waits) == 2
     assert source.waits[1] < source.waits[0] <= 1.0
+
+
+class EndsAtOnce(DirectlyWritten):
+    """A source that ends at its first wait (which it keeps)."""
+
+    async def next(self, wait: float | None) -> list[Event] | None:
+        assert wait is not None
+        self.waits.append(wait)
+        raise StopAsyncIteration
+
+
+async def test_each_response_has_its_own_keep_alive_interval_a_little_under_the_setting() -> None:
+    """The responses to one job get their entries at the same moments: with one keep-alive
+    interval they would all wake together a keep-alive after the latest. Each response's
+    interval is its own, within a tenth under the configured one (never over: proxies' idle
+    timeouts are set by it)."""
+    waits = []
+    for _ in range(20):
+        source = EndsAtOnce(into=0.0)
+        assert [c async for c in event_stream_body(Feed(source), 10.0, None)] == [
+            f"retry: {RETRY_MS}\n\n".encode()
+        ]
+        waits += source.waits
+    assert all(10.0 * (1 - KEEPALIVE_SPREAD) <= wait <= 10.0 for wait in waits)
+    assert len(set(waits)) > 10
