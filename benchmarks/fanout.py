@@ -275,6 +275,8 @@ async def _workload(
                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
             )  # fmt: skip
         posts: list[float] = []
+        slow_posts: list[str] = []  # over the target: when (after the worker started), how long
+        phase0 = time.monotonic()
         peak = [rss_connected]
         conns: list[int] = []
         finished = [asyncio.ensure_future(_line(p)) for p in subs]
@@ -288,6 +290,8 @@ async def _workload(
                 body = {"messages": chat_messages("other"), "extra_body": tiny}
                 await http.post("/v1/jobs", json=body, headers=_auth(TOKEN_B))
                 posts.append(time.monotonic() - began)
+                if posts[-1] > 0.1:
+                    slow_posts.append(f"{began - phase0:.1f} s: {posts[-1] * 1000:.0f} ms")
                 peak[0] = max(peak[0], gateway.memory_info().rss)
                 if len(posts) % 20 == 5:
                     conns.append(await _gateway_redis_connections(bench, gateway.pid))
@@ -304,6 +308,7 @@ async def _workload(
         if isinstance(posting, BaseException):
             print(f"   the other tenant's POSTs stopped early: {posting!r}", flush=True)
         cpu = sum(gateway.cpu_times()[:2]) - cpu0
+        print(f"   {len(posts)} POSTs; over 100 ms: {', '.join(slow_posts) or 'none'}", flush=True)
         results = [json.loads(await _line(p)) for p in subs]
         for p in subs:
             assert p.stdin is not None
