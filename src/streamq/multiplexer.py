@@ -195,7 +195,9 @@ class Multiplexer:
         self._places: dict[str, tuple[Place, list[Event]]] = {}
         self._place_wanted = asyncio.Event()
         self.place_lookups = 0  # round trips made to look places up
+        # Readers to wake to end, a few per loop turn (_wake_to_end); whether a turn will.
         self._ending: collections.deque[_Follower] = collections.deque()
+        self._ending_due = False
 
     @property
     def subscribers(self) -> int:
@@ -622,15 +624,19 @@ class Multiplexer:
     def _wake_to_end(self, follower: _Follower) -> None:
         """Wake ``follower`` to end, :data:`ENDS_PER_TURN` of them per loop turn."""
         self._ending.append(follower)
-        if len(self._ending) == 1:
+        if not self._ending_due:
             asyncio.get_running_loop().call_soon(self._wake_some_to_end)
+            self._ending_due = True
 
     def _wake_some_to_end(self) -> None:
         ending = self._ending
-        for _ in range(min(ENDS_PER_TURN, len(ending))):
-            ending.popleft().wake()
-        if ending:
-            asyncio.get_running_loop().call_soon(self._wake_some_to_end)
+        try:
+            for _ in range(min(ENDS_PER_TURN, len(ending))):
+                ending.popleft().wake()
+        finally:  # the rest are woken in the next turns, whatever happened to these
+            self._ending_due = bool(ending)
+            if ending:
+                asyncio.get_running_loop().call_soon(self._wake_some_to_end)
 
     def _drop(self, follower: _Follower) -> None:
         follower.following = False
@@ -688,8 +694,9 @@ class Subscription:
         them to its client this way). ``sink`` returns False to decline a batch (its client
         cannot take more now): the batch waits for :meth:`next` instead. :meth:`next` then
         returns an empty list when only ``sink`` got entries before its ``wait`` ran out, and
-        ends after ``sink`` got the terminal one. Not on a cluster, where each job is read
-        alone."""
+        ends after ``sink`` got the terminal one. ``sink`` also gets the ``queued`` events of a
+        job waiting in the queue (its place; no cursor: not a point to resume from). Not on a
+        cluster, where each job is read alone."""
         self._follower.sink = sink
 
     @property
