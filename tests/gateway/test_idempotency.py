@@ -8,8 +8,13 @@ from typing import Any
 
 import httpx2
 import pytest
+from redis.asyncio import Redis
 
+from streamq import Settings
+from streamq.core.keys import Keys
 from streamq.core.request import chat_messages
+from streamq.gateway.tenancy import job_id_for
+from tests.harness.gateway import TOKEN_A, TOKENS
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -41,3 +46,21 @@ async def test_a_key_reused_for_another_request_is_a_409(
     error = other.json()["error"]
     assert error["code"] == "idempotency_key_reused"
     assert "different request" in error["message"]
+
+
+@pytest.mark.parametrize(("path", "body"), DOORS, ids=["jobs", "chat", "responses"])
+async def test_a_job_id_another_tenant_owns_is_a_409_and_nothing_is_written(
+    client: httpx2.AsyncClient, redis: Redis, settings: Settings, path: str, body: Body
+) -> None:
+    """The job id a tenant's key maps to, already another tenant's (a library client's
+    ``tenant=`` can name any id): 409 ``job_id_conflict``, refused by the enqueue script in
+    its one round trip, before it writes anything; the owner stays."""
+    key = f"taken-{path}"
+    job_id = job_id_for(TOKENS[TOKEN_A], key)
+    keys = Keys(settings.key_prefix)
+    await redis.set(keys.owner(job_id), "someone-else", ex=600)
+    reply = await client.post(path, json=body(FIRST), headers={"Idempotency-Key": key})
+    assert reply.status_code == 409, reply.text
+    assert reply.json()["error"]["code"] == "job_id_conflict"
+    assert await redis.get(keys.owner(job_id)) == b"someone-else"
+    assert await redis.exists(keys.request(job_id), keys.arq_job(job_id)) == 0

@@ -6,6 +6,7 @@ StreamQError
 │   └── InvalidCursor    a resume cursor is not a stream entry id
 ├── JobNotFound          no job with this id exists (never existed, or expired)
 ├── JobIdConflict        a job id (idempotency key) was reused for a different request
+├── JobIdTaken           a job id given with a tenant is another tenant's job
 ├── JobFailed            the job ended with an ``error`` event
 ├── JobCancelled         the job ended with a ``cancelled`` event
 ├── JobRestarted         a new attempt replaced the one whose text was already yielded
@@ -94,6 +95,15 @@ class JobIdConflict(StreamQError, ValueError):
             f"job id {job_id!r} was already used for a different request: use a new id for a "
             "new request (the same request again returns the same job)"
         )
+        self.job_id = job_id
+
+
+class JobIdTaken(StreamQError, ValueError):
+    """A job id enqueued with a tenant is another tenant's job (its recorded owner, as the
+    gateway records its tenants'). Nothing was enqueued."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job id {job_id!r} is another tenant's job: use another id")
         self.job_id = job_id
 
 

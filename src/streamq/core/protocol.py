@@ -51,6 +51,7 @@ from streamq.core.exceptions import (
     JobCancelled,
     JobFailed,
     JobIdConflict,
+    JobIdTaken,
     JobRestarted,
     ReadTimeout,
 )
@@ -145,8 +146,9 @@ def fair_share_call(
 ) -> tuple[list[str], list[str | bytes | int]]:
     """The KEYS and ARGV of :data:`scripts.ENQUEUE` after :func:`enqueue_call`'s: the job's
     place among ``tenant``'s (None: :data:`DEFAULT_TENANT`) in the fair order, by the tenant's
-    weight (``STREAMQ_TENANT_WEIGHTS``). A tenant given is also recorded as the job's owner, as
-    the gateway records it. Raises :class:`InvalidRequest` for a malformed tenant name."""
+    weight (``STREAMQ_TENANT_WEIGHTS``). A tenant given also claims the job as its owner, as
+    the gateway's tenants do: an id nobody owns becomes the tenant's, another tenant's is
+    refused (:class:`JobIdTaken`). Raises :class:`InvalidRequest` for a malformed tenant name."""
     name = DEFAULT_TENANT if tenant is None else check_tenant(tenant)
     queue = settings.queue_name
     keys = [fair_order(queue), fair_tenants(queue), fair_clock(queue)]
@@ -175,7 +177,9 @@ def enqueued(job_id: str, args: Sequence[str | bytes | int], reply: Any) -> bool
     """Whether :data:`scripts.ENQUEUE`, called with ``args`` (of :func:`enqueue_call`), created
     the job: True when it is new, False when the id exists with the same request. Raises
     :class:`JobIdConflict` when the id holds another request (compared as JSON: key order and
-    spacing do not count)."""
+    spacing do not count), :class:`JobIdTaken` when it is another tenant's job."""
+    if reply == -1:
+        raise JobIdTaken(job_id)
     if isinstance(reply, int):
         return bool(reply)
     if _what_is_asked(reply) != _what_is_asked(args[0]):
@@ -590,7 +594,8 @@ class ClientBase(Generic[R, J, E]):
         (default: the worker's ``STREAMQ_UPSTREAM_API``).
         ``tenant`` shares the queue fairly with other tenants' jobs (by ``STREAMQ_TENANT_WEIGHTS``;
         None: the default tenant ``anonymous``); a tenant given is also recorded as the job's
-        owner, as the gateway records its tenants'.
+        owner, as the gateway records its tenants', and an id another tenant owns raises
+        :class:`~streamq.JobIdTaken`.
         """
         self._check_open()
         options: dict[str, Any] = {"deadline": deadline, "idle_timeout": idle_timeout}

@@ -23,16 +23,19 @@ import hashlib
 
 # KEYS: request, arq job, arq result, queue, fair order, fair tenants, fair clock, owner.
 # ARGV: request, ttl, arq job id, arq job, arq expiry (ms), score (ms), wake channel, tenant,
-# 1/the tenant's weight, owner ttl, '1' to record the tenant as the job's owner (SET NX).
-# -> 1 when the job is new, 0 when the id exists with this very request, else the stored
-# request (the caller compares them as JSON: the same request, or an idempotency key reused
-# for another one). arq's enqueue_job in one round trip instead of five: same keys, values and
-# expiry as arq's. A new job also gets its virtual start tag for fair sharing between tenants:
-# max(clock, the tenant's last tag) + 1/weight, in the fair order (see PICK).
+# 1/the tenant's weight, owner ttl, '1' for the tenant to claim the job as its owner.
+# -> 1 when the job is new, 0 when the id exists with this very request, -1 when it is another
+# tenant's job (its owner, with '1'), else the stored request (the caller compares them as
+# JSON: the same request, or an idempotency key reused for another one). arq's enqueue_job in
+# one round trip instead of five: same keys, values and expiry as arq's. A new job also gets
+# its virtual start tag for fair sharing between tenants: max(clock, the tenant's last tag) +
+# 1/weight, in the fair order (see PICK).
 ENQUEUE = """
--- The owner first: a user the ACL refuses it to fails here, having written nothing.
-if ARGV[11] == '1' and redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('SET', KEYS[8], ARGV[8], 'NX', 'EX', ARGV[10])
+-- A tenant given: its claim on the job's owner first (a user the ACL refuses it to fails
+-- here, having written nothing). An id nobody owns becomes the tenant's; another tenant's is
+-- refused with -1, nothing written.
+if ARGV[11] == '1' and not redis.call('SET', KEYS[8], ARGV[8], 'NX', 'EX', ARGV[10]) then
+  if redis.call('GET', KEYS[8]) ~= ARGV[8] then return -1 end
 end
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
   local stored = redis.call('GET', KEYS[1])

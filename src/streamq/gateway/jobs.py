@@ -38,16 +38,9 @@ async def enqueue(gateway: Gateway, request: Request, body: dict[str, Any]) -> C
     tenant = gateway.tenant(request)
     chat = ChatBody.parse(body)
     tenants = await gateway.tenants()
-    job, created = await tenants.enqueue(
-        tenant,
-        request.headers.get("idempotency-key"),
-        chat.messages,
-        chat.model,
-        chat.options,
-        chat.params,
-    )
-    if created:
-        logger.info("tenant %s enqueued job %s", tenant, job.id)
+    key = request.headers.get("idempotency-key")
+    job = await tenants.enqueue(tenant, key, chat.messages, chat.model, chat.options, chat.params)
+    logger.info("tenant %s enqueued job %s%s", tenant, job.id, " (or found it)" if key else "")
     return job
 
 

@@ -96,12 +96,13 @@ class ResponseEndpoints:
             created, record = stored is record, stored
         tenants = await self.gateway.tenants()
         try:
-            job, new = await tenants.enqueue_request(tenant, job_id, job_request)
-        except BaseException:
-            if created:
-                await store.delete(record, job_ended=False)
+            job = await tenants.enqueue_request(tenant, job_id, job_request)
+        except BaseException as exc:
+            if created:  # (the owner of an id another tenant owns is theirs: it stays)
+                theirs = isinstance(exc, ApiError) and exc.code == "job_id_conflict"
+                await store.delete(record, job_ended=False, owner=not theirs)
             raise
-        if new:
+        if created or not body.store:
             logger.info("tenant %s created response %s", tenant, record.id)
         headers = {JOB_ID_HEADER: job_id}
         if body.stream:
@@ -115,7 +116,7 @@ class ResponseEndpoints:
                 headers=headers,
             )
         if body.background:  # as created, or as it is now for a repeated Idempotency-Key
-            snapshot = replayed(record, []).snapshot() if new else await self._snapshot(record)
+            snapshot = replayed(record, []).snapshot() if created else await self._snapshot(record)
             return JSONResponse(snapshot, headers=headers)
         return JSONResponse(
             await responses_stream.finished(self.gateway, job, record, headers), headers=headers

@@ -1,7 +1,8 @@
 """Which tenant owns which job: job ids are not capabilities.
 
-The gateway records the creating tenant in ``PREFIX:{JOB_ID}:owner`` (the job's hash tag) before
-it enqueues, and answers 404 to every other tenant; the tenant also gets its fair share of the
+The gateway records the creating tenant in ``PREFIX:{JOB_ID}:owner`` (the job's hash tag) as
+it enqueues, in the enqueue's own script (an id another tenant owns is refused there, nothing
+written), and answers 404 to every other tenant; the tenant also gets its fair share of the
 queue (``STREAMQ_TENANT_WEIGHTS``). Idempotency keys are scoped the same way:
 the job id is a hash of tenant and key, so two tenants' keys never meet. A key sent again with
 the same request finds the same job; with another request it is a 409
@@ -12,15 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
 
 from streamq.client import StreamQ
-from streamq.core.exceptions import JobIdConflict, JobNotFound
+from streamq.core.exceptions import JobIdConflict, JobIdTaken, JobNotFound
 from streamq.core.keys import JOB_ID_PATTERN, Keys
-from streamq.core.protocol import owner_ttl
 from streamq.core.settings import Settings
 from streamq.gateway.errors import ApiError
 from streamq.job import ChatJob
@@ -40,9 +40,6 @@ class TenantJobs:
         self._redis = redis
         self._sq = sq
         self._keys = Keys(settings.key_prefix)
-        # The owner key outlives the job's keys (a job queued for longer than its timeout turns
-        # 404 for its tenant a little before Redis drops its stream).
-        self._owner_ttl = owner_ttl(settings)
 
     async def enqueue(
         self,
@@ -52,42 +49,31 @@ class TenantJobs:
         model: str | None,
         options: Mapping[str, Any],
         params: Mapping[str, Any],
-    ) -> tuple[ChatJob, bool]:
-        """Enqueue (or, for a repeated idempotency key, find) a job; ``True`` if it is new."""
+    ) -> ChatJob:
+        """Enqueue (or, for a repeated idempotency key, find) a job of ``tenant``'s."""
         job_id = job_id_for(tenant, idempotency_key)
-
-        def submit() -> Awaitable[ChatJob]:
-            return self._sq.enqueue(
+        return await self._owned(
+            self._sq.enqueue(
                 messages, model=model, job_id=job_id, tenant=tenant, **options, **params
             )
-
-        return await self._claimed(tenant, job_id, submit)
-
-    async def enqueue_request(
-        self, tenant: str, job_id: str, request: ResponsesRequest
-    ) -> tuple[ChatJob, bool]:
-        """Enqueue ``request`` as job ``job_id`` (of :func:`job_id_for`), or find that job;
-        ``True`` if it is new."""
-        return await self._claimed(
-            tenant, job_id, lambda: self._sq.enqueue_request(request, job_id, tenant=tenant)
         )
 
-    async def _claimed(
-        self, tenant: str, job_id: str, submit: Callable[[], Awaitable[ChatJob]]
-    ) -> tuple[ChatJob, bool]:
-        owner_key = self._keys.owner(job_id)
-        created = await self._redis.set(owner_key, tenant, nx=True, ex=self._owner_ttl)
-        if not created and await self.owner(job_id) != tenant:
-            raise ApiError(409, "job_id_conflict", "this job id is taken; use another key")
+    async def enqueue_request(self, tenant: str, job_id: str, request: ResponsesRequest) -> ChatJob:
+        """Enqueue ``request`` as job ``job_id`` (of :func:`job_id_for`), or find that job."""
+        return await self._owned(self._sq.enqueue_request(request, job_id, tenant=tenant))
+
+    @staticmethod
+    async def _owned(enqueued: Awaitable[ChatJob]) -> ChatJob:
+        """The job the client's enqueue claimed for the tenant (in the same round trip as the
+        enqueue itself: the owner is part of the enqueue script), as an API error otherwise."""
         try:
-            job = await submit()
-        except BaseException as exc:
-            if created:
-                await self._redis.delete(owner_key)
-            if isinstance(exc, JobIdConflict):
-                raise ApiError(409, "idempotency_key_reused", KEY_REUSED) from None
-            raise
-        return job, bool(created)
+            return await enqueued
+        except JobIdTaken:
+            raise ApiError(
+                409, "job_id_conflict", "this job id is taken; use another key"
+            ) from None
+        except JobIdConflict:
+            raise ApiError(409, "idempotency_key_reused", KEY_REUSED) from None
 
     async def job(self, tenant: str, job_id: str) -> ChatJob:
         """The tenant's job ``job_id``; :class:`JobNotFound` if it is not theirs or not there."""

@@ -321,11 +321,12 @@ class ResponseStore:
         raw = await self._redis.get(self._keys.response(job_id_of(response_id)))
         return checked_record(raw, tenant, response_id)
 
-    async def delete(self, record: StoredResponse, *, job_ended: bool) -> None:
-        """Forget ``record`` and its job's owner, so the gateway finds neither; the job's own
-        keys too once it has ended (a running one's expire with their TTL)."""
+    async def delete(self, record: StoredResponse, *, job_ended: bool, owner: bool = True) -> None:
+        """Forget ``record`` and (``owner``) its job's owner, so the gateway finds neither; the
+        job's own keys too once it has ended (a running one's expire with their TTL)."""
         keys = self._keys
-        await self._redis.delete(keys.response(record.job_id), keys.owner(record.job_id))
+        forget = [keys.response(record.job_id)] + ([keys.owner(record.job_id)] if owner else [])
+        await self._redis.delete(*forget)
         if job_ended:  # EXPIRE 0 deletes too, and the gateway's ACL user may not DEL a job
             await self._redis.expire(keys.request(record.job_id), 0)
             async with self._streams.pipeline(transaction=False) as pipe:
