@@ -12,7 +12,7 @@ import httpx2
 import pytest
 from redis.asyncio import Redis
 
-from streamq import ConfigError, InvalidRequest, JobIdTaken, Settings, StreamQ
+from streamq import ConfigError, InvalidRequest, JobIdConflict, JobIdTaken, Settings, StreamQ
 from streamq.admin import queries
 from streamq.core import scripts
 from streamq.core.keys import (
@@ -82,8 +82,9 @@ async def test_a_tenant_claims_an_id_nobody_owns_and_is_refused_another_tenants(
     settings: Settings, redis: Redis
 ) -> None:
     """``tenant=`` claims the job as the gateway's tenants do, in the enqueue's one script: an
-    id nobody owns (a job enqueued without a tenant, too) becomes the tenant's; an id another
-    tenant owns raises ``JobIdTaken`` with nothing written, on both clients."""
+    id nobody owns (a job enqueued without a tenant, too) becomes the tenant's, unless it holds
+    another request (``JobIdConflict``); an id another tenant owns raises ``JobIdTaken`` with
+    nothing written, on both clients."""
     keys = Keys(settings.key_prefix)
     theirs = uuid.uuid4().hex
     await redis.set(keys.owner(theirs), "beta", ex=600)
@@ -94,9 +95,13 @@ async def test_a_tenant_claims_an_id_nobody_owns_and_is_refused_another_tenants(
             await sq.enqueue_chat("mine now", job_id=theirs, tenant="acme")
         with pytest.raises(JobIdTaken):
             await sq.enqueue_chat("nobody's yet", job_id=plain.id, tenant="beta")
+        other = await sq.enqueue_chat("another's, and nobody owns it")
+        with pytest.raises(JobIdConflict):  # another request under that id: not claimed
+            await sq.enqueue_chat("a different request", job_id=other.id, tenant="acme")
     with SyncStreamQ.from_url(settings.redis_url, settings) as sync, pytest.raises(JobIdTaken):
         sync.enqueue_chat("mine now", job_id=theirs, tenant="acme")
     assert await redis.get(keys.owner(plain.id)) == b"acme"
+    assert await redis.get(keys.owner(other.id)) is None
     assert await redis.get(keys.owner(theirs)) == b"beta"
     assert await redis.exists(keys.request(theirs), keys.arq_job(theirs)) == 0
     assert keys.arq_job_id(theirs) not in await tags(redis, settings)

@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from streamq import Settings
-from streamq.core.keys import Keys
+from streamq.core.keys import Keys, fair_order
 from streamq.core.request import chat_messages
 from streamq.gateway.tenancy import job_id_for
 from tests.harness.gateway import TOKEN_A, TOKENS
@@ -63,4 +63,8 @@ async def test_a_job_id_another_tenant_owns_is_a_409_and_nothing_is_written(
     assert reply.status_code == 409, reply.text
     assert reply.json()["error"]["code"] == "job_id_conflict"
     assert await redis.get(keys.owner(job_id)) == b"someone-else"
-    assert await redis.exists(keys.request(job_id), keys.arq_job(job_id)) == 0
+    assert (
+        await redis.exists(keys.request(job_id), keys.arq_job(job_id), keys.response(job_id)) == 0
+    )
+    order = fair_order(settings.queue_name)
+    assert await redis.zscore(order, keys.arq_job_id(job_id)) is None

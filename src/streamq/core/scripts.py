@@ -31,11 +31,18 @@ import hashlib
 # its virtual start tag for fair sharing between tenants: max(clock, the tenant's last tag) +
 # 1/weight, in the fair order (see PICK).
 ENQUEUE = """
--- A tenant given: its claim on the job's owner first (a user the ACL refuses it to fails
--- here, having written nothing). An id nobody owns becomes the tenant's; another tenant's is
--- refused with -1, nothing written.
-if ARGV[11] == '1' and not redis.call('SET', KEYS[8], ARGV[8], 'NX', 'EX', ARGV[10]) then
-  if redis.call('GET', KEYS[8]) ~= ARGV[8] then return -1 end
+-- A tenant given: the job's owner first (a user the ACL refuses it to fails here, having
+-- written nothing). Another tenant's id is refused with -1, nothing written; one nobody owns
+-- becomes the tenant's, when the job is new or holds this very request (not on a conflict).
+if ARGV[11] == '1' then
+  local owner = redis.call('GET', KEYS[8])
+  if owner and owner ~= ARGV[8] then return -1 end
+  if not owner then
+    local stored = redis.call('GET', KEYS[1])
+    if not stored or stored == ARGV[1] then
+      redis.call('SET', KEYS[8], ARGV[8], 'NX', 'EX', ARGV[10])
+    end
+  end
 end
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
   local stored = redis.call('GET', KEYS[1])

@@ -97,13 +97,13 @@ class ResponseEndpoints:
         tenants = await self.gateway.tenants()
         try:
             job = await tenants.enqueue_request(tenant, job_id, job_request)
-        except BaseException as exc:
-            if created:  # (the owner of an id another tenant owns is theirs: it stays)
-                theirs = isinstance(exc, ApiError) and exc.code == "job_id_conflict"
-                await store.delete(record, job_ended=False, owner=not theirs)
+        except BaseException:
+            if created:  # the record only: the owner is the enqueue's (it claims none it fails)
+                await store.delete(record, job_ended=False, owner=False)
             raise
         if created or not body.store:
-            logger.info("tenant %s created response %s", tenant, record.id)
+            found = " (or found it)" if request.headers.get("idempotency-key") else ""
+            logger.info("tenant %s created response %s%s", tenant, record.id, found)
         headers = {JOB_ID_HEADER: job_id}
         if body.stream:
             config = self.gateway.config
