@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from collections.abc import Callable, Iterator
 
 import httpx2
@@ -136,11 +135,34 @@ async def test_streams_cut_by_max_stream_seconds_resume_exactly(
     assert len({e.id for e in events}) == len(events)
 
 
+RINGS_LATE = 1e-6  # seconds
+
+
+class Clock:
+    """``time.monotonic`` for the SSE body, moved on by hand: a wait runs out at once."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """The SSE body's clock, in place of the process's (the event loop keeps its own)."""
+    fake = Clock()
+    monkeypatch.setattr("streamq.gateway.sse.time", fake)
+    return fake
+
+
 class DirectlyWritten:
     """A source whose first wait sees one entry written directly (by the sink), ``into`` that
-    wait (a fraction of it), and runs out; its next call ends the stream."""
+    wait (a fraction of it), and runs out; its next call ends the stream. Its waits pass on
+    ``clock``."""
 
-    def __init__(self, into: float) -> None:
+    def __init__(self, clock: Clock, into: float) -> None:
+        self.clock = clock
         self.into = into
         self.waits: list[float] = []
         self.sink: Callable[[list[Event]], bool] | None = None
@@ -154,11 +176,12 @@ class DirectlyWritten:
         self.waits.append(wait)
         if len(self.waits) > 1:
             raise StopAsyncIteration
-        await asyncio.sleep(wait * self.into)
+        self.clock.now += wait * self.into
         assert self.sink is not None
         assert self.sink([Delta(text="hi", cursor="1-0")])
-        self.written_at = time.monotonic()  # as a subscription stamps its sink's batches
-        await asyncio.sleep(wait * (1 - self.into))  # the wait runs out: only the sink wrote
+        self.written_at = self.clock.now  # as a subscription stamps its sink's batches
+        # The wait runs out (a timer rings at its time or a little after): only the sink wrote.
+        self.clock.now += wait * (1 - self.into) + RINGS_LATE
         return []
 
     def write_directly(self, sink: Callable[[list[Event]], bool]) -> None:
@@ -168,11 +191,13 @@ class DirectlyWritten:
         pass
 
 
-async def test_entries_written_directly_put_off_the_keep_alive_by_its_own_time_only() -> None:
+async def test_entries_written_directly_put_off_the_keep_alive_by_its_own_time_only(
+    clock: Clock,
+) -> None:
     """An entry the multiplexer wrote straight to the connection counts as a write as of when
     it was written: the keep-alive comes ``keepalive`` seconds after it, not a whole wait after
     the wait it came in (which left up to twice the interval silent)."""
-    source = DirectlyWritten(into=0.0)
+    source = DirectlyWritten(clock, into=0.0)
     feed = Feed(source)
     feed.write_directly(lambda batch: True)
     chunks = [chunk async for chunk in event_stream_body(feed, keepalive=0.05, max_seconds=None)]
@@ -180,10 +205,12 @@ async def test_entries_written_directly_put_off_the_keep_alive_by_its_own_time_o
     assert chunks == [f"retry: {RETRY_MS}\n\n".encode(), KEEPALIVE]
 
 
-async def test_an_entry_written_directly_late_in_a_wait_puts_the_keep_alive_off() -> None:
+async def test_an_entry_written_directly_late_in_a_wait_puts_the_keep_alive_off(
+    clock: Clock,
+) -> None:
     """Written directly 0.8 s into a 1 s keep-alive wait: no keep-alive when the wait ends
     (the interval counts from that entry), and the next wait is shorter than a whole one."""
-    source = DirectlyWritten(into=0.8)
+    source = DirectlyWritten(clock, into=0.8)
     feed = Feed(source)
     feed.write_directly(lambda batch: True)
     chunks = [chunk async for chunk in event_stream_body(feed, keepalive=1.0, max_seconds=None)]
@@ -202,7 +229,7 @@ class EndsAtOnce(DirectlyWritten):
 
 
 async def test_each_response_has_its_own_keep_alive_interval_a_little_under_the_setting(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, clock: Clock
 ) -> None:
     """The responses to one job get their entries at the same moments: with one keep-alive
     interval they would all wake together a keep-alive after the latest. Each response's
@@ -211,11 +238,11 @@ async def test_each_response_has_its_own_keep_alive_interval_a_little_under_the_
     waits = []
     for draw in (0.0, 0.5, 0.999999):
         monkeypatch.setattr(random, "random", lambda draw=draw: draw)
-        source = EndsAtOnce(into=0.0)
+        source = EndsAtOnce(clock, into=0.0)
         assert [c async for c in event_stream_body(Feed(source), 10.0, None)] == [
             f"retry: {RETRY_MS}\n\n".encode()
         ]
         waits += source.waits
     expected = [10.0, 10.0 * (1 - KEEPALIVE_SPREAD / 2), 10.0 * (1 - KEEPALIVE_SPREAD)]
-    assert waits == pytest.approx(expected, abs=0.05)  # (less the few µs the body took)
+    assert waits == pytest.approx(expected)
     assert all(wait <= 10.0 for wait in waits)
