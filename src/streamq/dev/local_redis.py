@@ -89,17 +89,14 @@ class LocalRedis:
     def start(self, timeout: float = 10.0) -> LocalRedis:
         """Start the server and wait until it answers; on another free port when the one it
         chose was taken meanwhile (a few times)."""
-        for _ in range(PORT_TRIES - 1):
-            failure = self._start(timeout)
-            if failure is None:
-                return self
-            if not (self._may_move and f":{self.port}: bind: Address already in use" in failure):
+        tries = 1
+        while (failure := self._start(timeout)) is not None:
+            taken = f":{self.port}: bind: Address already in use" in failure
+            if tries >= PORT_TRIES or not (self._may_move and taken):
                 raise ConfigError(f"could not start redis-server on port {self.port}: {failure}")
+            tries += 1
             self.port = free_port()
             self.url = f"redis://127.0.0.1:{self.port}/0"
-        failure = self._start(timeout)
-        if failure is not None:
-            raise ConfigError(f"could not start redis-server on port {self.port}: {failure}")
         return self
 
     def _start(self, timeout: float) -> str | None:
