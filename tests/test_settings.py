@@ -34,6 +34,7 @@ def test_environment_values_are_parsed() -> None:
             "STREAMQ_QUEUE": "q",
             "STREAMQ_KEY_PREFIX": "app",
             "STREAMQ_CONCURRENCY": "250",
+            "STREAMQ_START_CONCURRENCY": "32",
             "STREAMQ_STREAM_TTL": "60",
             "STREAMQ_JOB_TIMEOUT": "12.5",
             "STREAMQ_READ_TIMEOUT": "3",
@@ -45,6 +46,7 @@ def test_environment_values_are_parsed() -> None:
     assert settings.redis_url == "rediss://user:pw@redis.internal:6380/2"
     assert settings.openai_model == "llama3"
     assert settings.concurrency == 250
+    assert settings.start_concurrency == 32
     assert settings.job_timeout == 12.5
     assert settings.log_level == "DEBUG"
 
@@ -54,6 +56,7 @@ def test_environment_values_are_parsed() -> None:
     [
         ("STREAMQ_CONCURRENCY", "many", "positive integer"),
         ("STREAMQ_CONCURRENCY", "0", "positive integer"),
+        ("STREAMQ_START_CONCURRENCY", "0", "positive integer"),
         ("STREAMQ_STREAM_TTL", "-5", "positive integer"),
         ("STREAMQ_JOB_TIMEOUT", "soon", "positive number"),
         ("STREAMQ_LOG_LEVEL", "loud", "DEBUG, INFO, WARNING, ERROR"),

@@ -7,7 +7,7 @@ import asyncio
 
 from streamq import Delta, StreamQ
 from streamq.core.settings import Settings
-from streamq.worker.arq_worker import running_worker
+from streamq.worker.arq_worker import create_worker, running_worker
 from streamq.worker.start_gate import StartGate, started
 from tests.harness.waiting import poll_until
 
@@ -59,3 +59,10 @@ async def test_a_job_streaming_upstream_no_longer_holds_the_gate(
         assert (await first.status()).state == "running"  # the first is still streaming
         await asyncio.gather(first.result(timeout=30), second.result(timeout=30))
         assert worker.start_gate.starting == 0
+
+
+async def test_the_gate_is_as_wide_as_the_setting(settings: Settings) -> None:
+    """``STREAMQ_START_CONCURRENCY`` sets the worker's gate; the default is 8."""
+    assert create_worker(Settings(), handle_signals=False).start_gate.limit == 8
+    wide = settings.replace(start_concurrency=24)
+    assert create_worker(wide, handle_signals=False).start_gate.limit == 24

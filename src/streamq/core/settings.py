@@ -56,6 +56,7 @@ KNOWN_VARIABLES = frozenset(
         "STREAMQ_QUEUE",
         "STREAMQ_READ_TIMEOUT",
         "STREAMQ_RETRY_DELAY",
+        "STREAMQ_START_CONCURRENCY",
         "STREAMQ_STREAMS_URL",
         "STREAMQ_STREAM_TTL",
         "STREAMQ_TENANT_WEIGHTS",
@@ -106,6 +107,10 @@ class Settings:
     queue_name: str = "streamq:queue"
     key_prefix: str = "streamq"
     concurrency: int = 100
+    # Jobs a worker process starts at once (worker/start_gate.py). Paired runs of 1,000 jobs
+    # within 1 s on 2 cores (benchmarks/results/profile.md), 8 against 16: p99 publish lag of
+    # the running streams 33-48 against 48-74 ms, 384-429 against 421-485 starts/s.
+    start_concurrency: int = 8
     stream_ttl: int = 86_400
     job_timeout: float = 600.0
     read_timeout: float = 300.0
@@ -167,6 +172,7 @@ class Settings:
             queue_name=read.text("STREAMQ_QUEUE", Keys(prefix).default_queue()),
             key_prefix=prefix,
             concurrency=read.number("STREAMQ_CONCURRENCY", cls.concurrency, int),
+            start_concurrency=read.number("STREAMQ_START_CONCURRENCY", cls.start_concurrency, int),
             stream_ttl=read.number("STREAMQ_STREAM_TTL", cls.stream_ttl, int),
             job_timeout=read.number("STREAMQ_JOB_TIMEOUT", cls.job_timeout, float),
             read_timeout=read.number("STREAMQ_READ_TIMEOUT", cls.read_timeout, float),
@@ -221,6 +227,7 @@ class Settings:
     def __post_init__(self) -> None:
         for name in (
             "concurrency",
+            "start_concurrency",
             "stream_ttl",
             "max_request_bytes",
             "drain_timeout",

@@ -72,7 +72,13 @@ class StreamQWorker(Worker):
     :data:`~streamq.core.scripts.PICK`), then to arq's queue head.
     """
 
-    def __init__(self, *args: Any, fair_ttl: int = 86_400, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        fair_ttl: int = 86_400,
+        start_concurrency: int = Settings.start_concurrency,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.fair_ttl = fair_ttl
         self._pick_script: AsyncScript | None = None
@@ -82,7 +88,7 @@ class StreamQWorker(Worker):
         self.stopping = False
         self.on_stop = self._stop
         self._start_script: AsyncScript | None = None  # arq may connect only in main()
-        self.start_gate = StartGate()
+        self.start_gate = StartGate(start_concurrency)
         # The token of PICK and START calls (see scripts.PICK): a resent call is known by it.
         # It changes only once a call carrying it was answered, so the call after one whose
         # reply never came (Redis away longer than redis-py retries) takes over what that
@@ -362,7 +368,8 @@ def create_worker(settings: Settings, **overrides: Any) -> StreamQWorker:
     attributes = {
         k: v for k, v in vars(worker_settings(settings)).items() if not k.startswith("__")
     }
-    return StreamQWorker(**{"fair_ttl": settings.stream_ttl, **attributes, **overrides})
+    ours = {"fair_ttl": settings.stream_ttl, "start_concurrency": settings.start_concurrency}
+    return StreamQWorker(**{**ours, **attributes, **overrides})
 
 
 def run_supervised(settings: Settings, *, burst: bool = False) -> None:

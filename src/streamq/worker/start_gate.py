@@ -7,6 +7,9 @@ starts: the streams already running waited a second or more for their next read,
 job's first delta came late. Through the gate only ``limit`` jobs start at a time; each lets
 the next one in as soon as its request is on its way upstream (or it waits for admission, or
 it ends), so starts go on at the same pace while running streams keep their turn.
+
+The limit is ``STREAMQ_START_CONCURRENCY``. A job holds its slot through its three round trips
+to Redis as well, so a worker far from its Redis starts fewer jobs a second than its core could.
 """
 
 from __future__ import annotations
@@ -17,10 +20,6 @@ from collections.abc import AsyncIterator, Callable
 from contextvars import ContextVar
 from typing import Any
 
-# Paired runs of 1,000 jobs at once (benchmarks/results/profile.md), p99 publish lag and starts/s:
-# gate 8: 28-50 ms, 472/s; 16: 44-51 ms, 550/s; 32: 74-90 ms, 597/s.
-START_CONCURRENCY = 16
-
 # The release of the gate slot the current job holds, if it holds one (set per job task).
 _held: ContextVar[Callable[[], None] | None] = ContextVar("streamq_start_slot", default=None)
 
@@ -28,7 +27,7 @@ _held: ContextVar[Callable[[], None] | None] = ContextVar("streamq_start_slot", 
 class StartGate:
     """At most ``limit`` jobs between being taken and their upstream request going out."""
 
-    def __init__(self, limit: int = START_CONCURRENCY) -> None:
+    def __init__(self, limit: int) -> None:
         self.limit = limit
         self.starting = 0  # jobs holding a slot now
         self._slots = asyncio.Semaphore(limit)
