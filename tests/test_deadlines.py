@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+
 import pytest
+from redis.asyncio import Redis
 
 from streamq import Error, JobFailed, Reset, StreamQ
 from streamq.core.request import chat_messages
+from streamq.core.settings import Settings
 from streamq.dev.simulator import simulated_text
+from streamq.worker.arq_worker import running_worker
 
-pytestmark = pytest.mark.usefixtures("worker")
 
-
+@pytest.mark.usefixtures("worker")
 async def test_an_upstream_that_stalls_once_is_retried(sq: StreamQ) -> None:
     """No data for `idle_timeout` fails the attempt; the retry completes the job."""
     stall = {"fault": "stall", "after": 2, "fault_times": 1, "fault_key": "stall-once"}
@@ -21,6 +26,7 @@ async def test_an_upstream_that_stalls_once_is_retried(sq: StreamQ) -> None:
     assert any(isinstance(e, Reset) for e in [e async for e in job.events()])
 
 
+@pytest.mark.usefixtures("worker")
 async def test_an_upstream_that_keeps_stalling_ends_with_timeout(sq: StreamQ) -> None:
     """When every attempt stalls, the job ends with `error` code `timeout`."""
     stall = {"fault": "stall", "after": 1}
@@ -31,6 +37,7 @@ async def test_an_upstream_that_keeps_stalling_ends_with_timeout(sq: StreamQ) ->
     assert failed.value.error.attempt == sq.settings.max_attempts
 
 
+@pytest.mark.usefixtures("worker")
 async def test_the_total_deadline_ends_the_job_without_retry(sq: StreamQ) -> None:
     """A job slower than its `deadline` ends with a non-retryable `timeout` on attempt 1."""
     slow = {"simulator": {"tokens_per_second": 10, "reply_tokens": 100}}
@@ -40,3 +47,35 @@ async def test_the_total_deadline_ends_the_job_without_retry(sq: StreamQ) -> Non
     assert isinstance(error, Error)
     assert (error.code, error.retryable, error.attempt) == ("timeout", False, 1)
     assert "deadline" in error.message
+
+
+@pytest.fixture
+async def silent_upstream() -> AsyncIterator[str]:
+    """The base URL of a server that takes requests and never answers them."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # read on, answer nothing
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_an_upstream_that_never_answers_ends_with_timeout(
+    redis: Redis, settings: Settings, silent_upstream: str
+) -> None:
+    """A request whose response never even starts fails after `idle_timeout` (the SDK's own
+    read timeout is off: the idle timeout bounds every wait for the upstream)."""
+    silent = settings.replace(openai_base_url=silent_upstream, max_attempts=1)
+    async with StreamQ(redis, silent) as sq, running_worker(silent):
+        job = await sq.enqueue_chat("anyone there?", idle_timeout=0.3)
+        with pytest.raises(JobFailed) as failed:
+            await job.result(timeout=30)
+    assert failed.value.error.code == "timeout"
+    assert "no data from the upstream" in failed.value.error.message

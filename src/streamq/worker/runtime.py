@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import httpx2
 from arq.connections import ArqRedis
 from arq.worker import Retry
 from openai import AsyncOpenAI, DefaultAioHttpClient
@@ -201,11 +202,14 @@ def openai_client(settings: Settings, *, ssl_context: ssl.SSLContext | None = No
         raise ConfigError(
             "OPENAI_API_KEY is not set: set it, or set OPENAI_BASE_URL to a server that needs none"
         )
-    # No SDK retries: streamq's own policy retries, as new attempts readers can follow.
+    # No SDK retries: streamq's own policy retries, as new attempts readers can follow. No read
+    # timeout: the job's idle timeout bounds every wait for data, and aiohttp would re-arm a
+    # timer on each network read (3% of the worker's CPU at 1,000 streams x 5 deltas/s).
     return AsyncOpenAI(
         api_key=settings.openai_api_key or NO_KEY_NEEDED,
         base_url=settings.openai_base_url,
         max_retries=0,
+        timeout=httpx2.Timeout(600, connect=5.0, read=None),
         http_client=DefaultAioHttpClient(
             verify=ssl_context or True, event_hooks={"request": [request_sent]}
         ),
