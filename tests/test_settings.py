@@ -59,6 +59,8 @@ def test_environment_values_are_parsed() -> None:
         ("STREAMQ_START_CONCURRENCY", "0", "positive integer"),
         ("STREAMQ_STREAM_TTL", "-5", "positive integer"),
         ("STREAMQ_JOB_TIMEOUT", "soon", "positive number"),
+        ("STREAMQ_IDLE_TIMEOUT", "inf", "positive number"),
+        ("STREAMQ_JOB_TIMEOUT", "nan", "positive number"),
         ("STREAMQ_LOG_LEVEL", "loud", "DEBUG, INFO, WARNING, ERROR"),
         ("REDIS_URL", "localhost:6379", "redis://"),
         ("OPENAI_BASE_URL", "localhost:8000", "http://"),
@@ -236,3 +238,10 @@ def test_webhook_settings_are_read_and_checked() -> None:
         with pytest.raises(ConfigError) as caught:
             Settings.from_env(env)
         assert "whsec_not" not in str(caught.value)
+
+
+@pytest.mark.parametrize("name", ["idle_timeout", "job_timeout", "lease"])
+def test_timeouts_built_in_code_must_be_finite(name: str) -> None:
+    """An infinite timeout would let a silent upstream hold its job for ever."""
+    with pytest.raises(ConfigError, match="positive number"):
+        Settings().replace(**{name: float("inf")})

@@ -238,8 +238,11 @@ class Settings:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         floats = ("job_timeout", "read_timeout", "poll_interval", "idle_timeout", "lease")
         for name in (*floats, "retry_delay", "max_retry_delay", "budget_window"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be a positive number, got {getattr(self, name)!r}")
+            # Finite too: an infinite idle timeout or deadline would let a silent upstream hold
+            # its job forever (the SDK's own read timeout is off in the worker).
+            value = getattr(self, name)
+            if not value > 0 or not math.isfinite(value):
+                raise ConfigError(f"{name} must be a positive number, got {value!r}")
         for api in (self.upstream_api, *self.model_upstream_apis.values()):
             if api not in UPSTREAM_APIS:
                 accepted = ", ".join(UPSTREAM_APIS)
@@ -330,7 +333,7 @@ class EnvReader:
             value = kind(raw)
         except ValueError:
             raise ConfigError(f"{name}={raw!r} is not valid: expected {what}") from None
-        if not value > 0:  # type: ignore[operator]
+        if not value > 0 or not math.isfinite(value):  # type: ignore[operator, arg-type]
             raise ConfigError(f"{name}={raw!r} is not valid: expected {what}")
         return value
 
