@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -51,11 +52,11 @@ async def test_the_total_deadline_ends_the_job_without_retry(sq: StreamQ) -> Non
 
 @pytest.fixture
 async def silent_upstream() -> AsyncIterator[str]:
-    """The base URL of a server that takes requests and never answers them."""
+    """The base URL of a server that takes connections and never answers on them."""
     held: list[asyncio.StreamWriter] = []
 
     async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        held.append(writer)  # read on, answer nothing
+        held.append(writer)  # kept open until the test ends, never written to
 
     server = await asyncio.start_server(hold, "127.0.0.1", 0)
     try:
@@ -67,15 +68,24 @@ async def silent_upstream() -> AsyncIterator[str]:
         await server.wait_closed()
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"idle_timeout": 0.3},
+        {"idle_timeout": 0.3, "upstream_api": "responses"},
+        {"buffered": True, "deadline": 0.5},
+    ],
+    ids=["chat", "responses", "buffered"],
+)
 async def test_an_upstream_that_never_answers_ends_with_timeout(
-    redis: Redis, settings: Settings, silent_upstream: str
+    redis: Redis, settings: Settings, silent_upstream: str, options: dict[str, Any]
 ) -> None:
-    """A request whose response never even starts fails after `idle_timeout` (the SDK's own
-    read timeout is off: the idle timeout bounds every wait for the upstream)."""
+    """A request whose response never even starts fails after its idle timeout (a buffered
+    one's: its deadline), whichever API the upstream speaks. The SDK's own read timeout is
+    off in the worker: these are what bound the wait."""
     silent = settings.replace(openai_base_url=silent_upstream, max_attempts=1)
     async with StreamQ(redis, silent) as sq, running_worker(silent):
-        job = await sq.enqueue_chat("anyone there?", idle_timeout=0.3)
+        job = await sq.enqueue_chat("anyone there?", **options)
         with pytest.raises(JobFailed) as failed:
             await job.result(timeout=30)
     assert failed.value.error.code == "timeout"
-    assert "no data from the upstream" in failed.value.error.message

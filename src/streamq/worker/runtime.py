@@ -19,7 +19,7 @@ from typing import Any
 import httpx2
 from arq.connections import ArqRedis
 from arq.worker import Retry
-from openai import AsyncOpenAI, DefaultAioHttpClient
+from openai import DEFAULT_TIMEOUT, AsyncOpenAI, DefaultAioHttpClient
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -190,6 +190,15 @@ async def streamq_rejected(ctx: dict[str, Any], problem: str) -> dict[str, Any]:
     return await runtime.run_job(job_id, Error(code="invalid_job", message=message))
 
 
+# The SDK's default timeouts, but for reads (see openai_client).
+NO_READ_TIMEOUT = httpx2.Timeout(
+    connect=DEFAULT_TIMEOUT.connect,
+    read=None,
+    write=DEFAULT_TIMEOUT.write,
+    pool=DEFAULT_TIMEOUT.pool,
+)
+
+
 def openai_client(settings: Settings, *, ssl_context: ssl.SSLContext | None = None) -> AsyncOpenAI:
     """The worker's OpenAI client; a missing key is an error unless a base URL is set.
 
@@ -209,7 +218,7 @@ def openai_client(settings: Settings, *, ssl_context: ssl.SSLContext | None = No
         api_key=settings.openai_api_key or NO_KEY_NEEDED,
         base_url=settings.openai_base_url,
         max_retries=0,
-        timeout=httpx2.Timeout(600, connect=5.0, read=None),
+        timeout=NO_READ_TIMEOUT,
         http_client=DefaultAioHttpClient(
             verify=ssl_context or True, event_hooks={"request": [request_sent]}
         ),
