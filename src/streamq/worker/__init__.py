@@ -8,7 +8,9 @@ keeps leases and the heartbeat, ``reaper`` frees lost workers' jobs, ``signals``
 and wake-up messages; ``admission`` the fleet's per-model
 limits; ``retry`` the backoff; ``supervisor`` restarts crashed worker processes.
 
-``arq streamq.worker.WorkerSettings`` reads the settings from the environment when arq starts.
+``arq streamq.worker.WorkerSettings`` reads the settings from the environment when arq starts;
+arq then runs its plain ``Worker``, without ``StreamQWorker``'s fair picks, start gate and
+wake-ups, nor ``run_supervised``'s restarts (``streamq worker`` has them all).
 """
 
 from __future__ import annotations
