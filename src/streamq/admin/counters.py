@@ -6,6 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from streamq.core.clock import server_time_ms
 from streamq.core.keys import Keys
@@ -13,19 +14,22 @@ from streamq.core.keys import Keys
 KEEP_MINUTES = 120
 
 
-async def count_job_end(
-    redis: Redis, keys: Keys, outcome: str, deltas: int, error_code: str | None = None
+def count_job_end(
+    pipe: Pipeline,
+    keys: Keys,
+    minute: int,
+    outcome: str,
+    deltas: int,
+    error_code: str | None = None,
 ) -> None:
-    """Add one finished job to the current minute's counts."""
-    minute = await server_time_ms(redis) // 60_000
+    """Queue on ``pipe`` the commands that add one finished job to ``minute``'s counts (Redis's
+    clock in ms // 60,000)."""
     key = keys.counters(minute)
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.hincrby(key, f"jobs:{outcome}", 1)
-        pipe.hincrby(key, "deltas", deltas)
-        if error_code is not None:
-            pipe.hincrby(key, f"errors:{error_code}", 1)
-        pipe.expire(key, KEEP_MINUTES * 60)
-        await pipe.execute()
+    pipe.hincrby(key, f"jobs:{outcome}", 1)
+    pipe.hincrby(key, "deltas", deltas)
+    if error_code is not None:
+        pipe.hincrby(key, f"errors:{error_code}", 1)
+    pipe.expire(key, KEEP_MINUTES * 60)
 
 
 @dataclass

@@ -124,10 +124,14 @@ class Fleet:
         if self.signals.asked(run.job_id):
             run.cancel("cancel requested")
 
-    async def release(self, run: Run) -> None:
-        """Forget a finished attempt and drop its lease."""
+    def forget(self, run: Run) -> None:
+        """Stop tracking a finished attempt (its lease is the caller's to drop)."""
         if self.runs.get(run.job_id) is run:
             del self.runs[run.job_id]
+
+    async def release(self, run: Run) -> None:
+        """Forget a finished attempt and drop its lease."""
+        self.forget(run)
         with contextlib.suppress(Exception):
             await self._redis.zrem(self._keys.running(), run.member)
 

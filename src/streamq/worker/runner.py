@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 
 from streamq.admin.counters import count_job_end
 from streamq.core import metrics, scripts
+from streamq.core.clock import ServerClock
 from streamq.core.events import Cancelled, Delta, Done, Error, Event, Queued, Reset, Start
 from streamq.core.exceptions import EntryRejected, Fenced, InvalidRequest, PublishFailed
 from streamq.core.keys import Keys
@@ -97,6 +98,7 @@ class JobRunner:
             window=settings.budget_window,
             output_tokens=settings.budget_output_tokens,
         )
+        self._clock = ServerClock(redis)
         self._claim = redis.register_script(scripts.CLAIM)
         self._claim_state = self.streams.register_script(scripts.CLAIM_STATE)
         self._lease = redis.register_script(scripts.LEASE)
@@ -162,9 +164,8 @@ class JobRunner:
     async def _end(self, run: Run, writer: StreamWriter, outcome: Outcome) -> str:
         """Write the terminal event, let the job go and count its end."""
         await self._write_terminal(run, writer, outcome)
-        await self._keep_request(run.job_id)
-        await self.fleet.release(run)
-        await self._ended(run, outcome)
+        self._log_end(run, outcome)
+        await self._let_go(run, outcome)
         return _name(outcome)
 
     async def _wait_to_retry(
@@ -215,25 +216,35 @@ class JobRunner:
         raw_request = await self._lease(keys=keys, args=[lease_ms, lease_member(attempt, job_id)])
         return Claim(attempt, bool(claimed[1]), int(claimed[2]) / 1000, raw_request)
 
-    async def _ended(self, run: Run, outcome: Outcome) -> None:
-        """Log the job's end (no prompt or completion text) and count it for `streamq stats`."""
-        name = _name(outcome)
+    def _log_end(self, run: Run, outcome: Outcome) -> None:
+        """Log the job's end (no prompt or completion text)."""
         extra = _transition(run, "ended", outcome)
+        name = _name(outcome)
         logger.info("job %s ended %s in %.2fs", run.job_id, name, extra["duration_s"], extra=extra)
         metrics.attempt_ended(extra)
+
+    async def _let_go(self, run: Run, outcome: Outcome) -> None:
+        """In one round trip: keep the request as long as the stream (it has the TTL set at
+        enqueue, so a failure costs only a shorter idempotency window), drop the lease, and
+        count the end for `streamq stats`. Four round trips here cost a job ~0.3 ms of CPU."""
+        self.fleet.forget(run)
         code = outcome.event.code if isinstance(outcome.event, Error) else None
         try:
-            await count_job_end(self.redis, self.keys, "error" if code else name, run.deltas, code)
-        except RedisError as exc:
-            logger.warning("job %s: could not count its end: %r", run.job_id, exc)
-
-    async def _keep_request(self, job_id: str) -> None:
-        """Keep the request as long as the stream (it already has the TTL set at enqueue, so a
-        Redis hiccup here costs nothing but a shorter idempotency window)."""
-        try:
-            await self.redis.expire(self.keys.request(job_id), self.settings.stream_ttl)
-        except RedisError as exc:
-            logger.warning("job %s: could not extend its request's TTL: %r", job_id, exc)
+            minute = await self._clock.now_ms() // 60_000
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.expire(self.keys.request(run.job_id), self.settings.stream_ttl)
+                pipe.zrem(self.keys.running(), run.member)
+                name = "error" if code else _name(outcome)
+                count_job_end(pipe, self.keys, minute, name, run.deltas, code)
+                results: list[Any] = await pipe.execute(raise_on_error=False)
+        except (RedisError, OSError) as exc:
+            results = [exc]
+        failures = [result for result in results if isinstance(result, Exception)]
+        if failures:
+            problem = failures[0]
+            logger.warning(
+                "job %s: could not let its keys go or count its end: %r", run.job_id, problem
+            )
 
     def _retry_delay(self, run: Run, outcome: Outcome, elapsed: float) -> float | None:
         error = outcome.event
