@@ -1,0 +1,56 @@
+"""A job's end, after its terminal entry: its lease dropped, its request kept as long as its
+stream, its end counted; none of it can fail the job."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from redis.asyncio import Redis
+
+from streamq import StreamQ
+from streamq.core.clock import server_time_ms
+from streamq.core.keys import Keys
+from streamq.core.settings import Settings
+from streamq.worker.arq_worker import running_worker
+from tests.harness.waiting import poll_until
+
+
+async def no_lease_left(redis: Redis, keys: Keys) -> None:
+    """Wait until no attempt holds a lease (the end's round trip follows the terminal entry)."""
+
+    async def dropped() -> bool:
+        return int(await redis.zcard(keys.running())) == 0
+
+    await poll_until(dropped, 10, "the lease dropped")
+
+
+async def test_a_job_end_drops_its_lease_keeps_its_request_and_counts(
+    redis: Redis, settings: Settings, sq: StreamQ
+) -> None:
+    keys = Keys(settings.key_prefix)
+    async with running_worker(settings):
+        job = await sq.enqueue_chat("count me")
+        await job.result(timeout=30)
+        await no_lease_left(redis, keys)
+    assert await redis.ttl(keys.request(job.id)) > settings.stream_ttl - 60
+    minute = await server_time_ms(redis) // 60_000
+    counts = [await redis.hgetall(keys.counters(m)) for m in (minute - 1, minute)]  # type: ignore[misc]
+    assert sum(int(c.get(b"jobs:done", 0)) for c in counts) == 1
+
+
+async def test_a_refused_count_still_lets_the_job_go(
+    redis: Redis, settings: Settings, sq: StreamQ, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The minute's counters refuse their HINCRBY (not a hash): the job still ends done, its
+    lease is dropped, and the warning names the command that failed."""
+    keys = Keys(settings.key_prefix)
+    minute = await server_time_ms(redis) // 60_000
+    for spoiled in range(minute, minute + 3):
+        await redis.set(keys.counters(spoiled), "not a hash", ex=600)
+    caplog.set_level(logging.WARNING, logger="streamq.worker")
+    async with running_worker(settings):
+        job = await sq.enqueue_chat("count me if you can")
+        assert (await job.result(timeout=30)).finish_reason == "stop"
+        await no_lease_left(redis, keys)
+        await poll_until(lambda: "HINCRBY at its end failed" in caplog.text, 10, "the warning")
