@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from streamq.admin.presence import WorkerPresence, announce, withdraw
 from streamq.core import scripts
@@ -124,16 +125,19 @@ class Fleet:
         if self.signals.asked(run.job_id):
             run.cancel("cancel requested")
 
-    def forget(self, run: Run) -> None:
-        """Stop tracking a finished attempt (its lease is the caller's to drop)."""
+    def release_in(self, pipe: Pipeline, run: Run) -> None:
+        """Forget a finished attempt, and queue the drop of its lease on ``pipe`` (a pipeline
+        of this fleet's Redis)."""
         if self.runs.get(run.job_id) is run:
             del self.runs[run.job_id]
+        pipe.zrem(self._keys.running(), run.member)
 
     async def release(self, run: Run) -> None:
         """Forget a finished attempt and drop its lease."""
-        self.forget(run)
-        with contextlib.suppress(Exception):
-            await self._redis.zrem(self._keys.running(), run.member)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            self.release_in(pipe, run)
+            with contextlib.suppress(Exception):
+                await pipe.execute()
 
     async def _every(self, step: Callable[[], Awaitable[None]]) -> None:
         while True:
