@@ -35,6 +35,7 @@ def test_environment_values_are_parsed() -> None:
             "STREAMQ_KEY_PREFIX": "app",
             "STREAMQ_CONCURRENCY": "250",
             "STREAMQ_START_CONCURRENCY": "32",
+            "STREAMQ_PUBLISH_LINGER": "0",
             "STREAMQ_STREAM_TTL": "60",
             "STREAMQ_JOB_TIMEOUT": "12.5",
             "STREAMQ_READ_TIMEOUT": "3",
@@ -47,6 +48,7 @@ def test_environment_values_are_parsed() -> None:
     assert settings.openai_model == "llama3"
     assert settings.concurrency == 250
     assert settings.start_concurrency == 32
+    assert settings.publish_linger == 0
     assert settings.job_timeout == 12.5
     assert settings.log_level == "DEBUG"
 
@@ -57,6 +59,8 @@ def test_environment_values_are_parsed() -> None:
         ("STREAMQ_CONCURRENCY", "many", "positive integer"),
         ("STREAMQ_CONCURRENCY", "0", "positive integer"),
         ("STREAMQ_START_CONCURRENCY", "0", "positive integer"),
+        ("STREAMQ_PUBLISH_LINGER", "-0.001", "0 or a positive number"),
+        ("STREAMQ_PUBLISH_LINGER", "inf", "0 or a positive number"),
         ("STREAMQ_STREAM_TTL", "-5", "positive integer"),
         ("STREAMQ_JOB_TIMEOUT", "soon", "positive number"),
         ("STREAMQ_IDLE_TIMEOUT", "inf", "positive number"),
@@ -245,3 +249,10 @@ def test_timeouts_built_in_code_must_be_finite(name: str) -> None:
     """An infinite timeout would let a silent upstream hold its job for ever."""
     with pytest.raises(ConfigError, match="positive number"):
         Settings().replace(**{name: float("inf")})
+
+
+def test_the_publish_linger_is_bounded() -> None:
+    """A linger past a second would read as a stalled stream."""
+    assert Settings.from_env({"STREAMQ_PUBLISH_LINGER": "1"}).publish_linger == 1
+    with pytest.raises(ConfigError, match=r"publish_linger must be 0 to 1\.0 seconds"):
+        Settings.from_env({"STREAMQ_PUBLISH_LINGER": "1.5"})

@@ -28,6 +28,7 @@ LOG_FORMATS = ("text", "json")
 PARSERS = ("fast", "sdk")
 UPSTREAM_APIS = ("chat", "responses")
 MAX_PORT = 65_535
+MAX_PUBLISH_LINGER = 1.0  # seconds: more would read as a stalled stream
 BUDGET_PART = re.compile(r"(\d[\d_]*)\s*(tpm|rpm)")
 PREFIX = "STREAMQ_"
 # Every STREAMQ_* variable any part of streamq reads (tests/test_settings.py checks the sources
@@ -57,6 +58,7 @@ KNOWN_VARIABLES = frozenset(
         "STREAMQ_READ_TIMEOUT",
         "STREAMQ_RETRY_DELAY",
         "STREAMQ_START_CONCURRENCY",
+        "STREAMQ_PUBLISH_LINGER",
         "STREAMQ_STREAMS_URL",
         "STREAMQ_STREAM_TTL",
         "STREAMQ_TENANT_WEIGHTS",
@@ -111,6 +113,9 @@ class Settings:
     # within 1 s on 2 cores (benchmarks/results/profile.md), 8 against 16: p99 publish lag of
     # the running streams 33-48 against 48-74 ms, 384-429 against 421-485 starts/s.
     start_concurrency: int = 8
+    # Seconds a worker's publisher holds an attempt's text after its first, for company in one
+    # call (worker/publisher.py); the first text, control entries and the end go at once.
+    publish_linger: float = 0.005
     stream_ttl: int = 86_400
     job_timeout: float = 600.0
     read_timeout: float = 300.0
@@ -173,6 +178,9 @@ class Settings:
             key_prefix=prefix,
             concurrency=read.number("STREAMQ_CONCURRENCY", cls.concurrency, int),
             start_concurrency=read.number("STREAMQ_START_CONCURRENCY", cls.start_concurrency, int),
+            publish_linger=read.number(
+                "STREAMQ_PUBLISH_LINGER", cls.publish_linger, float, zero=True
+            ),
             stream_ttl=read.number("STREAMQ_STREAM_TTL", cls.stream_ttl, int),
             job_timeout=read.number("STREAMQ_JOB_TIMEOUT", cls.job_timeout, float),
             read_timeout=read.number("STREAMQ_READ_TIMEOUT", cls.read_timeout, float),
@@ -243,6 +251,11 @@ class Settings:
             value = getattr(self, name)
             if not value > 0 or not math.isfinite(value):
                 raise ConfigError(f"{name} must be a positive number, got {value!r}")
+        if not 0 <= self.publish_linger <= MAX_PUBLISH_LINGER:
+            raise ConfigError(
+                f"publish_linger must be 0 to {MAX_PUBLISH_LINGER} seconds, "
+                f"got {self.publish_linger!r}"
+            )
         for api in (self.upstream_api, *self.model_upstream_apis.values()):
             if api not in UPSTREAM_APIS:
                 accepted = ", ".join(UPSTREAM_APIS)
@@ -324,16 +337,18 @@ class EnvReader:
     def text(self, name: str, default: str) -> str:
         return self._raw(name) or default
 
-    def number(self, name: str, default: T, kind: Callable[[str], T]) -> T:
+    def number(self, name: str, default: T, kind: Callable[[str], T], *, zero: bool = False) -> T:
         raw = self._raw(name)
         if raw is None:
             return default
         what = "a positive integer" if kind is int else "a positive number (seconds)"
+        what = f"0 or {what}" if zero else what
         try:
             value = kind(raw)
         except ValueError:
             raise ConfigError(f"{name}={raw!r} is not valid: expected {what}") from None
-        if not value > 0 or not math.isfinite(value):  # type: ignore[operator, arg-type]
+        low_enough = value >= 0 if zero else value > 0  # type: ignore[operator]
+        if not low_enough or not math.isfinite(value):  # type: ignore[arg-type]
             raise ConfigError(f"{name}={raw!r} is not valid: expected {what}")
         return value
 

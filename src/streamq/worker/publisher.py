@@ -1,7 +1,10 @@
 """Group-commit publishing: every job in a worker process shares one pipelined writer.
 
 Entries appended while a round trip is in flight go out together in the next one, so an idle
-worker adds no latency and a busy one sends large batches. Each job's entries go through the
+worker adds no latency and a busy one sends large batches. With a ``linger``, an attempt's text
+after its first also waits until that long after the last call, for company: a thousand slow
+streams then share a call every few milliseconds instead of a call per round trip (a stream's
+first text, its other entries and its end never wait). Each job's entries go through the
 fenced :data:`~streamq.core.scripts.APPEND_MANY` script (one call for many jobs), which also sets
 the stream's TTL atomically. A writer is checked against its job's state on its first write and
 again after the publisher's chain broke (see :mod:`streamq.core.scripts`); in between, its
@@ -27,13 +30,15 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from streamq.core import metrics, scripts
 from streamq.core.connections import is_cluster
-from streamq.core.events import Event, encode, is_terminal
+from streamq.core.events import TEXT_TYPES, Event, encode, is_terminal
 from streamq.core.exceptions import EntryRejected, Fenced, PublishFailed
 from streamq.core.redis_errors import is_transient
 from streamq.core.scripts import script_sha
 
 logger = logging.getLogger("streamq.publisher")
 STREAMS_PER_CALL = 256  # streams per APPEND_MANY call: bounds how long one call blocks Redis
+# Entries that may wait for company (see Publisher's linger): an attempt's text after its first.
+_LINGERING_TYPES = frozenset({*TEXT_TYPES, "tool_call"})
 
 
 class StreamWriter:
@@ -57,6 +62,7 @@ class StreamWriter:
         self.failure: Fenced | PublishFailed | EntryRejected | None = None
         self.ended = False  # a terminal event was emitted: what follows must be checked
         self.trusted = -1  # the publisher's trust epoch in which this writer was last checked
+        self.texts = 0  # text entries (delta, reasoning, refusal, tool_call) emitted so far
         self._last_ticket = 0
 
     async def emit(self, event: Event) -> None:
@@ -74,7 +80,9 @@ class StreamWriter:
             raise EntryRejected(f"a {event.type} event cannot be encoded as UTF-8: {exc}") from None
         self.seq += 1
         self.ended = self.ended or bool(terminal)
-        self._last_ticket = self.publisher.append(self, args)
+        may_wait = event.type in _LINGERING_TYPES and self.texts > 0
+        self.texts += event.type in _LINGERING_TYPES
+        self._last_ticket = self.publisher.append(self, args, urgent=not may_wait)
         if self.publisher.pending >= self.publisher.max_pending:
             await self.sync()
 
@@ -109,9 +117,17 @@ class Publisher:
         chain_key: str,
         retry_for: float = 30.0,
         max_pending: int = 10_000,
+        linger: float = 0.0,
     ) -> None:
-        """``chain_key``: this publisher's own key (:meth:`Keys.publisher`), for its chain."""
+        """``chain_key``: this publisher's own key (:meth:`Keys.publisher`), for its chain.
+        ``linger``: the seconds a call waits after the one before it was sent, while every
+        entry waiting is an attempt's text after its first (the first text of each attempt,
+        its other entries and its end go at once)."""
         self.max_pending = max_pending
+        self._linger = linger
+        self._sent_at = -linger  # time.monotonic() when the last call was sent
+        self._hurry = False  # an entry waiting must not linger
+        self._lingering = False  # the flusher waits out the linger: only an urgent entry wakes it
         self._redis = redis
         self._ttl = ttl
         self._retry_for = retry_for
@@ -137,6 +153,11 @@ class Publisher:
         """Entries appended but not yet written."""
         return self._appended - self._done
 
+    @property
+    def lingering(self) -> bool:
+        """The flusher holds the entries waiting for company (see ``linger``)."""
+        return self._lingering
+
     def start(self) -> None:
         """Start the background flusher on the running loop."""
         if self._task is None:
@@ -150,15 +171,19 @@ class Publisher:
             await asyncio.shield(self._task)
             self._task = None
 
-    def append(self, writer: StreamWriter, args: list[bytes | str]) -> int:
-        """Queue one entry's script arguments; returns its ticket for :meth:`wait_written`."""
+    def append(self, writer: StreamWriter, args: list[bytes | str], *, urgent: bool = True) -> int:
+        """Queue one entry's script arguments; returns its ticket for :meth:`wait_written`.
+        An entry that is not ``urgent`` may wait out the linger for others to share its call."""
         if self._task is None or self._closing:
             raise RuntimeError("the publisher is not running")
         if not self._pending:
             self._oldest = time.monotonic()
         self._pending.append((writer, args))
         self._appended += 1
-        self._wakeup.set()
+        urgent = urgent or self.pending >= self.max_pending
+        self._hurry = self._hurry or urgent
+        if urgent or not self._lingering:
+            self._wakeup.set()
         return self._appended
 
     async def written_seq(self, events_key: str, attempt: int) -> int:
@@ -177,9 +202,11 @@ class Publisher:
         while not (self._closing and not self._pending):
             await self._wakeup.wait()
             self._wakeup.clear()
+            await self._wait_out_linger()
             batch, self._pending, oldest = self._pending, [], self._oldest
             if not batch:
                 continue
+            self._hurry, self._sent_at = False, time.monotonic()
             try:
                 await self._write_with_retries(batch)
                 metrics.batch_written(len(batch), time.monotonic() - oldest)
@@ -191,6 +218,22 @@ class Publisher:
                 async with self._progress:
                     self._done += len(batch)
                     self._progress.notify_all()
+
+    async def _wait_out_linger(self) -> None:
+        """While only text after an attempt's first is waiting, let it wait until ``linger``
+        after the last call was sent (or an urgent entry comes): at a thousand slow streams a
+        call every few milliseconds carries many, where a call per round trip carried few."""
+        left = self._sent_at + self._linger - time.monotonic()
+        if left <= 0 or self._hurry or self._closing or not self._pending:
+            return
+        self._lingering = True
+        timer = asyncio.get_running_loop().call_later(left, self._wakeup.set)
+        try:
+            await self._wakeup.wait()
+        finally:
+            timer.cancel()
+            self._wakeup.clear()
+            self._lingering = False
 
     async def _write_with_retries(
         self, batch: list[tuple[StreamWriter, list[bytes | str]]]

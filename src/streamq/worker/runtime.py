@@ -67,6 +67,7 @@ class WorkerRuntime:
             self.streams,
             ttl=settings.stream_ttl,
             chain_key=self.keys.publisher(f"{self.name}:{secrets.token_hex(4)}"),
+            linger=settings.publish_linger,
         )
         self.fleet = Fleet(
             redis,
