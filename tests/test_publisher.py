@@ -1,15 +1,27 @@
 """The publisher's linger: an attempt's text after its first waits for company in one call,
-while its first text, its control entries and its end go at once."""
+while its first text, its other entries, its end and anything waited for go at once."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
 
-from streamq import Delta, Done, Settings, Start
+from streamq import (
+    Delta,
+    Done,
+    Event,
+    Meta,
+    Queued,
+    Reasoning,
+    Refusal,
+    Settings,
+    Start,
+    ToolCallDelta,
+)
 from streamq.core import scripts
 from streamq.core.keys import Keys
 from streamq.worker.publisher import Publisher, StreamWriter
@@ -18,12 +30,29 @@ from tests.harness.waiting import poll_until
 FOREVER = 3600.0  # a linger no test outlives: what goes out went because it had to
 HANG = 30.0  # bound on a hang, not a measure
 
+URGENT_FIRSTS = [
+    Delta(text="first"),
+    Reasoning(text="first"),
+    Refusal(text="first"),
+    ToolCallDelta(index=0, id="call_1", name="f", arguments="{"),
+    Meta(model="m"),
+    Queued(reason="concurrency"),
+]
+
 
 @pytest.fixture
 async def publisher(redis: Redis, settings: Settings) -> AsyncIterator[Publisher]:
-    publisher = Publisher(
-        redis, ttl=60, chain_key=Keys(settings.key_prefix).publisher("lingering"), linger=FOREVER
-    )
+    async with started(redis, settings, FOREVER) as publisher:
+        yield publisher
+
+
+@contextlib.asynccontextmanager
+async def started(
+    redis: Redis, settings: Settings, linger: float, max_pending: int = 10_000
+) -> AsyncIterator[Publisher]:
+    """A running publisher with ``linger``, closed (and so flushed) on exit."""
+    chain = Keys(settings.key_prefix).publisher(f"linger-{linger}")
+    publisher = Publisher(redis, ttl=60, chain_key=chain, linger=linger, max_pending=max_pending)
     publisher.start()
     try:
         yield publisher
@@ -41,75 +70,111 @@ async def writer_for(publisher: Publisher, redis: Redis, keys: Keys, job_id: str
     return StreamWriter(publisher, events, state, int(claimed[0]))
 
 
-async def emit_and_sync(writer: StreamWriter, *events: Delta | Start | Done) -> None:
+async def emit_and_sync(writer: StreamWriter, *events: Event) -> None:
     for event in events:
         await writer.emit(event)
     await asyncio.wait_for(writer.sync(), HANG)
+
+
+async def holding_later_text(
+    publisher: Publisher, redis: Redis, keys: Keys, job_id: str
+) -> StreamWriter:
+    """A writer whose start and first text ``a`` are written and whose ``b`` the publisher
+    holds, having sent a call since ``a``."""
+    writer = await writer_for(publisher, redis, keys, job_id)
+    await emit_and_sync(writer, Start(job_id=job_id, model="m"), Delta(text="a"))
+    await writer.emit(Delta(text="b"))
+    await poll_until(lambda: publisher.lingering, HANG, "the publisher holds the later text")
+    assert texts(await redis.xrange(keys.events(job_id))) == ["a"]
+    return writer
 
 
 def texts(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[str]:
     return [fields[b"data"].decode() for _, fields in entries if fields[b"type"] == b"delta"]
 
 
-async def test_text_after_the_first_waits_for_the_next_urgent_entry(
+async def until_written(redis: Redis, keys: Keys, job_id: str, *expected: str) -> None:
+    """Wait, without asking the publisher for anything, until the stream holds that text."""
+
+    async def written() -> bool:
+        return texts(await redis.xrange(keys.events(job_id))) == list(expected)
+
+    await poll_until(written, HANG, f"{job_id}'s text {expected} written")
+
+
+async def test_text_after_the_first_waits_for_the_attempts_end(
     redis: Redis, settings: Settings, publisher: Publisher
 ) -> None:
     keys = Keys(settings.key_prefix)
-    writer = await writer_for(publisher, redis, keys, "linger")
-    # The start and the first text go at once (a sync that waited out the linger would hang).
-    await emit_and_sync(writer, Start(job_id="linger", model="m"), Delta(text="first"))
-    assert texts(await redis.xrange(keys.events("linger"))) == ["first"]
+    writer = await holding_later_text(publisher, redis, keys, "linger")
     token = await redis.get(publisher.chain_key)
-
-    await writer.emit(Delta(text="second"))
-    await writer.emit(Delta(text="third"))
-    await poll_until(lambda: publisher.lingering, HANG, "the publisher holds the later text")
-    assert texts(await redis.xrange(keys.events("linger"))) == ["first"]
+    await writer.emit(Delta(text="c"))
+    assert publisher.lingering
     assert publisher.pending == 2
 
-    await emit_and_sync(writer, Done(finish_reason="stop"))  # the end takes them along
+    await writer.emit(Done(finish_reason="stop"))  # the end takes them along
+    await until_written(redis, keys, "linger", "a", "b", "c")
     entries = await redis.xrange(keys.events("linger"))
-    assert texts(entries) == ["first", "second", "third"]
     assert entries[-1][1][b"type"] == b"done"
     assert int(await redis.get(publisher.chain_key)) == int(token) + 1  # in one call
 
 
-async def test_another_attempts_first_text_takes_the_waiting_text_along(
-    redis: Redis, settings: Settings, publisher: Publisher
+@pytest.mark.parametrize("first", URGENT_FIRSTS, ids=lambda event: event.type)
+async def test_an_attempts_first_text_and_its_other_entries_do_not_wait(
+    redis: Redis, settings: Settings, publisher: Publisher, first: Event
 ) -> None:
+    """Another attempt's first text (or a non-text entry), alone, goes at once and takes the
+    held text along; so does a non-text entry after text."""
     keys = Keys(settings.key_prefix)
-    slow = await writer_for(publisher, redis, keys, "slow")
-    await emit_and_sync(slow, Start(job_id="slow", model="m"), Delta(text="a"))
-    await slow.emit(Delta(text="b"))
+    held = await holding_later_text(publisher, redis, keys, "held")
+    new = await writer_for(publisher, redis, keys, "new")
+    await new.emit(Start(job_id="new", model="m"))  # urgent: takes "b" along
+    await until_written(redis, keys, "held", "a", "b")
+    await held.emit(Delta(text="c"))
     await poll_until(lambda: publisher.lingering, HANG, "the publisher holds the later text")
 
-    new = await writer_for(publisher, redis, keys, "new")
-    await emit_and_sync(new, Start(job_id="new", model="m"))
-    await asyncio.wait_for(slow.sync(), HANG)
-    assert texts(await redis.xrange(keys.events("slow"))) == ["a", "b"]
+    await new.emit(first)
+    await until_written(redis, keys, "held", "a", "b", "c")
+
+    if first.type in {"meta", "queued"}:
+        return
+    await held.emit(Delta(text="d"))
+    await poll_until(lambda: publisher.lingering, HANG, "the publisher holds the later text")
+    await held.emit(Queued(reason="rate_limited"))
+    await until_written(redis, keys, "held", "a", "b", "c", "d")
+
+
+async def test_text_waited_for_goes_at_once(
+    redis: Redis, settings: Settings, publisher: Publisher
+) -> None:
+    """A retry's backoff or a rejected entry's recovery waits for what was written."""
+    keys = Keys(settings.key_prefix)
+    writer = await holding_later_text(publisher, redis, keys, "waited")
+    await asyncio.wait_for(writer.sync(), HANG)
+    assert texts(await redis.xrange(keys.events("waited"))) == ["a", "b"]
+
+
+async def test_a_full_queue_does_not_wait(redis: Redis, settings: Settings) -> None:
+    keys = Keys(settings.key_prefix)
+    async with started(redis, settings, FOREVER, max_pending=2) as publisher:
+        writer = await holding_later_text(publisher, redis, keys, "full")
+        await asyncio.wait_for(writer.emit(Delta(text="c")), HANG)  # the second pending entry
+        assert texts(await redis.xrange(keys.events("full"))) == ["a", "b", "c"]
 
 
 async def test_closing_writes_what_lingers_at_once(
     redis: Redis, settings: Settings, publisher: Publisher
 ) -> None:
     keys = Keys(settings.key_prefix)
-    writer = await writer_for(publisher, redis, keys, "closing")
-    await emit_and_sync(writer, Start(job_id="closing", model="m"), Delta(text="a"))
-    await writer.emit(Delta(text="b"))
-    await poll_until(lambda: publisher.lingering, HANG, "the publisher holds the later text")
+    await holding_later_text(publisher, redis, keys, "closing")
     await asyncio.wait_for(publisher.aclose(), HANG)
     assert texts(await redis.xrange(keys.events("closing"))) == ["a", "b"]
 
 
-async def test_without_a_linger_nothing_waits(redis: Redis, settings: Settings) -> None:
+async def test_without_a_linger_later_text_goes_unasked(redis: Redis, settings: Settings) -> None:
     keys = Keys(settings.key_prefix)
-    publisher = Publisher(redis, ttl=60, chain_key=keys.publisher("eager"))
-    publisher.start()
-    try:
+    async with started(redis, settings, 0.0) as publisher:
         writer = await writer_for(publisher, redis, keys, "eager")
         await emit_and_sync(writer, Start(job_id="eager", model="m"), Delta(text="a"))
-        await emit_and_sync(writer, Delta(text="b"))
-        assert texts(await redis.xrange(keys.events("eager"))) == ["a", "b"]
-        assert not publisher.lingering
-    finally:
-        await asyncio.wait_for(publisher.aclose(), HANG)
+        await writer.emit(Delta(text="b"))  # nothing waits for it, nothing urgent follows
+        await until_written(redis, keys, "eager", "a", "b")

@@ -194,7 +194,11 @@ class Publisher:
         return int(newest[0][1][b"seq"])
 
     async def wait_written(self, ticket: int) -> None:
-        """Wait until the entry with ``ticket`` (and all before it) is written or failed."""
+        """Wait until the entry with ``ticket`` (and all before it) is written or failed; an
+        entry someone waits for lingers no more."""
+        if ticket > self._appended - len(self._pending):  # not yet in a call
+            self._hurry = True
+            self._wakeup.set()
         async with self._progress:
             await self._progress.wait_for(lambda: self._done >= ticket)
 
