@@ -9,6 +9,7 @@ import pytest
 from redis.asyncio import Redis
 
 from streamq import StreamQ
+from streamq.admin.counters import KEEP_MINUTES, EndCounts
 from streamq.core.clock import server_time_ms
 from streamq.core.keys import Keys
 from streamq.core.settings import Settings
@@ -54,3 +55,59 @@ async def test_a_refused_count_still_lets_the_job_go(
         assert (await job.result(timeout=30)).finish_reason == "stop"
         await no_lease_left(redis, keys)
         await poll_until(lambda: "HINCRBY at its end failed" in caplog.text, 10, "the warning")
+
+
+async def counted(redis: Redis, keys: Keys, outcome: str = "done") -> int:
+    """Jobs counted with ``outcome`` in this minute and the one before."""
+    minute = await server_time_ms(redis) // 60_000
+    counts = [await redis.hgetall(keys.counters(m)) for m in (minute - 1, minute)]  # type: ignore[misc]
+    return sum(int(c.get(f"jobs:{outcome}".encode(), 0)) for c in counts)
+
+
+async def test_job_ends_are_counted_together_and_none_is_lost(
+    redis: Redis, settings: Settings, sq: StreamQ
+) -> None:
+    """Ends within a second of the last count sent wait, in the worker, for the next job end
+    or for a second to pass; the ones left when the worker stops are sent as it stops."""
+    keys = Keys(settings.key_prefix)
+    async with running_worker(settings):
+        jobs = [await sq.enqueue_chat(f"count {i}") for i in range(6)]
+        for job in jobs:
+            await job.result(timeout=30)
+
+        async def all_counted() -> bool:
+            return await counted(redis, keys) == len(jobs)
+
+        await poll_until(all_counted, 30, "every job's end counted, without another end")
+        more = [await sq.enqueue_chat(f"then {i}") for i in range(3)]
+        for job in more:
+            await job.result(timeout=30)
+    assert await counted(redis, keys) == len(jobs) + len(more)  # sent by the stopping worker
+
+
+async def test_counts_wait_in_the_process_until_sent(redis: Redis, settings: Settings) -> None:
+    keys = Keys(settings.key_prefix)
+    counts = EndCounts(keys, every=3600)
+    minute = await server_time_ms(redis) // 60_000
+    assert counts.due() is False  # nothing to send
+    counts.add(minute, "done", 50)
+    assert counts.due()  # the first end is sent at once
+    async with redis.pipeline(transaction=False) as pipe:
+        counts.take_into(pipe)
+        await pipe.execute()
+    counts.add(minute, "done", 10)
+    counts.add(minute, "error", 0, "timeout")
+    assert counts.pending
+    assert not counts.due()  # within the period: the next end, or the sender, takes them
+    async with redis.pipeline(transaction=False) as pipe:
+        counts.take_into(pipe)
+        await pipe.execute()
+    assert not counts.pending
+    stored = await redis.hgetall(keys.counters(minute))
+    assert stored == {
+        b"jobs:done": b"2",
+        b"jobs:error": b"1",
+        b"deltas": b"60",
+        b"errors:timeout": b"1",
+    }
+    assert 0 < await redis.ttl(keys.counters(minute)) <= KEEP_MINUTES * 60

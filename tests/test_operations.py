@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 
 from streamq import Delta, JobFailed, Settings, StreamQ
 from streamq.admin.presence import alive_workers
+from streamq.core.clock import server_time_ms
 from streamq.core.keys import Keys
 from streamq.core.request import chat_messages
 from streamq.dev.local_redis import LocalRedis
@@ -48,7 +49,7 @@ async def test_stats_shows_workers_and_a_dead_one_disappears(
 
 
 async def test_stats_counts_outcomes_failures_and_throughput(
-    sq: StreamQ, settings: Settings
+    sq: StreamQ, redis: Redis, settings: Settings
 ) -> None:
     """After 3 good jobs and 1 failing one: outcomes, failure codes, deltas/s, empty queue."""
     async with running_worker(settings):
@@ -58,6 +59,15 @@ async def test_stats_counts_outcomes_failures_and_throughput(
         failing = await sq.enqueue_chat("count the failure", extra_body=FAIL)
         with contextlib.suppress(JobFailed):
             await failing.result()
+        # A worker sends its counts at most once a second: a busy second's ends come late.
+        keys = Keys(settings.key_prefix)
+
+        async def all_counted() -> bool:
+            minute = await server_time_ms(redis) // 60_000
+            buckets = [await redis.hgetall(keys.counters(m)) for m in (minute - 1, minute)]  # type: ignore[misc]
+            return sum(int(n) for b in buckets for k, n in b.items() if k.startswith(b"jobs:")) == 4
+
+        await poll_until(all_counted, 30, "the four job ends counted")
         code, stats = await cli_json(settings, "stats")
     assert code == 0
     assert stats["jobs"] == {"done": 3, "error": 1}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -14,22 +16,46 @@ from streamq.core.keys import Keys
 KEEP_MINUTES = 120
 
 
-def count_job_end(
-    pipe: Pipeline,
-    keys: Keys,
-    minute: int,
-    outcome: str,
-    deltas: int,
-    error_code: str | None = None,
-) -> None:
-    """Queue on ``pipe`` the commands that add one finished job to ``minute``'s counts (Redis's
-    clock in ms // 60,000)."""
-    key = keys.counters(minute)
-    pipe.hincrby(key, f"jobs:{outcome}", 1)
-    pipe.hincrby(key, "deltas", deltas)
-    if error_code is not None:
-        pipe.hincrby(key, f"errors:{error_code}", 1)
-    pipe.expire(key, KEEP_MINUTES * 60)
+class EndCounts:
+    """Job ends counted in this process until sent to ``minute``'s counts (Redis's clock in
+    ms // 60,000). A job end's round trip carries them at most once every ``every`` seconds;
+    :meth:`take_into` sends the rest (the worker, a period after its last end and when it
+    stops). At a hundred job ends a second, three commands a job became three a second; a
+    process that dies loses at most its last period's counts."""
+
+    def __init__(self, keys: Keys, every: float = 1.0) -> None:
+        self._keys = keys
+        self._every = every
+        self._pending: dict[int, Counter[str]] = {}
+        self._sent_at = -math.inf
+
+    def add(self, minute: int, outcome: str, deltas: int, error_code: str | None = None) -> None:
+        """Count one finished job."""
+        counts = self._pending.setdefault(minute, Counter())
+        counts[f"jobs:{outcome}"] += 1
+        counts["deltas"] += deltas
+        if error_code is not None:
+            counts[f"errors:{error_code}"] += 1
+
+    @property
+    def pending(self) -> bool:
+        """Counts wait to be sent."""
+        return bool(self._pending)
+
+    def due(self) -> bool:
+        """Counts wait, and the last were sent a period ago or more."""
+        return self.pending and time.monotonic() - self._sent_at >= self._every
+
+    def take_into(self, pipe: Pipeline) -> None:
+        """Queue on ``pipe`` the commands that add every count waiting (then forgotten here:
+        a pipeline that fails loses them, as one job's count was lost before)."""
+        for minute, counts in self._pending.items():
+            key = self._keys.counters(minute)
+            for name, n in counts.items():
+                pipe.hincrby(key, name, n)
+            pipe.expire(key, KEEP_MINUTES * 60)
+        self._pending.clear()
+        self._sent_at = time.monotonic()
 
 
 @dataclass

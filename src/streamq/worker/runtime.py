@@ -126,6 +126,7 @@ class WorkerRuntime:
         await self.fleet.aclose()
         await self.admission.aclose()
         await self.publisher.aclose()
+        await self.runner.aclose()
         await self.clients.aclose()
         if self.streams is not self.runner.redis:
             await self.streams.aclose()
