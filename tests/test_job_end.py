@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix, retry_key_prefix
 from redis.asyncio import Redis
 
 from streamq import StreamQ
@@ -111,3 +112,27 @@ async def test_counts_wait_in_the_process_until_sent(redis: Redis, settings: Set
         b"errors:timeout": b"1",
     }
     assert 0 < await redis.ttl(keys.counters(minute)) <= KEEP_MINUTES * 60
+
+
+async def test_arq_forgets_a_finished_job(redis: Redis, settings: Settings, sq: StreamQ) -> None:
+    """arq's keys of a job that ended go (its envelope, in-progress mark and retry count), and
+    it leaves arq's queue and abort set."""
+    keys = Keys(settings.key_prefix)
+    job_id = f"forget-{settings.key_prefix}"
+    arq_id = keys.arq_job_id(job_id)
+    await redis.zadd(abort_jobs_ss, {arq_id: 1})  # as arq's Job.abort() would: arq's own set
+    try:
+        async with running_worker(settings):
+            job = await sq.enqueue_chat("forget me", job_id=job_id)
+            await job.result(timeout=30)
+
+            async def forgotten() -> bool:
+                arq_keys = (job_key_prefix, in_progress_key_prefix, retry_key_prefix)
+                left = await redis.exists(*(prefix + arq_id for prefix in arq_keys))
+                queued = await redis.zscore(settings.queue_name, arq_id)
+                aborted = await redis.zscore(abort_jobs_ss, arq_id)
+                return left == 0 and queued is None and aborted is None
+
+            await poll_until(forgotten, 30, "arq's keys of the job gone")
+    finally:
+        await redis.zrem(abort_jobs_ss, arq_id)

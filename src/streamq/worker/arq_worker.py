@@ -20,7 +20,12 @@ from typing import Any
 
 import httpx2
 from arq.connections import log_redis_info
-from arq.constants import in_progress_key_prefix
+from arq.constants import (
+    abort_jobs_ss,
+    in_progress_key_prefix,
+    job_key_prefix,
+    retry_key_prefix,
+)
 from arq.utils import timestamp_ms
 from arq.worker import Worker, func
 from redis.commands.core import AsyncScript
@@ -217,8 +222,40 @@ class StreamQWorker(Worker):
         keys, argv = fair_requeue_call(self.queue_name, self.fair_ttl, job_id)
         await self._requeue_script(keys, argv, client=self.pool)
 
-    async def finish_job(self, job_id: str, finish: bool, *args: Any, **kwargs: Any) -> None:
-        await super().finish_job(job_id, finish, *args, **kwargs)
+    async def finish_job(
+        self,
+        job_id: str,
+        finish: bool,
+        result_data: bytes | None,
+        result_timeout_s: float | None,
+        keep_result_forever: bool,
+        incr_score: int | None,
+        keep_in_progress: float | None,
+    ) -> None:
+        if finish and result_data is None and keep_in_progress is None:
+            # A job that ended, with no result to keep (streamq's jobs: the stream is the
+            # result): arq's commands without its MULTI/EXEC, two of the ~60 a job costs
+            # beside its entries. The queue entry goes first, so that no worker takes the job
+            # again while its keys go; should the rest fail, they expire.
+            async with self.pool.pipeline(transaction=False) as pipe:
+                pipe.zrem(self.queue_name, job_id)
+                pipe.zrem(abort_jobs_ss, job_id)
+                pipe.delete(
+                    in_progress_key_prefix + job_id,
+                    retry_key_prefix + job_id,
+                    job_key_prefix + job_id,
+                )
+                await pipe.execute()
+            return
+        await super().finish_job(
+            job_id,
+            finish,
+            result_data,
+            result_timeout_s,
+            keep_result_forever,
+            incr_score,
+            keep_in_progress,
+        )
         if finish:
             return
         # arq queued it again (a Retry, or a run cut short): back to the fair order's front.
