@@ -325,11 +325,11 @@ local function append(events, state, scratch, attempt, ttl, checked, args, from,
     i = i + 3 + n
   end
   -- The TTL is set with an attempt's first entries, its terminal one and every 64th: a stream
-  -- always ends with one, even one that expired mid-run and was recreated by XADD.
-  if first < 0 or ended or math.floor(last / 64) ~= math.floor(first / 64) then
-    redis.call('EXPIRE', events, ttl)
-    redis.call('EXPIRE', state, ttl)
-  end
+  -- always ends with one, even one that expired mid-run and was recreated by XADD. The state's
+  -- with the same but the first: the attempt's claim has just set it.
+  local renewed = ended or math.floor(last / 64) ~= math.floor(first / 64)
+  if first < 0 or renewed then redis.call('EXPIRE', events, ttl) end
+  if renewed then redis.call('EXPIRE', state, ttl) end
   -- Each stream node is created with 4 KB preallocated, which a finished stream would keep;
   -- its copy holds only the bytes in use (13 B a delta for a 300-delta answer). COPY needs
   -- Redis 6.2.
