@@ -102,6 +102,8 @@ class JobRunner:
         self._clock = ServerClock(redis)
         self._counts = EndCounts(self.keys)
         self._counts_sender: asyncio.Task[None] | None = None
+        self._counts_sending = False  # the sender's round trip is under way
+        self._closing = False
         self._claim = redis.register_script(scripts.CLAIM)
         self._claim_state = self.streams.register_script(scripts.CLAIM_STATE)
         self._lease = redis.register_script(scripts.LEASE)
@@ -261,10 +263,18 @@ class JobRunner:
                 logger.warning(message, command, result)
 
     async def _send_counts_later(self) -> None:
-        """A second after a job end that left counts waiting, send them if no end has."""
-        await asyncio.sleep(1.0)
-        self._counts_sender = None
-        await self.send_counts()
+        """A second after a job end that left counts waiting, send them if no end has; again
+        while ends come in during the send."""
+        try:
+            while True:
+                await asyncio.sleep(1.0)
+                self._counts_sending = True
+                await self.send_counts()
+                self._counts_sending = False
+                if not self._counts.pending or self._closing:
+                    return
+        finally:
+            self._counts_sender, self._counts_sending = None, False
 
     async def send_counts(self) -> None:
         """Send the job ends counted and not yet sent (logged, never raised, if Redis fails)."""
@@ -279,11 +289,13 @@ class JobRunner:
 
     async def aclose(self) -> None:
         """Send the counts still waiting."""
-        sender, self._counts_sender = self._counts_sender, None
+        self._closing = True
+        sender = self._counts_sender
         if sender is not None:
-            sender.cancel()
+            if not self._counts_sending:  # asleep: the send below takes its counts
+                sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await sender
+                await sender  # a send under way ends before the process stops
         await self.send_counts()
 
     def _retry_delay(self, run: Run, outcome: Outcome, elapsed: float) -> float | None:
