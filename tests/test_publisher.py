@@ -178,3 +178,29 @@ async def test_without_a_linger_later_text_goes_unasked(redis: Redis, settings: 
         await emit_and_sync(writer, Start(job_id="eager", model="m"), Delta(text="a"))
         await writer.emit(Delta(text="b"))  # nothing waits for it, nothing urgent follows
         await until_written(redis, keys, "eager", "a", "b")
+
+
+async def test_the_ttls_go_with_the_first_entries_every_64th_and_the_end(
+    redis: Redis, settings: Settings
+) -> None:
+    """The stream's TTL with the attempt's first entries; the state's is the claim's until the
+    64th entry (the claim set it just before), then both with every 64th and the end."""
+    keys = Keys(settings.key_prefix)
+    claimed_ttl, stream_ttl = 60, 5000  # the claim here sets 60 s, the publisher 5,000 s
+    chain = keys.publisher("ttls")
+    publisher = Publisher(redis, ttl=stream_ttl, chain_key=chain, linger=0.0)
+    publisher.start()
+    try:
+        writer = await writer_for(publisher, redis, keys, "ttls")
+        await emit_and_sync(writer, Start(job_id="ttls", model="m"), Delta(text="a"))
+        assert await redis.ttl(keys.events("ttls")) > claimed_ttl
+        assert 0 < await redis.ttl(keys.state("ttls")) <= claimed_ttl
+        await emit_and_sync(writer, *(Delta(text=str(i)) for i in range(70)))
+        assert await redis.ttl(keys.state("ttls")) > claimed_ttl
+        await redis.expire(keys.state("ttls"), claimed_ttl)
+        await redis.expire(keys.events("ttls"), claimed_ttl)
+        await emit_and_sync(writer, Done(finish_reason="stop"))
+        assert await redis.ttl(keys.events("ttls")) > claimed_ttl
+        assert await redis.ttl(keys.state("ttls")) > claimed_ttl
+    finally:
+        await asyncio.wait_for(publisher.aclose(), HANG)

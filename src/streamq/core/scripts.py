@@ -327,7 +327,7 @@ local function append(events, state, scratch, attempt, ttl, checked, args, from,
   -- The TTL is set with an attempt's first entries, its terminal one and every 64th: a stream
   -- always ends with one, even one that expired mid-run and was recreated by XADD. The state's
   -- with the same but the first: the attempt's claim has just set it.
-  local renewed = ended or math.floor(last / 64) ~= math.floor(first / 64)
+  local renewed = ended or (first >= 0 and math.floor(last / 64) ~= math.floor(first / 64))
   if first < 0 or renewed then redis.call('EXPIRE', events, ttl) end
   if renewed then redis.call('EXPIRE', state, ttl) end
   -- Each stream node is created with 4 KB preallocated, which a finished stream would keep;
