@@ -15,6 +15,7 @@ from streamq.core.clock import server_time_ms
 from streamq.core.keys import Keys
 from streamq.core.settings import Settings
 from streamq.worker.arq_worker import running_worker
+from tests.harness.counts import jobs_counted
 from tests.harness.waiting import poll_until
 
 
@@ -36,9 +37,7 @@ async def test_a_job_end_drops_its_lease_keeps_its_request_and_counts(
         await job.result(timeout=30)
         await no_lease_left(redis, keys)
     assert await redis.ttl(keys.request(job.id)) > settings.stream_ttl - 60
-    minute = await server_time_ms(redis) // 60_000
-    counts = [await redis.hgetall(keys.counters(m)) for m in (minute - 1, minute)]  # type: ignore[misc]
-    assert sum(int(c.get(b"jobs:done", 0)) for c in counts) == 1
+    assert await jobs_counted(redis, keys, "done") == 1
 
 
 async def test_a_refused_count_still_lets_the_job_go(
@@ -58,13 +57,6 @@ async def test_a_refused_count_still_lets_the_job_go(
         await poll_until(lambda: "HINCRBY at its end failed" in caplog.text, 10, "the warning")
 
 
-async def counted(redis: Redis, keys: Keys, outcome: str = "done") -> int:
-    """Jobs counted with ``outcome`` in this minute and the one before."""
-    minute = await server_time_ms(redis) // 60_000
-    counts = [await redis.hgetall(keys.counters(m)) for m in (minute - 1, minute)]  # type: ignore[misc]
-    return sum(int(c.get(f"jobs:{outcome}".encode(), 0)) for c in counts)
-
-
 async def test_job_ends_are_counted_together_and_none_is_lost(
     redis: Redis, settings: Settings, sq: StreamQ
 ) -> None:
@@ -77,18 +69,19 @@ async def test_job_ends_are_counted_together_and_none_is_lost(
             await job.result(timeout=30)
 
         async def all_counted() -> bool:
-            return await counted(redis, keys) == len(jobs)
+            return await jobs_counted(redis, keys, "done") == len(jobs)
 
         await poll_until(all_counted, 30, "every job's end counted, without another end")
         more = [await sq.enqueue_chat(f"then {i}") for i in range(3)]
         for job in more:
             await job.result(timeout=30)
-    assert await counted(redis, keys) == len(jobs) + len(more)  # sent by the stopping worker
+    # Sent by the stopping worker:
+    assert await jobs_counted(redis, keys, "done") == len(jobs) + len(more)
 
 
 async def test_counts_wait_in_the_process_until_sent(redis: Redis, settings: Settings) -> None:
     keys = Keys(settings.key_prefix)
-    counts = EndCounts(keys, every=3600)
+    counts = EndCounts(redis, keys, every=3600)
     minute = await server_time_ms(redis) // 60_000
     assert counts.due() is False  # nothing to send
     counts.add(minute, "done", 50)

@@ -14,12 +14,12 @@ from redis.asyncio import Redis
 
 from streamq import Delta, JobFailed, Settings, StreamQ
 from streamq.admin.presence import alive_workers
-from streamq.core.clock import server_time_ms
 from streamq.core.keys import Keys
 from streamq.core.request import chat_messages
 from streamq.dev.local_redis import LocalRedis
 from streamq.dev.simulator import simulated_text
 from streamq.worker.arq_worker import running_worker
+from tests.harness.counts import jobs_counted
 from tests.harness.processes import STOP_TIMEOUT, live_workers, run_cli, worker_processes
 from tests.harness.waiting import STARTUP, poll_until
 
@@ -63,9 +63,7 @@ async def test_stats_counts_outcomes_failures_and_throughput(
         keys = Keys(settings.key_prefix)
 
         async def all_counted() -> bool:
-            minute = await server_time_ms(redis) // 60_000
-            buckets = [await redis.hgetall(keys.counters(m)) for m in (minute - 1, minute)]  # type: ignore[misc]
-            return sum(int(n) for b in buckets for k, n in b.items() if k.startswith(b"jobs:")) == 4
+            return await jobs_counted(redis, keys) == 4
 
         await poll_until(all_counted, 30, "the four job ends counted")
         code, stats = await cli_json(settings, "stats")

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
@@ -13,21 +17,27 @@ from redis.asyncio.client import Pipeline
 from streamq.core.clock import server_time_ms
 from streamq.core.keys import Keys
 
+logger = logging.getLogger("streamq.counters")
 KEEP_MINUTES = 120
 
 
 class EndCounts:
     """Job ends counted in this process until sent to ``minute``'s counts (Redis's clock in
-    ms // 60,000). A job end's round trip carries them at most once every ``every`` seconds;
-    :meth:`take_into` sends the rest (the worker, a period after its last end and when it
-    stops). At a hundred job ends a second, three commands a job became three a second; a
-    process that dies loses at most its last period's counts."""
+    ms // 60,000). A job end's round trip carries them at most once every ``every`` seconds
+    (:meth:`due`, :meth:`take_into`); :meth:`send_later` sends the rest a period after the last
+    end, and :meth:`aclose` when the process stops. At a hundred job ends a second, three
+    commands a job became three a second; a process that dies loses at most its last period's
+    counts."""
 
-    def __init__(self, keys: Keys, every: float = 1.0) -> None:
+    def __init__(self, redis: Redis, keys: Keys, every: float = 1.0) -> None:
+        self._redis = redis
         self._keys = keys
         self._every = every
         self._pending: dict[int, Counter[str]] = {}
         self._sent_at = -math.inf
+        self._sender: asyncio.Task[None] | None = None
+        self._sending = False  # the sender's round trip is under way
+        self._closing = False
 
     def add(self, minute: int, outcome: str, deltas: int, error_code: str | None = None) -> None:
         """Count one finished job."""
@@ -56,6 +66,51 @@ class EndCounts:
             pipe.expire(key, KEEP_MINUTES * 60)
         self._pending.clear()
         self._sent_at = time.monotonic()
+
+    def send_later(self) -> None:
+        """When counts wait, send them a period from now (unless a send is already due)."""
+        if self.pending and self._sender is None and not self._closing:
+            self._sender = asyncio.create_task(self._send_later())
+
+    async def send(self) -> None:
+        """Send the counts waiting now (logged, never raised, if Redis fails)."""
+        if not self.pending:
+            return
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                self.take_into(pipe)
+                results: list[Any] = await pipe.execute(raise_on_error=False)
+        except Exception as exc:
+            logger.warning("could not count job ends: %r", exc)
+            return
+        refused = [result for result in results if isinstance(result, Exception)]
+        if refused:
+            logger.warning(
+                "counting job ends: Redis refused %d of its commands: %r", len(refused), refused[0]
+            )
+
+    async def aclose(self) -> None:
+        """Send the counts still waiting, after a send under way."""
+        self._closing = True
+        sender = self._sender
+        if sender is not None:
+            if not self._sending:  # asleep: the send below takes its counts
+                sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
+        await self.send()
+
+    async def _send_later(self) -> None:
+        try:
+            while True:  # again while ends came in during the send
+                await asyncio.sleep(self._every)
+                self._sending = True
+                await self.send()
+                self._sending = False
+                if not self.pending or self._closing:
+                    return
+        finally:
+            self._sender, self._sending = None, False
 
 
 @dataclass

@@ -18,7 +18,6 @@ from typing import Any
 
 import openai
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from streamq.admin.counters import EndCounts
@@ -100,10 +99,7 @@ class JobRunner:
             output_tokens=settings.budget_output_tokens,
         )
         self._clock = ServerClock(redis)
-        self._counts = EndCounts(self.keys)
-        self._counts_sender: asyncio.Task[None] | None = None
-        self._counts_sending = False  # the sender's round trip is under way
-        self._closing = False
+        self._counts = EndCounts(redis, self.keys)
         self._claim = redis.register_script(scripts.CLAIM)
         self._claim_state = self.streams.register_script(scripts.CLAIM_STATE)
         self._lease = redis.register_script(scripts.LEASE)
@@ -246,57 +242,21 @@ class JobRunner:
                 self.fleet.release_in(pipe, run)
                 if self._counts.due():
                     self._counts.take_into(pipe)
-                await self._execute_logged(pipe, f"job {run.job_id}: %s at its end failed: %r")
+                sent = [command[0][0] for command in pipe.command_stack]
+                results: list[Any] = await pipe.execute(raise_on_error=False)
         except Exception as exc:  # Redis away: the lease runs out, the stream says it ended
             logger.warning(
                 "job %s: could not let its keys go nor count its end: %r", run.job_id, exc
             )
-        if self._counts.pending and self._counts_sender is None:
-            self._counts_sender = asyncio.create_task(self._send_counts_later())
-
-    async def _execute_logged(self, pipe: Pipeline, message: str) -> None:
-        """Run ``pipe``, logging each command Redis refused (``message`` % (command, error))."""
-        sent = [command[0][0] for command in pipe.command_stack]
-        results: list[Any] = await pipe.execute(raise_on_error=False)
-        for command, result in zip(sent, results, strict=True):
-            if isinstance(result, Exception):
-                logger.warning(message, command, result)
-
-    async def _send_counts_later(self) -> None:
-        """A second after a job end that left counts waiting, send them if no end has; again
-        while ends come in during the send."""
-        try:
-            while True:
-                await asyncio.sleep(1.0)
-                self._counts_sending = True
-                await self.send_counts()
-                self._counts_sending = False
-                if not self._counts.pending or self._closing:
-                    return
-        finally:
-            self._counts_sender, self._counts_sending = None, False
-
-    async def send_counts(self) -> None:
-        """Send the job ends counted and not yet sent (logged, never raised, if Redis fails)."""
-        if not self._counts.pending:
-            return
-        try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                self._counts.take_into(pipe)
-                await self._execute_logged(pipe, "counting job ends: %s failed: %r")
-        except Exception as exc:
-            logger.warning("could not count job ends: %r", exc)
+        else:
+            for command, result in zip(sent, results, strict=True):
+                if isinstance(result, Exception):
+                    logger.warning("job %s: %s at its end failed: %r", run.job_id, command, result)
+        self._counts.send_later()
 
     async def aclose(self) -> None:
-        """Send the counts still waiting."""
-        self._closing = True
-        sender = self._counts_sender
-        if sender is not None:
-            if not self._counts_sending:  # asleep: the send below takes its counts
-                sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sender  # a send under way ends before the process stops
-        await self.send_counts()
+        """Send the counts of job ends still waiting."""
+        await self._counts.aclose()
 
     def _retry_delay(self, run: Run, outcome: Outcome, elapsed: float) -> float | None:
         error = outcome.event
