@@ -62,7 +62,7 @@ class StreamWriter:
         self.failure: Fenced | PublishFailed | EntryRejected | None = None
         self.ended = False  # a terminal event was emitted: what follows must be checked
         self.trusted = -1  # the publisher's trust epoch in which this writer was last checked
-        self.texts = 0  # text entries (delta, reasoning, refusal, tool_call) emitted so far
+        self.wrote_text = False  # a delta, reasoning, refusal or tool_call entry was emitted
         self._last_ticket = 0
 
     async def emit(self, event: Event) -> None:
@@ -80,8 +80,8 @@ class StreamWriter:
             raise EntryRejected(f"a {event.type} event cannot be encoded as UTF-8: {exc}") from None
         self.seq += 1
         self.ended = self.ended or bool(terminal)
-        may_wait = event.type in _LINGERING_TYPES and self.texts > 0
-        self.texts += event.type in _LINGERING_TYPES
+        text = event.type in _LINGERING_TYPES
+        may_wait, self.wrote_text = text and self.wrote_text, self.wrote_text or text
         self._last_ticket = self.publisher.append(self, args, urgent=not may_wait)
         if self.publisher.pending >= self.publisher.max_pending:
             await self.sync()
